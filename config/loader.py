@@ -1,0 +1,207 @@
+"""YAML loading, base inheritance, dotted overrides and validation."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import yaml
+
+from config.schema import Config
+
+BASE_KEY = "_base_"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular '{BASE_KEY}' chain: {' -> '.join(map(str, seen + (path,)))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    base_data = _read_yaml(path.parent / base, seen + (path,))
+    return _deep_merge(base_data, data)
+
+
+def _deep_merge(base: dict, update: Mapping) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items: Optional[Iterable[str]]) -> dict[str, Any]:
+    """Turn ``["solver.base_lr=0.01", "model.matcher.name=iou_topk"]`` into a dict.
+
+    Values are parsed as YAML scalars/lists (``0.01`` -> float, ``[800, 640]`` -> list,
+    ``true`` -> bool), so the command line speaks the same types as the files.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from e
+    return out
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, (int, float, str)) and len(args) == 2 and args[1] is Ellipsis:
+            value = [value]  # a single value where a list is expected
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {tp}")
+
+
+def _build(cls: type, data: Mapping, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{prefix.rstrip('.')}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'"
+            + (f" (and {len(unknown) - 1} more: {', '.join(prefix + u for u in unknown[1:])})" if len(unknown) > 1 else "")
+            + f"; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name] or {}, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(data[f.name], tp, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    m = cfg.model
+    choices = {
+        "model.backbone.name": (m.backbone.name, {"resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext50_32x4d"}),
+        "model.backbone.style": (m.backbone.style, {"caffe", "pytorch"}),
+        "model.backbone.norm": (m.backbone.norm, {"frozen_bn", "bn", "syncbn"}),
+        "model.encoder.norm": (m.encoder.norm, {"bn", "syncbn", "gn", "none"}),
+        "model.decoder.norm": (m.decoder.norm, {"bn", "syncbn", "gn", "none"}),
+        "model.input_format": (m.input_format, {"BGR", "RGB"}),
+        "model.box_coder.decode_method": (m.box_coder.decode_method, {"anchor", "stride"}),
+        "model.matcher.name": (m.matcher.name, {"uniform", "iou_topk", "max_iou"}),
+        "model.loss.normalization": (m.loss.normalization, {"batch", "per_image"}),
+        "data.dataset": (cfg.data.dataset, {"coco", "voc", "synthetic"}),
+        "solver.schedule": (cfg.solver.schedule, {"1x", "2x", "3x"}),
+        "solver.amp": (cfg.solver.amp, {"none", "fp16", "bf16"}),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {sorted(allowed)}")
+    if len(m.encoder.dilations) != m.encoder.num_blocks:
+        raise ConfigError(
+            f"config key 'model.encoder.dilations': {len(m.encoder.dilations)} dilations for "
+            f"model.encoder.num_blocks={m.encoder.num_blocks}"
+        )
+    if m.decoder.pred_kernel not in (1, 3):
+        raise ConfigError(f"config key 'model.decoder.pred_kernel': must be 1 or 3, got {m.decoder.pred_kernel}")
+    if not 0 <= m.backbone.freeze_at <= 5:
+        raise ConfigError(f"config key 'model.backbone.freeze_at': must be in 0..5, got {m.backbone.freeze_at}")
+    if m.num_classes < 1:
+        raise ConfigError(f"config key 'model.num_classes': must be >= 1, got {m.num_classes}")
+    if cfg.solver.batch_size < 1:
+        raise ConfigError(f"config key 'solver.batch_size': must be >= 1, got {cfg.solver.batch_size}")
+    if list(cfg.solver.steps) != sorted(cfg.solver.steps):
+        raise ConfigError(f"config key 'solver.steps': must be increasing, got {cfg.solver.steps}")
+
+
+def config_from_dict(data: Mapping) -> Config:
+    cfg = _build(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: Union[str, Path, None], overrides: Union[Mapping[str, Any], Iterable[str], None] = None) -> Config:
+    """Load a YAML preset (following ``_base_``), apply dotted ``overrides``, validate.
+
+    ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe).
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(overrides)
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+    return config_from_dict(data)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (tuples as lists), suitable for YAML/JSON and checkpoints."""
+
+    def conv(x):
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [conv(v) for v in x]
+        return x
+
+    return conv(dataclasses.asdict(cfg))

@@ -1,0 +1,163 @@
+"""The configuration schema: every key, its type and its default.
+
+Defaults are the official YOLOF R50-C5 1x recipe (megvii-model/YOLOF,
+``yolof.res50.C5.1x``) unless a comment says otherwise. Every trick that YOLOF
+uses and RetinaNet does not is a switch here, so one ablation row is one set
+of overrides.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnext101_32x8d
+    style: str = "caffe"  # caffe: stride on the 1x1 conv (MSRA weights); pytorch: stride on the 3x3 conv
+    dilated_c5: bool = False  # DC5: last stage dilated (stride 16) instead of strided (stride 32)
+    freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything
+    norm: str = "frozen_bn"  # frozen_bn | bn | syncbn
+    weights: str = "none"  # none | imagenet (torchvision weights, from weights/ or downloaded) | a file path
+    width_mult: float = 1.0  # scales every stage width (<1 for small CPU models; 1 for pretrained weights)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    channels: int = 512  # projector output and block channels
+    mid_channels: int = 128  # bottleneck middle channels of each residual block
+    num_blocks: int = 4  # number of dilated residual blocks
+    dilations: tuple[int, ...] = (2, 4, 6, 8)  # one dilation per block
+    norm: str = "bn"  # bn | syncbn | gn | none
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    num_cls_convs: int = 2  # conv-norm-ReLU layers in the classification subnet
+    num_reg_convs: int = 4  # conv-norm-ReLU layers in the regression subnet
+    pred_kernel: int = 3  # kernel of the cls/box/objectness prediction convs (1 = the seed's ablation)
+    prior_prob: float = 0.01  # initial foreground probability (bias init of cls_score)
+    norm: str = "bn"  # bn | syncbn | gn | none
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    sizes: tuple[float, ...] = (32, 64, 128, 256, 512)  # anchor side lengths in input pixels
+    aspect_ratios: tuple[float, ...] = (1.0,)  # h / w
+    offset: float = 0.0  # anchor centre = (x + offset) * stride; official YOLOF uses 0.0
+
+
+@dataclass(frozen=True)
+class BoxCoderConfig:
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # (wx, wy, ww, wh)
+    scale_clamp: float = math.log(1000.0 / 16)  # upper clamp of dw, dh before exp()
+    ctr_clamp: float = 32.0  # max centre shift in pixels when decoding; <= 0 turns it off
+    decode_method: str = "anchor"  # anchor: offset scaled by anchor size (official); stride: by the stride (seed's method 1)
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    name: str = "uniform"  # uniform (L1 top-k, official) | iou_topk (seed) | max_iou (RetinaNet)
+    topk: int = 4  # k for uniform / iou_topk
+    max_iou_pos_thresh: float = 0.5  # max_iou: IoU >= this is positive
+    max_iou_neg_thresh: float = 0.4  # max_iou: IoU < this is negative, in between ignored
+    ignore_thresholds: bool = True  # apply the two thresholds below (official); False = every match positive, every other anchor negative
+    neg_ignore_thresh: float = 0.7  # unmatched anchors whose predicted box has IoU > this with any GT are ignored
+    pos_ignore_thresh: float = 0.15  # matched pairs whose anchor has IoU < this with its GT are ignored
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    cls_weight: float = 1.0
+    box_weight: float = 1.0
+    normalization: str = "batch"  # batch: by total positives in the batch over all ranks (official); per_image: per image, then averaged (seed's method 1)
+    image_mask: bool = False  # ignore anchors whose centre lies in padding (not in the official code)
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    score_thresh: float = 0.05
+    topk_candidates: int = 1000  # candidates kept per image before NMS (min with the number of anchors)
+    nms_thresh: float = 0.6  # class-wise NMS IoU threshold
+    max_detections: int = 100  # per image
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_classes: int = 80
+    input_format: str = "BGR"  # channel order of the images the model receives: BGR (caffe) | RGB (pytorch)
+    pixel_mean: tuple[float, float, float] = (103.53, 116.28, 123.675)  # in input_format order, 0-255 scale
+    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    size_divisibility: int = 0  # pad batches to a multiple of this (0: only to the batch max, as official)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    box_coder: BoxCoderConfig = field(default_factory=BoxCoderConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "coco"  # coco | voc | synthetic
+    root: str = "datasets/coco"  # coco: holds annotations/instances_<split>.json and <split>/; voc: VOCdevkit; synthetic: cache folder
+    train_split: str = "train2017"  # coco split name; voc: "2007_trainval+2012_trainval"
+    val_split: str = "val2017"  # coco split name; voc: "2007_test"
+    train_min_size: tuple[int, ...] = (800,)  # shorter side for training; several values = multi-scale (one drawn per image)
+    train_max_size: int = 1333
+    test_min_size: int = 800
+    test_max_size: int = 1333
+    flip_prob: float = 0.5  # horizontal flip probability
+    random_shift: bool = True  # RandomShift augmentation (YOLOF)
+    shift_max: int = 32  # RandomShift range in pixels: shifts in [-shift_max, shift_max - 1]
+    shift_prob: float = 0.5  # RandomShift probability
+    filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
+    num_workers: int = 4  # DataLoader workers per process
+    synthetic_num_train: int = 3000  # synthetic dataset: training images
+    synthetic_num_val: int = 300  # synthetic dataset: held-out images
+    synthetic_image_size: tuple[int, int] = (256, 256)  # synthetic dataset: (h, w)
+    synthetic_seed: int = 0  # synthetic dataset: generation seed
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    batch_size: int = 64  # total images per optimizer step, over all processes and accumulation steps
+    base_lr: float = 0.12  # learning rate at reference_batch_size
+    reference_batch_size: int = 64  # batch size base_lr was tuned for
+    scale_lr: bool = True  # lr = base_lr * batch_size / reference_batch_size (linear scaling rule)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0  # weight decay of normalisation layers (official 0)
+    backbone_lr_factor: float = 0.334  # backbone lr = lr * this (official 1/3)
+    max_iter: int = 22500  # optimizer steps for a 1x schedule
+    steps: tuple[int, ...] = (15000, 20000)  # lr x gamma at these steps
+    gamma: float = 0.1
+    schedule: str = "1x"  # 1x | 2x | 3x: multiplies max_iter and steps
+    warmup_iters: int = 1500
+    warmup_factor: float = 0.00066667  # lr factor at step 0, rising linearly to 1 at warmup_iters
+    clip_grad_norm: float = 0.0  # 0 = no clipping (official)
+    amp: str = "none"  # none | fp16 | bf16 (CUDA only)
+    channels_last: bool = False  # channels_last memory format for the model and images
+    sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    eval_period: int = 1  # evaluate every N epochs (0: only at the end)
+    checkpoint_period_iters: int = 0  # also checkpoint every N iterations (0: only each epoch)
+    log_period: int = 20  # iterations between log lines / TensorBoard points
+    max_skip_fraction: float = 0.01  # fail when more than this fraction of images cannot be read
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,192 @@
+"""ResNet backbones from torchvision, returning the C5 (or DC5) feature map.
+
+The stages and blocks are torchvision's own (``BasicBlock``, ``Bottleneck``),
+so torchvision's ImageNet weights load by name. Two things are YOLOF's:
+
+* ``style="caffe"`` moves the stride-2 of each stage's first bottleneck from the
+  3x3 conv to the first 1x1 conv (MSRA / Caffe2 ResNets, ``STRIDE_IN_1X1=True``),
+  which is what the official YOLOF checkpoints were trained with.
+* ``dilated_c5=True`` (DC5) replaces the last stage's stride by dilation 2 in
+  *every* block of that stage, as detectron2/cvpods do (torchvision's
+  ``replace_stride_with_dilation`` leaves the first block undilated).
+
+``width_mult`` scales the stage widths for small CPU models; weights can only
+be loaded at ``width_mult=1``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+from torchvision.ops import FrozenBatchNorm2d
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+# name -> (block, layers, groups, width_per_group, torchvision weights enum)
+_SPECS = {
+    "resnet18": (tv_resnet.BasicBlock, (2, 2, 2, 2), 1, 64, tv_resnet.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (tv_resnet.BasicBlock, (3, 4, 6, 3), 1, 64, tv_resnet.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (tv_resnet.Bottleneck, (3, 4, 6, 3), 1, 64, tv_resnet.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (tv_resnet.Bottleneck, (3, 4, 23, 3), 1, 64, tv_resnet.ResNet101_Weights.IMAGENET1K_V1),
+    "resnext50_32x4d": (tv_resnet.Bottleneck, (3, 4, 6, 3), 32, 4, tv_resnet.ResNeXt50_32X4D_Weights.IMAGENET1K_V1),
+    "resnext101_32x8d": (tv_resnet.Bottleneck, (3, 4, 23, 3), 32, 8, tv_resnet.ResNeXt101_32X8D_Weights.IMAGENET1K_V1),
+}
+
+
+def _norm_layer(norm: str):
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if norm in ("bn", "syncbn"):  # syncbn: converted by the trainer under DDP
+        return nn.BatchNorm2d
+    raise ValueError(f"unknown backbone norm {norm!r}")
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet body (conv1 .. layer4) returning the last feature map.
+
+    Args:
+        name: one of ``resnet18/34/50/101``, ``resnext50_32x4d``, ``resnext101_32x8d``.
+        style: ``"pytorch"`` or ``"caffe"`` (stride on the first 1x1 conv).
+        dilated_c5: DC5, output stride 16 instead of 32.
+        freeze_at: 0 none, 1 stem, 2 stem + layer1, ..., 5 everything.
+        norm: ``frozen_bn`` (default), ``bn`` or ``syncbn``.
+        width_mult: multiplies the stage widths (1.0 = standard).
+
+    Input (B, 3, H, W) normalised images; output (B, out_channels, H/s, W/s).
+    """
+
+    def __init__(self, name: str = "resnet50", style: str = "pytorch", dilated_c5: bool = False,
+                 freeze_at: int = 2, norm: str = "frozen_bn", width_mult: float = 1.0):
+        super().__init__()
+        if name not in _SPECS:
+            raise ValueError(f"unknown backbone {name!r}; choose from {sorted(_SPECS)}")
+        block, layers, groups, width_per_group, _ = _SPECS[name]
+        norm_layer = _norm_layer(norm)
+        widths = [max(8, int(round(w * width_mult))) for w in (64, 128, 256, 512)]
+        stem_width = widths[0]
+
+        self.conv1 = nn.Conv2d(3, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self._inplanes = stem_width
+        self._groups, self._base_width = groups, width_per_group
+        self.layer1 = self._make_layer(block, widths[0], layers[0], 1, 1, norm_layer)
+        self.layer2 = self._make_layer(block, widths[1], layers[1], 2, 1, norm_layer)
+        self.layer3 = self._make_layer(block, widths[2], layers[2], 2, 1, norm_layer)
+        self.layer4 = self._make_layer(block, widths[3], layers[3], 1 if dilated_c5 else 2,
+                                       2 if dilated_c5 else 1, norm_layer)
+        self.out_channels = widths[3] * block.expansion
+        self.stride = 16 if dilated_c5 else 32
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if style == "caffe":
+            self._move_stride_to_1x1()
+        elif style != "pytorch":
+            raise ValueError(f"unknown backbone style {style!r}")
+        self.freeze(freeze_at)
+
+    def _make_layer(self, block, planes, blocks, stride, dilation, norm_layer) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self._inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self._inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                norm_layer(planes * block.expansion),
+            )
+        kwargs = dict(groups=self._groups, base_width=self._base_width, dilation=dilation, norm_layer=norm_layer)
+        if block is tv_resnet.BasicBlock:
+            if dilation > 1:
+                raise ValueError("dilated C5 needs a bottleneck ResNet (resnet50 and deeper)")
+            kwargs = dict(norm_layer=norm_layer)
+        layers = [block(self._inplanes, planes, stride, downsample, **kwargs)]
+        self._inplanes = planes * block.expansion
+        layers += [block(self._inplanes, planes, **kwargs) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def _move_stride_to_1x1(self) -> None:
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            first = layer[0]
+            if isinstance(first, tv_resnet.Bottleneck) and first.conv2.stride != (1, 1):
+                first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
+
+    def freeze(self, freeze_at: int) -> None:
+        """Stop gradients in the stem (1) and the first ``freeze_at - 1`` stages."""
+        stages = [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+        for stage in stages[:freeze_at]:
+            for p in stage.parameters():
+                p.requires_grad_(False)
+            for m in stage.modules():  # frozen stages keep BN statistics fixed even with norm=bn
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+                    m.track_running_stats = True
+        self.freeze_at = freeze_at
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        stages = [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+        for stage in stages[: getattr(self, "freeze_at", 0)]:
+            for m in stage.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _weights_file(name: str) -> tuple[str, Path]:
+    url = _SPECS[name][4].url
+    return url, WEIGHTS_DIR / url.rsplit("/", 1)[-1]
+
+
+def load_imagenet_weights(backbone: ResNetBackbone, name: str, source: str) -> None:
+    """Load ImageNet weights: ``source`` is ``"imagenet"`` (torchvision's file) or a path.
+
+    For ``"imagenet"`` the file is looked up in ``weights/`` first, then fetched by
+    torchvision's downloader; when that fails, the error says what to download
+    and where to put it.
+    """
+    if source == "imagenet":
+        url, local = _weights_file(name)
+        if local.is_file():
+            state = torch.load(local, map_location="cpu", weights_only=True)
+        else:
+            try:
+                state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+            except Exception as e:  # no network, proxy, ...
+                raise RuntimeError(
+                    f"Could not download the ImageNet weights for {name}; download {url} "
+                    f"and put it at {local} (or set model.backbone.weights to its path)."
+                ) from e
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(
+            f"backbone weights do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]} "
+            "(weights need model.backbone.width_mult=1)"
+        )
+    logger.info("loaded ImageNet weights for %s from %s", name, source)
+
+
+def build_backbone(name: str, style: str, dilated_c5: bool, freeze_at: int, norm: str,
+                   weights: Optional[str] = None, width_mult: float = 1.0) -> ResNetBackbone:
+    backbone = ResNetBackbone(name, style, dilated_c5, 0, norm, width_mult)
+    if weights and weights != "none":
+        load_imagenet_weights(backbone, name, weights)
+    backbone.freeze(freeze_at)
+    return backbone

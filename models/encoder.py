@@ -1,0 +1,69 @@
+"""YOLOF's dilated encoder (paper Sec. 3.2, Fig. 4).
+
+A projector (1x1 conv + norm, then 3x3 conv + norm, no activation) reduces C5 to
+``channels``; then residual bottlenecks (1x1 -> 3x3 dilated -> 1x1, each conv +
+norm + ReLU) with growing dilations enlarge the receptive field so that one
+feature level covers objects of all sizes. There is no activation after the
+residual addition, as in the official code.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from models.layers import norm2d
+
+
+class DilatedBottleneck(nn.Module):
+    """x + ReLU(norm(conv1x1(ReLU(norm(conv3x3_d(ReLU(norm(conv1x1(x)))))))))."""
+
+    def __init__(self, channels: int, mid_channels: int, dilation: int, norm: str = "bn"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, mid_channels, 1)
+        self.norm1 = norm2d(norm, mid_channels)
+        self.conv2 = nn.Conv2d(mid_channels, mid_channels, 3, padding=dilation, dilation=dilation)
+        self.norm2 = norm2d(norm, mid_channels)
+        self.conv3 = nn.Conv2d(mid_channels, channels, 1)
+        self.norm3 = norm2d(norm, channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.relu(self.norm2(self.conv2(out)))
+        out = self.relu(self.norm3(self.conv3(out)))
+        return x + out
+
+
+class DilatedEncoder(nn.Module):
+    """(B, in_channels, H, W) -> (B, channels, H, W)."""
+
+    def __init__(self, in_channels: int, channels: int = 512, mid_channels: int = 128,
+                 dilations: Sequence[int] = (2, 4, 6, 8), norm: str = "bn"):
+        super().__init__()
+        self.lateral_conv = nn.Conv2d(in_channels, channels, 1)
+        self.lateral_norm = norm2d(norm, channels)
+        self.fpn_conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.fpn_norm = norm2d(norm, channels)
+        self.blocks = nn.Sequential(*[DilatedBottleneck(channels, mid_channels, d, norm) for d in dilations])
+        self.out_channels = channels
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Official init: projector convs kaiming_uniform(a=1) (c2_xavier_fill), block convs N(0, 0.01).
+        for conv in (self.lateral_conv, self.fpn_conv):
+            nn.init.kaiming_uniform_(conv.weight, a=1)
+            nn.init.zeros_(conv.bias)
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.SyncBatchNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fpn_norm(self.fpn_conv(self.lateral_norm(self.lateral_conv(x))))
+        return self.blocks(x)

@@ -1,0 +1,134 @@
+"""Convert an official YOLOF (cvpods) checkpoint into this project's format.
+
+    python utils/convert_official.py YOLOF_R_50_C5_1x.pth weights/yolof_r50_c5_1x.pth
+
+The official state-dict names (cvpods ResNet + YOLOF encoder/decoder) map to
+ours one to one::
+
+    backbone.stem.conv1.{weight,norm.*}          -> backbone.conv1.weight, backbone.bn1.*
+    backbone.res{2..5}.j.conv{n}.{weight,norm.*} -> backbone.layer{1..4}.j.conv{n}.weight, .bn{n}.*
+    backbone.res{2..5}.j.shortcut.{weight,norm.*}-> backbone.layer{1..4}.j.downsample.{0.weight,1.*}
+    encoder.dilated_encoder_blocks.i.conv{n}.{0,1}.* -> encoder.blocks.i.{conv{n},norm{n}}.*
+    encoder.{lateral,fpn}_{conv,norm}.*, decoder.*, pixel_mean, pixel_std: unchanged
+    anchor_generator.cell_anchors.0: dropped (checked against ours)
+
+The preset (R50/R101, C5/DC5) is recognised from the shapes, and the written
+checkpoint carries the matching resolved config, so ``eval.py --weight OUT``
+needs no ``--config``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+_RULES = [
+    (re.compile(r"^backbone\.stem\.conv1\.weight$"), "backbone.conv1.weight"),
+    (re.compile(r"^backbone\.stem\.conv1\.norm\.(\w+)$"), r"backbone.bn1.\1"),
+    (re.compile(r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.weight$"), None),
+    (re.compile(r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$"), None),
+    (re.compile(r"^backbone\.res(\d)\.(\d+)\.shortcut\.weight$"), None),
+    (re.compile(r"^backbone\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$"), None),
+    (re.compile(r"^encoder\.dilated_encoder_blocks\.(\d+)\.conv(\d)\.0\.(\w+)$"), r"encoder.blocks.\1.conv\2.\3"),
+    (re.compile(r"^encoder\.dilated_encoder_blocks\.(\d+)\.conv(\d)\.1\.(\w+)$"), r"encoder.blocks.\1.norm\2.\3"),
+    (re.compile(r"^(encoder\.(lateral|fpn)_(conv|norm)\.\w+)$"), r"\1"),
+    (re.compile(r"^(decoder\.\w+(\.\d+)?\.\w+)$"), r"\1"),
+    (re.compile(r"^(pixel_mean|pixel_std)$"), r"\1"),
+]
+_DROPPED = re.compile(r"^anchor_generator\.cell_anchors\.\d+$")
+
+
+def convert_key(key: str) -> str | None:
+    """Our name for an official key; None for keys that are dropped. Raises on unknown keys."""
+    if _DROPPED.match(key):
+        return None
+    for pattern, repl in _RULES:
+        m = pattern.match(key)
+        if not m:
+            continue
+        if repl is not None:
+            return pattern.sub(repl, key)
+        stage = int(m.group(1)) - 1  # res2 -> layer1
+        block = m.group(2)
+        if "shortcut" in key:
+            return f"backbone.layer{stage}.{block}.downsample." + ("0.weight" if key.endswith("shortcut.weight") else f"1.{m.group(3)}")
+        conv = m.group(3)
+        if key.endswith(f"conv{conv}.weight"):
+            return f"backbone.layer{stage}.{block}.conv{conv}.weight"
+        return f"backbone.layer{stage}.{block}.bn{conv}.{m.group(4)}"
+    raise KeyError(f"official checkpoint key {key!r} has no counterpart in this project")
+
+
+def convert_state_dict(official: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(our state dict, dropped entries) from an official YOLOF state dict."""
+    ours, dropped = {}, {}
+    for k, v in official.items():
+        new = convert_key(k)
+        if new is None:
+            dropped[k] = torch.as_tensor(v)
+        else:
+            ours[new] = torch.as_tensor(v)
+    return ours, dropped
+
+
+def detect_preset(official: Mapping[str, torch.Tensor]) -> str:
+    """The config preset that fits an official state dict: yolof_r{50,101}_{c5,dc5}_1x."""
+    depth = 101 if any(k.startswith("backbone.res4.22.") for k in official) else 50
+    cell = official.get("anchor_generator.cell_anchors.0")
+    num_anchors = int(cell.shape[0]) if cell is not None else int(official["decoder.object_pred.weight"].shape[0])
+    dc5 = num_anchors == 6
+    return f"yolof_r{depth}_{'dc5' if dc5 else 'c5'}_1x"
+
+
+def load_official(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"{path}: could not be read as a checkpoint with torch.load(weights_only=True): {e}. "
+            "If it holds pickled Python objects, re-save only its state dict ('model') with a trusted environment."
+        ) from e
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not any(k.startswith("backbone.res") for k in obj):
+        raise ValueError(f"{path}: does not look like an official YOLOF checkpoint (no 'backbone.res*' keys)")
+    return obj
+
+
+def convert_checkpoint(src: Path, dst: Path) -> dict:
+    from config import config_to_dict, load_config
+    from models import build_model
+    from utils.checkpoint import save_checkpoint
+
+    official = load_official(src)
+    preset = detect_preset(official)
+    num_classes = int(official["decoder.cls_score.weight"].shape[0]) // int(official["decoder.object_pred.weight"].shape[0])
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / f"{preset}.yaml", {"model.num_classes": num_classes})
+    ours, dropped = convert_state_dict(official)
+    model = build_model(cfg)
+    for k, v in dropped.items():  # the official anchors must be ours
+        if not torch.allclose(v.float(), model.anchor_generator.cell_anchors.cpu()):
+            raise ValueError(f"{src}: {k} = {v.tolist()} differs from this project's anchors for {preset}")
+    model.load_state_dict(ours, strict=True)
+    save_checkpoint(dst, {"model": model.state_dict(), "config": config_to_dict(cfg), "source": str(src), "preset": preset})
+    return {"preset": preset, "num_keys": len(ours), "dropped": sorted(dropped)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("official", type=Path, help="official cvpods YOLOF checkpoint (.pth)")
+    p.add_argument("output", type=Path, help="where to write this project's checkpoint")
+    args = p.parse_args(argv)
+    info = convert_checkpoint(args.official, args.output)
+    print(f"converted {args.official} ({info['preset']}, {info['num_keys']} tensors) -> {args.output}")
+
+
+if __name__ == "__main__":
+    main()
