@@ -1,0 +1,135 @@
+"""Datasets and data loaders from the config: the one data builder that train, eval and test share."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from data.coco import COCODetection
+from data.collate import collate
+from data.transforms import build_transforms
+from data.voc import VOCDetection
+
+logger = logging.getLogger(__name__)
+
+
+def _voc_image_sets(split: str) -> tuple[tuple[str, str], ...]:
+    """``"2007_trainval+2012_trainval"`` -> (("2007", "trainval"), ("2012", "trainval"))."""
+    sets = []
+    for part in split.split("+"):
+        if "_" not in part:
+            raise ValueError(f"VOC split {part!r} must look like 2007_trainval (year_split), joined with '+'")
+        year, name = part.split("_", 1)
+        sets.append((year, name))
+    return tuple(sets)
+
+
+def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
+    """The dataset of ``split`` with the training or test transforms of ``cfg``.
+
+    coco: ``<root>/annotations/instances_<split>.json`` and images in ``<root>/<split>/``.
+    voc: ``<root>`` is a VOCdevkit, ``split`` like ``2007_trainval+2012_trainval``.
+    synthetic: generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``).
+    """
+    d = cfg.data
+    if transforms is None:
+        if is_train:
+            transforms = build_transforms(True, d.train_min_size, d.train_max_size, d.flip_prob, d.shift_max,
+                                          d.shift_prob, d.random_shift)
+        else:
+            transforms = build_transforms(False, d.test_min_size, d.test_max_size)
+    fmt = cfg.model.input_format
+    skip = cfg.train.max_skip_fraction
+    root = Path(d.root)
+    if d.dataset == "synthetic":
+        from data.synthetic import generate_synthetic_coco
+
+        generate_synthetic_coco(root, num_train=d.synthetic_num_train, num_val=d.synthetic_num_val,
+                                image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed)
+    if d.dataset in ("coco", "synthetic"):
+        ann = root / "annotations" / f"instances_{split}.json"
+        ds = COCODetection(root / split, ann, transforms, fmt, filter_empty=is_train and d.filter_empty,
+                           max_skip_fraction=skip)
+    elif d.dataset == "voc":
+        ds = VOCDetection(root, _voc_image_sets(split), transforms, fmt, keep_difficult=not is_train,
+                          max_skip_fraction=skip)
+    else:
+        raise ValueError(f"unknown dataset {d.dataset!r}")
+    if len(ds.class_names) != cfg.model.num_classes:
+        raise ValueError(
+            f"{d.dataset} split {split!r} has {len(ds.class_names)} classes but model.num_classes is "
+            f"{cfg.model.num_classes}; set model.num_classes={len(ds.class_names)}"
+        )
+    return ds
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that item ``(index, seed)`` is augmented with ``default_rng(seed)``.
+
+    With :class:`ResumableSampler` the augmentation of every image is a pure
+    function of (run seed, epoch, position): independent of the number of
+    workers, and identical after ``--resume``.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        self.dataset.set_rng(np.random.default_rng(seed))
+        return self.dataset[index]
+
+
+class ResumableSampler(Sampler):
+    """Shuffled, rank-sharded sampler with per-epoch order and a start offset, yielding (index, seed).
+
+    Like ``DistributedSampler`` (pads to a multiple of ``world_size``), plus
+    ``start`` to skip the samples this rank already consumed in the epoch.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle
+        self.epoch = 0
+        self.start = 0
+        self.num_samples = (size + world_size - 1) // world_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+        total = self.num_samples * self.world_size
+        order = torch.cat([order, order[: total - self.size]]) if total > self.size else order
+        mine = order[self.rank : total : self.world_size].tolist()
+        for pos in range(self.start, len(mine)):
+            # a distinct augmentation seed per (run seed, epoch, global position)
+            yield mine[pos], (self.seed * 1_000_003 + self.epoch) * 10_000_019 + pos * self.world_size + self.rank
+
+
+def build_train_loader(cfg, dataset: Dataset, batch_per_process: int, rank: int, world_size: int,
+                       num_workers: Optional[int] = None) -> tuple[DataLoader, ResumableSampler]:
+    sampler = ResumableSampler(len(dataset), cfg.train.seed, rank, world_size, shuffle=True)
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    loader = DataLoader(SeededDataset(dataset), batch_size=batch_per_process, sampler=sampler, drop_last=True,
+                        num_workers=workers, collate_fn=collate, persistent_workers=False,
+                        pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers > 0 else None)
+    return loader, sampler
+
+
+def build_test_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Sequential loader over this rank's share (every world_size-th image)."""
+    indices = list(range(rank, len(dataset), world_size))
+    subset = torch.utils.data.Subset(dataset, indices)
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available())

@@ -1,0 +1,127 @@
+"""Evaluate YOLOF on COCO-format or VOC data, or score an existing detections file.
+
+    # a checkpoint on a COCO-format split (ROOT/annotations/instances_val2017.json + ROOT/val2017/)
+    python eval.py --weight runs/r50/last.pth -d coco --root datasets/coco --split val2017 --out metrics.json
+    # an existing detections file, no model
+    python eval.py -d coco --root datasets/coco --split val2017 --results dets.json --out metrics.json
+    # PASCAL VOC 2007 test, 11-point metric (VOC07 default) or area (VOC2010+)
+    python eval.py --weight voc.pth -d voc --root VOCdevkit --year 2007 --split test --voc_metric area
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
+
+logger = logging.getLogger("eval")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate YOLOF", parents=[common_parser()],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--weight", "-w", type=str, default=None, help="checkpoint to evaluate")
+    p.add_argument("-d", "--dataset", choices=["coco", "voc", "synthetic"], default=None,
+                   help="dataset kind (default: the config's)")
+    p.add_argument("--root", type=str, default=None, help="dataset root (default: the config's)")
+    p.add_argument("--split", type=str, default=None, help="split (default: the config's val split); VOC: test, val...")
+    p.add_argument("--year", type=str, default="2007", help="VOC year")
+    p.add_argument("--out", type=Path, default=Path("metrics.json"), help="metrics JSON (PR curve PNG written next to it)")
+    p.add_argument("--save_results", type=Path, default=None,
+                   help="COCO: write detections JSON here; VOC: write devkit comp4 files into this folder")
+    p.add_argument("--results", type=Path, default=None,
+                   help="score existing detections without a model: COCO results JSON, or a folder of VOC comp4 files")
+    p.add_argument("--backend", choices=["pycocotools", "faster-coco-eval"], default="pycocotools")
+    p.add_argument("--voc_metric", choices=["11point", "area"], default="11point")
+    p.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none", help="half precision inference on CUDA")
+    p.add_argument("--batch_size", type=int, default=4)
+    return p.parse_args(argv)
+
+
+def _split_name(args, cfg) -> str:
+    kind = args.dataset or cfg.data.dataset
+    split = args.split or cfg.data.val_split
+    if kind == "voc" and "_" not in split:
+        split = f"{args.year}_{split}"
+    return split
+
+
+def _score_files(args) -> dict:
+    """No model: score a detections file (COCO) or a folder of comp4 files (VOC)."""
+    from utils.evaluator import write_reports
+
+    kind = args.dataset or "coco"
+    if args.root is None:
+        raise SystemExit("--results needs -d and --root")
+    if kind == "voc":
+        from data.voc import VOCDetection
+        from utils.evaluator import voc_annotations
+        from utils.voc_eval import evaluate_voc, read_voc_results, summary_table, write_metrics_json
+
+        split = args.split or "test"
+        dataset = VOCDetection(args.root, ((args.year, split),), keep_difficult=True)
+        dets = read_voc_results(args.results, split, dataset.class_names)
+        result = evaluate_voc(dets, voc_annotations(dataset), dataset.class_names,
+                              use_07_metric=args.voc_metric == "11point")
+        print(summary_table(result))
+        write_reports(args.out, result.pr_curves, "VOC", lambda p: write_metrics_json(result, p))
+        return {"mAP": result.mAP}
+    from utils.coco_eval import evaluate_coco, load_detections, summary_table, write_metrics_json
+
+    split = args.split or "val2017"
+    ann = Path(args.root) / "annotations" / f"instances_{split}.json"
+    if not ann.is_file():
+        raise SystemExit(f"annotation file not found: {ann}")
+    result = evaluate_coco(str(ann), load_detections(args.results), backend=args.backend)
+    print(summary_table(result))
+    write_reports(args.out, result.pr_curves, "COCO", lambda p: write_metrics_json(result, p))
+    return dict(result.stats)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    setup_logging()
+    if args.results is not None:
+        metrics = _score_files(args)
+    else:
+        if args.weight is None:
+            raise SystemExit("pass --weight CKPT to evaluate a model, or --results FILE to score detections")
+        import torch
+
+        from data.build import build_dataset, build_test_loader
+        from models import build_model
+        from utils.checkpoint import load_model_weights
+        from utils.evaluator import predict, score_coco, score_voc
+
+        overrides = list(args.opts)
+        if args.dataset:
+            overrides.append(f"data.dataset={args.dataset}")
+        if args.root:
+            overrides.append(f"data.root={args.root}")
+        args.opts = overrides
+        cfg = load_run_config(args, args.weight)
+        split = _split_name(args, cfg)
+        device = resolve_device(args.device)
+        model = build_model(cfg).to(device)
+        load_model_weights(model, args.weight)
+        model.eval()
+        dataset = build_dataset(cfg, split, is_train=False)
+        workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
+        loader = build_test_loader(dataset, args.batch_size, workers)
+        predictions = predict(model, loader, device, args.amp)
+        if cfg.data.dataset == "voc":
+            metrics, _ = score_voc(dataset, predictions, args.voc_metric == "11point", args.out,
+                                   split.split("_", 1)[1], args.save_results)
+        else:
+            metrics, _ = score_coco(dataset, predictions, args.backend, args.out, args.save_results)
+        torch.set_grad_enabled(True)
+    shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("AP_")}
+    print(json.dumps(shown))
+    print(f"metrics written to {args.out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Run YOLOF on images, a folder, a video or a dataset split, and draw the detections.
+
+    python test.py --weight runs/quickstart/last.pth --input photo.jpg --save_dir vis/
+    python test.py --weight runs/quickstart/last.pth --input images/ --save_dir vis/ --score_thresh 0.3
+    python test.py --weight runs/quickstart/last.pth --input clip.mp4 --save_dir vis/
+    python test.py --weight runs/quickstart/last.pth -d synthetic --split val --save_dir vis/ --show
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
+
+logger = logging.getLogger("test")
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Draw YOLOF detections", parents=[common_parser()],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--weight", "-w", required=True, help="checkpoint")
+    p.add_argument("--input", "-i", type=Path, default=None, help="an image, a folder of images, or a video")
+    p.add_argument("-d", "--dataset", choices=["coco", "voc", "synthetic"], default=None,
+                   help="run on a dataset split instead of --input")
+    p.add_argument("--root", default=None, help="dataset root (default: the config's)")
+    p.add_argument("--split", default=None, help="dataset split (default: the config's val split)")
+    p.add_argument("--save_dir", type=Path, default=Path("outputs/test"), help="where pictures / videos go")
+    p.add_argument("--score_thresh", type=float, default=0.3, help="draw detections above this score")
+    p.add_argument("--max_images", type=int, default=None, help="stop after this many images")
+    p.add_argument("--show", action="store_true", help="also show each picture in a window (when a display exists)")
+    return p.parse_args(argv)
+
+
+def display_available() -> bool:
+    if os.name != "nt" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        return False
+    try:
+        cv2.namedWindow("yolof-probe", cv2.WINDOW_NORMAL)
+        cv2.destroyWindow("yolof-probe")
+        return True
+    except cv2.error:  # opencv-python-headless has no GUI
+        return False
+
+
+class Predictor:
+    """Resize like the test pipeline, run the model, return detections in original pixels."""
+
+    def __init__(self, cfg, weight: str, device: torch.device):
+        from data.transforms import ResizeShortestEdge
+        from models import build_model
+        from utils.checkpoint import load_model_weights
+
+        self.model = build_model(cfg).to(device).eval()
+        ckpt = load_model_weights(self.model, weight)
+        self.class_names = ckpt.get("class_names") or [str(i) for i in range(cfg.model.num_classes)]
+        self.resize = ResizeShortestEdge((cfg.data.test_min_size,), cfg.data.test_max_size)
+        self.rgb = cfg.model.input_format == "RGB"
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, image_bgr: np.ndarray) -> dict:
+        h, w = image_bgr.shape[:2]
+        nh, nw = self.resize.get_output_shape(h, w, self.resize.short_edge_length[0], self.resize.max_size)
+        resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if self.rgb:
+            resized = resized[:, :, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).to(self.device)
+        out = self.model([x], output_sizes=[(h, w)])[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def _iter_inputs(args, cfg):
+    """(name, BGR image) pairs from --input or a dataset split."""
+    if args.dataset or args.input is None:
+        from data.build import build_dataset
+        from data.transforms import Compose
+
+        split = args.split or cfg.data.val_split
+        ds = build_dataset(cfg, split, is_train=False, transforms=Compose([]))
+        for i in range(len(ds)):
+            path = ds.get_file_name(i)
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+            if image is None:
+                logger.warning("skipping unreadable image %s", path)
+                continue
+            yield Path(path).name, image
+        return
+    path = args.input
+    if not path.exists():
+        raise SystemExit(f"--input {path} does not exist")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS) if path.is_dir() else [path]
+    if path.is_dir() and not files:
+        raise SystemExit(f"--input {path}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
+    for f in files:
+        image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if image is None:
+            logger.warning("skipping %s: OpenCV cannot read it as an image", f)
+            continue
+        yield f.name, image
+
+
+def run_video(args, predictor, draw) -> None:
+    cap = cv2.VideoCapture(str(args.input))
+    if not cap.isOpened():
+        raise SystemExit(f"cannot open video {args.input}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    out_path = args.save_dir / (args.input.stem + "_det.mp4")
+    writer = None
+    n, total = 0, 0.0
+    while True:
+        ok, frame = cap.read()
+        if not ok or (args.max_images and n >= args.max_images):
+            break
+        t = time.perf_counter()
+        det = predictor(frame)
+        total += time.perf_counter() - t
+        canvas = draw(frame, det)
+        if writer is None:
+            writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, canvas.shape[1::-1])
+        writer.write(canvas)
+        n += 1
+    cap.release()
+    if writer is not None:
+        writer.release()
+    print(f"{n} frames, {total:.2f} s inference, {n / max(total, 1e-9):.1f} FPS -> {out_path}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    overrides = list(args.opts)
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    if args.root:
+        overrides.append(f"data.root={args.root}")
+    args.opts = overrides
+    cfg = load_run_config(args, args.weight)
+    device = resolve_device(args.device)
+    predictor = Predictor(cfg, args.weight, device)
+    from utils.visualize import draw_detections
+
+    def draw(image, det):
+        return draw_detections(image, det["boxes"], det["labels"], det["scores"], predictor.class_names,
+                               score_thresh=args.score_thresh)
+
+    args.save_dir.mkdir(parents=True, exist_ok=True)
+    show = args.show and display_available()
+    if args.show and not show:
+        print(f"--show: no display available here; pictures are saved to {args.save_dir}")
+    if args.input is not None and args.input.suffix.lower() in VIDEO_EXTS:
+        run_video(args, predictor, draw)
+        return
+    n, total = 0, 0.0
+    for name, image in _iter_inputs(args, cfg):
+        if args.max_images and n >= args.max_images:
+            break
+        t = time.perf_counter()
+        det = predictor(image)
+        dt = time.perf_counter() - t
+        total += dt
+        n += 1
+        kept = int((det["scores"] >= args.score_thresh).sum())
+        canvas = draw(image, det)
+        out = args.save_dir / (Path(name).stem + ".jpg")
+        cv2.imwrite(str(out), canvas)
+        print(f"{name}: {kept} detections >= {args.score_thresh}, {dt * 1000:.1f} ms -> {out}")
+        if show:
+            cv2.imshow("YOLOF", canvas)
+            if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
+                show = False
+    if n == 0:
+        raise SystemExit("no images were processed")
+    print(f"{n} images, {total:.2f} s inference, {total / n * 1000:.1f} ms/image, {n / total:.1f} FPS")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Run a detector over a dataset split and score it: the evaluator shared by train.py and eval.py.
+
+Inference and scoring are separate: :func:`predict` returns detections in
+original-image pixels; :func:`score_coco` / :func:`score_voc` turn them into
+metrics with the pure metric code of :mod:`utils.coco_eval` and
+:mod:`utils.voc_eval` (pycocotools / the VOC devkit's rules).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.distributed import all_gather_object, is_main_process
+
+logger = logging.getLogger(__name__)
+
+
+def autocast_context(device: torch.device, amp: str):
+    if device.type == "cuda" and amp in ("fp16", "bf16"):
+        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model, loader, device: torch.device, amp: str = "none", progress: bool = True) -> list[dict]:
+    """Detections per image: dicts with ``image_id``, ``boxes`` (N, 4) xyxy in original pixels,
+    ``scores``, ``labels`` (numpy), gathered from all ranks (rank 0 gets the full list)."""
+    was_training = model.training
+    model.eval()
+    results = []
+    start = time.perf_counter()
+    for images, targets in tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False):
+        images = [im.to(device, non_blocking=True) for im in images]
+        out_sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]
+        with autocast_context(device, amp):
+            outputs = model(images, output_sizes=out_sizes)
+        for t, o in zip(targets, outputs):
+            results.append({"image_id": t["image_id"], "boxes": o["boxes"].float().cpu().numpy(),
+                            "scores": o["scores"].float().cpu().numpy(), "labels": o["labels"].cpu().numpy()})
+    model.train(was_training)
+    logger.info("inference on %d images took %.1f s", len(results), time.perf_counter() - start)
+    gathered = all_gather_object(results)
+    return [r for part in gathered for r in part]
+
+
+def to_coco_results(predictions: list[dict], label_to_cat_id) -> list[dict]:
+    """COCO results json entries (bbox [x, y, w, h], original category ids)."""
+    out = []
+    for p in predictions:
+        b = p["boxes"]
+        for (x1, y1, x2, y2), s, l in zip(b.tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            out.append({"image_id": int(p["image_id"]), "category_id": int(label_to_cat_id[l]),
+                        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                        "score": round(float(s), 5)})
+    return out
+
+
+def score_coco(dataset, predictions: list[dict], backend: str = "pycocotools", metrics_path: Optional[Path] = None,
+               save_results: Optional[Path] = None) -> tuple[dict, object]:
+    from utils.coco_eval import evaluate_coco, summary_table, write_metrics_json
+
+    dets = to_coco_results(predictions, dataset.label_to_cat_id)
+    if save_results is not None:
+        Path(save_results).parent.mkdir(parents=True, exist_ok=True)
+        Path(save_results).write_text(json.dumps(dets))
+    result = evaluate_coco(dataset.coco, dets, backend=backend)
+    logger.info("\n%s", summary_table(result))
+    if metrics_path is not None:
+        write_reports(metrics_path, result.pr_curves, "COCO", lambda p: write_metrics_json(result, p))
+    return dict(result.stats), result
+
+
+def voc_annotations(dataset) -> dict:
+    """Ground truth of a VOCDetection in the devkit's 1-based pixel convention."""
+    from utils.voc_eval import to_devkit_coords
+
+    ann = {}
+    for i in range(len(dataset)):
+        a = dataset.get_annotation(i)
+        ann[dataset._image_id(i)] = {"boxes": to_devkit_coords(a["boxes"]), "labels": a["labels"].tolist(),
+                                     "difficult": a.get("difficult", np.zeros(len(a["labels"]), bool))}
+    return ann
+
+
+def voc_detections(predictions: list[dict], class_names) -> dict:
+    from utils.voc_eval import to_devkit_coords
+
+    dets = {c: [] for c in class_names}
+    for p in predictions:
+        boxes = to_devkit_coords(p["boxes"])
+        for b, s, l in zip(boxes.tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            dets[class_names[l]].append((p["image_id"], float(s), *b))
+    return dets
+
+
+def score_voc(dataset, predictions: list[dict], use_07_metric: bool = True, metrics_path: Optional[Path] = None,
+              split: str = "test", results_dir: Optional[Path] = None) -> tuple[dict, object]:
+    from utils.voc_eval import evaluate_voc, summary_table, write_metrics_json, write_voc_results
+
+    dets = voc_detections(predictions, dataset.class_names)
+    if results_dir is not None:
+        write_voc_results(results_dir, split, dets)
+    result = evaluate_voc(dets, voc_annotations(dataset), dataset.class_names, use_07_metric=use_07_metric)
+    logger.info("\n%s", summary_table(result))
+    metrics = {"mAP": float(result.mAP), "AP50": float(result.mAP)}
+    metrics.update({f"AP_{k}": float(v) for k, v in result.ap.items()})
+    if metrics_path is not None:
+        write_reports(metrics_path, result.pr_curves, "VOC", lambda p: write_metrics_json(result, p))
+    return metrics, result
+
+
+def write_reports(metrics_path: Path, pr_curves: dict, title: str, write_json) -> None:
+    """``metrics_path`` (JSON) and, next to it, ``<stem>_pr_curve.png``."""
+    from utils.plots import plot_pr_curves
+
+    metrics_path = Path(metrics_path)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(metrics_path)
+    try:
+        plot_pr_curves(pr_curves, metrics_path.with_name(metrics_path.stem + "_pr_curve.png"),
+                       f"{title} precision-recall (IoU 0.5)")
+    except Exception as e:  # a plot must never lose the metrics
+        logger.warning("could not draw the PR curve: %s", e)
+
+
+def evaluate(model, dataset, loader, device, dataset_kind: str, amp: str = "none", metrics_path: Optional[Path] = None,
+             **kwargs) -> dict:
+    """Predict on ``loader`` and score against ``dataset``; returns a flat metrics dict (rank 0; {} elsewhere)."""
+    predictions = predict(model, loader, device, amp)
+    if not is_main_process():
+        return {}
+    if dataset_kind == "voc":
+        return score_voc(dataset, predictions, metrics_path=metrics_path, **kwargs)[0]
+    return score_coco(dataset, predictions, metrics_path=metrics_path, **kwargs)[0]

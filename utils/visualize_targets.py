@@ -1,0 +1,67 @@
+"""``train.py --vis_targets``: which anchors become positive (and ignored) for augmented training images."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def image_to_bgr(image: torch.Tensor, input_format: str) -> np.ndarray:
+    """(3, H, W) 0-255 tensor in ``input_format`` -> HWC uint8 BGR for OpenCV."""
+    arr = image.detach().cpu().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(arr[:, :, ::-1] if input_format == "RGB" else arr)
+
+
+@torch.no_grad()
+def assignment_for_batch(model, images, targets):
+    """Per image: (positive anchor boxes (P, 4), their labels (P,), ignored anchor boxes (I, 4)),
+    exactly as the criterion sees them for the model's current predictions."""
+    model.eval()
+    batch, sizes = model.preprocess(images)
+    cls, deltas, anchors = model.forward_features(batch)
+    pred_boxes = model.box_coder.decode(deltas, anchors)
+    gt_boxes = [t["boxes"].float() for t in targets]
+    gt_labels = [t["labels"] for t in targets]
+    matches = model.matcher(pred_boxes, anchors, gt_boxes)
+    valid = model.anchor_valid_mask(anchors, sizes) if model.criterion.image_mask else None
+    labels, _ = model.criterion.assign(pred_boxes, anchors, gt_boxes, gt_labels, matches, valid)
+    k = model.num_classes
+    out = []
+    for lab in labels:
+        pos = (lab >= 0) & (lab < k)
+        out.append((anchors[pos], lab[pos], anchors[lab < 0]))
+    return out
+
+
+def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device, weight: str | None = None) -> list[Path]:
+    from data.build import build_dataset
+    from models import build_model
+    from utils.checkpoint import load_model_weights
+    from utils.visualize import draw_anchor_assignment
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = build_dataset(cfg, cfg.data.train_split, is_train=True)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg).to(device)
+    if weight:
+        load_model_weights(model, weight)
+    rng = np.random.default_rng(cfg.train.seed)
+    indices = rng.choice(len(dataset), size=min(num_images, len(dataset)), replace=False)
+    paths = []
+    for n, idx in enumerate(indices.tolist()):
+        dataset.set_rng(np.random.default_rng(cfg.train.seed + n))
+        image, target = dataset[idx]
+        (pos, pos_labels, ignored), = assignment_for_batch(model, [image.to(device)], [
+            {"boxes": target["boxes"].to(device), "labels": target["labels"].to(device)}])
+        canvas = draw_anchor_assignment(image_to_bgr(image, cfg.model.input_format), target["boxes"].numpy(),
+                                        pos.cpu().numpy(), ignored.cpu().numpy())
+        path = out_dir / f"{n:02d}_{Path(target['file_name']).stem}.png"
+        cv2.imwrite(str(path), canvas)
+        logger.info("%s: %d boxes, %d positive anchors, %d ignored", path.name, len(target["boxes"]), len(pos), len(ignored))
+        paths.append(path)
+    return paths
