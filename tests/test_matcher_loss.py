@@ -1,0 +1,123 @@
+"""Matchers, ignore thresholds, the image mask and loss normalisation on hand-made cases."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision.ops import sigmoid_focal_loss
+
+from models.anchors import AnchorGenerator
+from models.criterion import YOLOFCriterion
+from models.matcher import IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher
+
+# One 2x2 map, stride 32, one 32-px anchor per cell: anchors centred at (0,0), (32,0), (0,32), (32,32).
+ANCHORS = AnchorGenerator(32, (32,), (1.0,))(2, 2)
+
+
+def test_anchor_grid_by_hand():
+    assert ANCHORS.tolist() == [[-16, -16, 16, 16], [16, -16, 48, 16], [-16, 16, 16, 48], [16, 16, 48, 48]]
+
+
+def test_uniform_matcher_pairs_by_hand():
+    gt = torch.tensor([[20.0, 20.0, 44.0, 44.0]])  # centre (32, 32), 24x24: nearest anchor is 3
+    # predictions: anchor 1's prediction moved onto the box, the others far away
+    pred = ANCHORS.clone()
+    pred[1] = torch.tensor([21.0, 21.0, 45.0, 45.0])
+    m = UniformMatcher(topk=2)(pred[None], ANCHORS, [gt])[0]
+    # L1 (cx,cy,w,h) costs to (32,32,24,24): preds [64+16, 32+16, 32+16, 0+8]=[80,48,48,8] with pred 1 -> |33-32|*2=2
+    # pred costs: a0 80, a1 2, a2 48, a3 8 -> ranks 1, 3; anchor costs: a0 80, a1 48, a2 48, a3 16 -> ranks 3, 1
+    assert m.src.tolist() == [1, 3, 3, 1]  # rank 0: pred choice, anchor choice; rank 1: same
+    assert m.tgt.tolist() == [0, 0, 0, 0]
+
+
+def test_iou_topk_matcher_takes_highest_iou_anchors():
+    gt = torch.tensor([[16.0, 16.0, 48.0, 48.0]])  # exactly anchor 3
+    m = IoUTopKMatcher(topk=1)(ANCHORS[None], ANCHORS, [gt])[0]
+    assert m.src.tolist() == [3] and m.tgt.tolist() == [0]
+
+
+def test_max_iou_matcher_positive_negative_ignored():
+    gts = [torch.tensor([[16.0, 16.0, 48.0, 48.0], [16.0, -16.0, 40.0, 16.0]])]
+    # IoU(anchor1, gt1) = 24*32 / (32*32) = 0.75 -> positive for gt 1; anchor 3 = gt 0 -> positive
+    m = MaxIoUMatcher(0.5, 0.4)(ANCHORS[None], ANCHORS, gts)[0]
+    assert sorted(zip(m.src.tolist(), m.tgt.tolist())) == [(1, 1), (3, 0)]
+    assert m.ignore.tolist() == [False, False, False, False]
+    # a box with IoU 0.45 against anchor 3 only: in the ignore band, but kept as its best anchor
+    gt = [torch.tensor([[16.0, 16.0, 48.0, 30.4]])]  # 32 x 14.4 inside anchor 3: IoU 0.45
+    m = MaxIoUMatcher(0.5, 0.4, allow_low_quality=False)(ANCHORS[None], ANCHORS, gt)[0]
+    assert m.src.tolist() == [] and m.ignore.tolist() == [False, False, False, True]
+    m = MaxIoUMatcher(0.5, 0.4, allow_low_quality=True)(ANCHORS[None], ANCHORS, gt)[0]
+    assert m.src.tolist() == [3] and m.ignore.tolist() == [False, False, False, False]
+
+
+def _criterion(**kw):
+    return YOLOFCriterion(num_classes=3, **kw)
+
+
+def test_negative_ignore_uses_predicted_boxes():
+    gt = [torch.tensor([[16.0, 16.0, 48.0, 48.0]])]
+    labels = [torch.tensor([2])]
+    pred = ANCHORS.clone()
+    pred[0] = torch.tensor([17.0, 17.0, 48.0, 48.0])  # anchor 0 predicts the box: IoU 0.94 > 0.7
+    match = [Match(src=torch.tensor([3]), tgt=torch.tensor([0]))]
+    lab, keep = _criterion().assign(pred[None], ANCHORS, gt, labels, match)
+    assert lab[0].tolist() == [-1, 3, 3, 2]  # 0 ignored, 1 and 2 background, 3 positive class 2
+    lab, _ = _criterion(ignore_thresholds=False).assign(pred[None], ANCHORS, gt, labels, match)
+    assert lab[0].tolist() == [3, 3, 3, 2]
+
+
+def test_positive_ignore_uses_anchor_iou():
+    gt = [torch.tensor([[40.0, 40.0, 48.0, 48.0]])]  # 8x8 box inside anchor 3: IoU 64/1024 = 0.0625 < 0.15
+    labels = [torch.tensor([1])]
+    match = [Match(src=torch.tensor([3]), tgt=torch.tensor([0]))]
+    lab, keep = _criterion().assign(ANCHORS[None], ANCHORS, gt, labels, match)
+    assert lab[0].tolist() == [3, 3, 3, -1] and keep[0].tolist() == [False]
+    lab, keep = _criterion(ignore_thresholds=False).assign(ANCHORS[None], ANCHORS, gt, labels, match)
+    assert lab[0].tolist() == [3, 3, 3, 1] and keep[0].tolist() == [True]
+
+
+def test_image_mask_ignores_anchors_in_padding():
+    # image of 40 x 20 (h, w) padded to 64 x 64: anchor centres x=32 >= 20 lie in padding
+    valid = torch.tensor([[True, False, True, False]])
+    gt = [torch.tensor([[16.0, 16.0, 48.0, 48.0]])]
+    match = [Match(src=torch.tensor([3, 2]), tgt=torch.tensor([0, 0]))]
+    lab, keep = _criterion(ignore_thresholds=False).assign(ANCHORS[None], ANCHORS, gt, [torch.tensor([0])], match, valid)
+    assert lab[0].tolist() == [3, -1, 0, -1] and keep[0].tolist() == [False, True]
+
+
+def test_focal_and_giou_losses_by_hand():
+    # one positive anchor predicting its box exactly (GIoU loss 0), logits 0 everywhere
+    gt = [torch.tensor([[16.0, 16.0, 48.0, 48.0]])]
+    match = [Match(src=torch.tensor([3]), tgt=torch.tensor([0]))]
+    logits = torch.zeros(1, 4, 3)
+    out = _criterion(ignore_thresholds=False)(logits, ANCHORS[None].clone(), ANCHORS, gt, [torch.tensor([1])], match)
+    # focal at p=0.5: positive entry 0.25*ln2*0.25, each of the 11 negative entries 0.75*ln2*0.25; 1 foreground
+    expected = 0.25 * math.log(2) * 0.25 + 11 * 0.75 * math.log(2) * 0.25
+    assert math.isclose(out["loss_cls"].item(), expected, rel_tol=1e-6)
+    assert out["loss_box_reg"].item() < 1e-6
+    assert out["num_foreground"].item() == 1
+
+
+def test_per_image_normalisation_averages_images():
+    gt = [torch.tensor([[16.0, 16.0, 48.0, 48.0]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([1]), torch.zeros(0, dtype=torch.long)]
+    match = [Match(src=torch.tensor([3, 1]), tgt=torch.tensor([0, 0])), Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))]
+    logits = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
+    pred = ANCHORS[None].repeat(2, 1, 1)
+    crit_b = _criterion(ignore_thresholds=False, normalization="batch")
+    crit_i = _criterion(ignore_thresholds=False, normalization="per_image")
+    target = torch.zeros(2, 4, 3)
+    target[0, 3, 1] = target[0, 1, 1] = 1
+    focal = sigmoid_focal_loss(logits, target, reduction="none").sum(dim=(1, 2))
+    assert math.isclose(crit_b(logits, pred, ANCHORS, gt, labels, match)["loss_cls"].item(), focal.sum().item() / 2, rel_tol=1e-6)
+    # image 0: 2 foreground, image 1: none (normaliser 1)
+    assert math.isclose(crit_i(logits, pred, ANCHORS, gt, labels, match)["loss_cls"].item(),
+                        (focal[0].item() / 2 + focal[1].item() / 1) / 2, rel_tol=1e-6)
+
+
+def test_empty_ground_truth_is_all_background():
+    logits = torch.full((1, 4, 3), -4.0)
+    out = _criterion()(logits, ANCHORS[None].clone(), ANCHORS, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)],
+                       [Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))])
+    assert out["num_foreground"].item() == 0 and out["loss_box_reg"].item() == 0
+    assert torch.isfinite(out["loss_cls"]) and out["loss_cls"].item() > 0
