@@ -270,6 +270,7 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
     scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and solver.amp == "fp16") else None
 
     iteration, epoch, step_in_epoch, best_ap = 0, 0, 0, -1.0
+    sums, count = {}, 0  # running loss sums of the current epoch (kept in checkpoints for exact resume)
     if resume:
         path = output_dir / "last.pth" if resume == "auto" else Path(resume)
         if resume != "auto" or path.is_file():
@@ -281,6 +282,7 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
                 scaler.load_state_dict(ckpt["scaler"])
             iteration, epoch, step_in_epoch = ckpt["iteration"], ckpt["epoch"], ckpt["step_in_epoch"]
             best_ap = ckpt.get("best_ap", -1.0)
+            sums, count = dict(ckpt.get("epoch_sums", {})), int(ckpt.get("epoch_count", 0))
             set_rng_state(ckpt["rng"])
             logger.info("resumed from %s at epoch %d, iteration %d", path, epoch, iteration)
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
@@ -299,6 +301,7 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
         state = {"model": _unwrap(ddp_model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                  "iteration": iteration, "epoch": epoch, "step_in_epoch": step_in_epoch, "best_ap": best_ap,
+                 "epoch_sums": dict(sums), "epoch_count": count,
                  "rng": rng_state(), "config": config_to_dict(cfg), "git_commit": git_commit(),
                  "class_names": list(train_set.class_names)}
         save_checkpoint(output_dir / name, state)
@@ -311,7 +314,7 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
     while iteration < max_iter:
         sampler.set_epoch(epoch, start=step_in_epoch * batch_per_process * accumulate)
         it = iter(loader)
-        sums, count, t_epoch = {}, 0, time.perf_counter()
+        t_epoch = time.perf_counter()
         while iteration < max_iter:
             batches = _micro_batches(it, accumulate)
             if batches is None:
@@ -364,6 +367,8 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
             append_jsonl(output_dir / "metrics.jsonl", record)
             logger.info("epoch %d: %s", epoch_index, json.dumps(record))
         last_record = record
+        if epoch_done:
+            sums, count = {}, 0
         barrier()
     bar.close()
     if writer is not None:

@@ -1,0 +1,181 @@
+"""Training behaviour: exact accumulation, DDP equivalence, exact resume, loss goes down on real data."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from config import load_config
+from models import build_model
+from tests.conftest import REPO
+from utils.engine import NonFiniteLossError, build_optimizer, effective_schedule, fit, lr_factor, train_step
+
+# Per-sample normalisation (GroupNorm) and frozen BN in the backbone: a batch splits exactly.
+TINY = {"model.backbone.norm": "frozen_bn", "model.backbone.width_mult": 0.25, "model.encoder.norm": "gn",
+        "model.decoder.norm": "gn", "model.encoder.channels": 32, "model.encoder.mid_channels": 8}
+
+
+def _tiny_cfg(**extra):
+    return load_config(REPO / "config/quickstart.yaml", {**TINY, **extra})
+
+
+def _batch(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3, 64 + 16 * (i % 2), 96, generator=g) * 255 for i in range(n)]
+    targets = []
+    for i in range(n):
+        xy = torch.rand(2, 2, generator=g) * 40
+        wh = 10 + torch.rand(2, 2, generator=g) * 30
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, 5, (2,), generator=g)})
+    return images, targets
+
+
+def _step(model, cfg, micro_batches, normalization):
+    opt = build_optimizer(model, cfg.solver, 0.01)
+    train_step(model, opt, micro_batches, torch.device("cpu"), normalization)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("normalization", ["batch", "per_image"])
+def test_gradient_accumulation_equals_large_batch(normalization):
+    cfg = _tiny_cfg(**{"model.loss.normalization": normalization})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    images, targets = _batch(4)
+    big = _step(copy.deepcopy(model), cfg, [(images, targets)], normalization)
+    acc = _step(copy.deepcopy(model), cfg, [(images[:2], targets[:2]), (images[2:], targets[2:])], normalization)
+    for k in big:
+        torch.testing.assert_close(acc[k], big[k], rtol=1e-4, atol=1e-6, msg=k)
+    # and the step really moved the weights
+    assert not torch.equal(big["decoder.cls_score.weight"], model.state_dict()["decoder.cls_score.weight"])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, state, out_path, normalization):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        cfg = _tiny_cfg(**{"model.loss.normalization": normalization})
+        model = build_model(cfg)
+        model.load_state_dict(state)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        images, targets = _batch(4)
+        mine = slice(2 * rank, 2 * rank + 2)
+        opt = build_optimizer(ddp, cfg.solver, 0.01)
+        train_step(ddp, opt, [(images[mine], targets[mine])], torch.device("cpu"), normalization)
+        if rank == 0:
+            torch.save(model.state_dict(), out_path)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("normalization", ["batch", "per_image"])
+def test_ddp_two_processes_equal_one_process(tmp_path, normalization):
+    cfg = _tiny_cfg(**{"model.loss.normalization": normalization})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    state = copy.deepcopy(model.state_dict())
+    single = _step(model, cfg, [_batch(4)], normalization)
+    out = tmp_path / "ddp.pth"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), state, str(out), normalization), nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+    for k in single:
+        torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_non_finite_loss_stops_loudly():
+    cfg = _tiny_cfg()
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.decoder.cls_score.bias.fill_(float("nan"))
+    opt = build_optimizer(model, cfg.solver, 0.01)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        train_step(model, opt, [_batch(2)], torch.device("cpu"))
+
+
+def test_schedule_warmup_steps_and_linear_scaling():
+    cfg = load_config(REPO / "config/yolof_r50_c5_1x.yaml")
+    s = effective_schedule(cfg.solver)
+    assert (s.lr, s.max_iter, s.steps, s.warmup_iters) == (0.12, 22500, (15000, 20000), 1500)
+    assert lr_factor(s, 0) == pytest.approx(0.00066667)
+    assert lr_factor(s, 750) == pytest.approx(0.5 * 0.00066667 + 0.5)
+    assert lr_factor(s, 1500) == 1.0 and lr_factor(s, 15000) == pytest.approx(0.1) and lr_factor(s, 20000) == pytest.approx(0.01)
+    s8 = effective_schedule(load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"solver.batch_size": 8}).solver)
+    assert s8.lr == pytest.approx(0.015) and s8.max_iter == 180000 and s8.steps == (120000, 160000)
+    s2x = effective_schedule(load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"solver.schedule": "2x"}).solver)
+    assert s2x.max_iter == 45000 and s2x.steps == (30000, 40000)
+
+
+def test_optimizer_groups_backbone_factor_and_norm_decay():
+    cfg = load_config(REPO / "config/yolof_r50_c5_1x.yaml")
+    model = build_model(cfg)
+    opt = build_optimizer(model, cfg.solver, 0.12)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["backbone"]["lr"] == pytest.approx(0.12 * 0.334)
+    assert by_name["head"]["lr"] == pytest.approx(0.12) and by_name["head"]["weight_decay"] == 1e-4
+    assert by_name["head_norm"]["weight_decay"] == 0.0
+    assert "backbone_norm" not in by_name  # FrozenBatchNorm2d has no parameters
+
+
+def _synthetic_cfg(tmp_path, **extra):
+    return load_config(REPO / "config/quickstart.yaml", {
+        **TINY, "data.root": str(tmp_path / "synth"), "data.synthetic_num_train": 24, "data.synthetic_num_val": 4,
+        "data.synthetic_image_size": [96, 96], "data.train_min_size": [96], "data.train_max_size": 96,
+        "data.test_min_size": 96, "data.test_max_size": 96, "solver.batch_size": 4, "solver.reference_batch_size": 4,
+        "solver.warmup_iters": 2, "data.num_workers": 0, **extra})
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = _synthetic_cfg(tmp_path)
+    device = torch.device("cpu")
+    full = fit(cfg, tmp_path / "full", device, max_iter_override=5, progress=False)
+    fit(cfg, tmp_path / "part", device, max_iter_override=2, progress=False)  # stops mid-epoch, writes last.pth
+    resumed = fit(cfg, tmp_path / "part", device, resume="auto", max_iter_override=5, progress=False)
+    a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "part" / "last.pth", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 5
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=0, atol=0, msg=k)
+    assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
+    # what a run writes
+    for name in ("config.yaml", "command.txt", "git_commit.txt", "metrics.jsonl", "last.pth", "best.pth"):
+        assert (tmp_path / "full" / name).is_file(), name
+    record = json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("epoch", "loss_cls", "loss_box_reg", "lr", "AP", "AP50"):
+        assert key in record
+    assert any((tmp_path / "full" / "tensorboard").iterdir())
+
+
+def test_accumulate_flag_divides_the_batch(tmp_path):
+    cfg = _synthetic_cfg(tmp_path)
+    out = fit(cfg, tmp_path / "acc", torch.device("cpu"), accumulate=2, max_iter_override=2, progress=False)
+    assert out["iteration"] == 2
+    with pytest.raises(ValueError, match="not divisible"):
+        fit(cfg, tmp_path / "bad", torch.device("cpu"), accumulate=3, max_iter_override=1, progress=False)
+
+
+def test_loss_goes_down_on_real_coco_images(coco_tiny):
+    from data.build import build_dataset
+
+    cfg = load_config(REPO / "config/quickstart.yaml", {
+        "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "data.train_split": "train2017",
+        "data.train_min_size": [256], "data.train_max_size": 384, "data.random_shift": False, "data.flip_prob": 0.0})
+    ds = build_dataset(cfg, "train2017", is_train=True)
+    batch = [ds[i] for i in range(4)]
+    images, targets = [b[0] for b in batch], [b[1] for b in batch]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    opt = build_optimizer(model, cfg.solver, 0.01)
+    losses = [train_step(model, opt, [(images, targets)], torch.device("cpu"))["loss"] for _ in range(8)]
+    assert losses[-1] < 0.8 * losses[0], losses
