@@ -1,0 +1,451 @@
+"""COCO-format detection dataset (and the shared dataset machinery used by VOC).
+
+Output of ``dataset[i]`` is ``(image, target)``:
+
+* ``image``: torch ``uint8`` tensor (3, H, W) in ``input_format`` channel order
+  ("BGR" as decoded by OpenCV, or "RGB"). No mean/std normalisation: the model
+  normalises.
+* ``target`` dict: ``boxes`` float32 (N, 4) XYXY absolute pixels of the
+  transformed image; ``labels`` int64 (N,) contiguous 0..K-1; ``image_id`` (COCO
+  image id, int); ``orig_size`` int64 (2,) = (h, w) as decoded; ``size`` int64
+  (2,) = (h, w) after transforms; ``file_name`` (str path); ``crowd_boxes``
+  float32 (M, 4) (``iscrowd=1`` annotations, transformed like the boxes but NOT
+  part of ``boxes``/``labels``: the official training code drops them).
+
+Bad inputs: a missing / malformed annotation file and structural errors raise at
+construction with a message naming the file; degenerate boxes are dropped (one
+warning per file); boxes extending outside the image are clipped to it. An image
+that cannot be read at ``__getitem__`` time is logged, counted and replaced by
+the next readable sample; too many of them raise ``RuntimeError``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["COCODetection", "DetectionDatasetBase", "AnnotationFileNotFoundError"]
+
+
+class AnnotationFileNotFoundError(FileNotFoundError, ValueError):
+    """A required annotation / image-set file does not exist.
+
+    Subclasses both FileNotFoundError and ValueError so either can be caught.
+    """
+
+
+# ============================================================================ shared base
+class DetectionDatasetBase(Dataset):
+    """Common machinery: packed per-image records, image decoding, bad-image skipping, rng.
+
+    Subclasses call :meth:`_pack_records` with a list of per-image dicts holding
+    ``file_name`` (full path), ``image_id``, ``height``/``width`` (-1 if unknown),
+    ``boxes`` (N,4) float64, ``labels`` (N,) int64, optional extra per-box arrays
+    named in ``per_box_extra`` and ``crowd_boxes`` (M,4).
+
+    Records are stored as a few flat numpy arrays (not a list of Python dicts) so
+    that forked DataLoader workers do not slowly copy the whole annotation set
+    through reference-count writes.
+
+    Randomness: each dataset holds a ``numpy.random.Generator`` created lazily
+    from ``torch.initial_seed()`` of the process that uses it, and recreated
+    whenever that seed changes. In DataLoader workers torch sets
+    ``initial_seed = base_seed + worker_id`` (base_seed drawn from the main
+    process's torch RNG for every epoch), so workers get different streams that are
+    reproducible under ``torch.manual_seed``. :func:`data.collate.worker_init_fn`
+    does the same reseeding explicitly. The bad-image counter is per process (each
+    worker counts its own).
+    """
+
+    per_box_extra: tuple[str, ...] = ()
+
+    def __init__(self, transforms: Optional[Callable] = None, input_format: str = "BGR",
+                 max_skip_fraction: float = 0.01):
+        super().__init__()
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise ValueError(f"max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
+        self.transforms = transforms
+        self.input_format = input_format
+        self.max_skip_fraction = float(max_skip_fraction)
+        self._rng: Optional[np.random.Generator] = None
+        self._rng_seed: Optional[int] = None
+        self._bad: dict[int, str] = {}
+        self._size_warned: set[int] = set()
+
+    # ------------------------------------------------------------------ records
+    def _pack_records(self, records: Sequence[dict], id_is_int: bool) -> None:
+        n = len(records)
+        self._file_names = np.array([r["file_name"] for r in records], dtype=np.str_) if n else np.array([], dtype=np.str_)
+        if id_is_int:
+            self._image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
+        else:
+            self._image_ids = np.array([r["image_id"] for r in records], dtype=np.str_) if n else np.array([], dtype=np.str_)
+        self._hw = np.array([[r.get("height", -1), r.get("width", -1)] for r in records], dtype=np.int64).reshape(n, 2)
+
+        def offsets(counts):
+            return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+        self._box_start = offsets([len(r["boxes"]) for r in records])
+        self._crowd_start = offsets([len(r["crowd_boxes"]) for r in records])
+
+        def cat(key, shape, dtype):
+            arrs = [np.asarray(r[key], dtype=dtype).reshape(shape) for r in records]
+            return np.concatenate(arrs) if arrs else np.zeros((0,) + shape[1:], dtype)
+
+        self._boxes = cat("boxes", (-1, 4), np.float64)
+        self._labels = cat("labels", (-1,), np.int64)
+        self._crowd = cat("crowd_boxes", (-1, 4), np.float64)
+        self._extra = {k: cat(k, (-1,), np.asarray(records[0][k]).dtype if n else np.bool_)
+                       for k in self.per_box_extra}
+
+    def __len__(self) -> int:
+        return len(self._file_names)
+
+    def _image_id(self, i: int):
+        v = self._image_ids[i]
+        return int(v) if self._image_ids.dtype.kind == "i" else str(v)
+
+    def get_file_name(self, i: int) -> str:
+        return str(self._file_names[i])
+
+    def get_annotation(self, i: int) -> dict:
+        """Untransformed numpy annotation of image i (boxes in the json/xml image frame)."""
+        s, e = self._box_start[i], self._box_start[i + 1]
+        cs, ce = self._crowd_start[i], self._crowd_start[i + 1]
+        target = {"boxes": self._boxes[s:e].copy(), "labels": self._labels[s:e].copy()}
+        for k, arr in self._extra.items():
+            target[k] = arr[s:e].copy()
+        target["crowd_boxes"] = self._crowd[cs:ce].copy()
+        return target
+
+    # ------------------------------------------------------------------ rng
+    def _get_rng(self) -> np.random.Generator:
+        seed = torch.initial_seed()
+        if self._rng is None or self._rng_seed != seed:
+            self._rng = np.random.default_rng(seed)
+            self._rng_seed = seed
+        return self._rng
+
+    def reseed(self, seed: Optional[int] = None) -> None:
+        """(Re)create the augmentation rng from ``seed`` (default ``torch.initial_seed()``)."""
+        self._rng = np.random.default_rng(torch.initial_seed() if seed is None else seed)
+        self._rng_seed = torch.initial_seed()
+
+    def set_rng(self, rng: Any) -> None:
+        """Use a caller-provided ``numpy.random.Generator`` (or RandomState) in this process."""
+        self._rng = rng
+        self._rng_seed = torch.initial_seed()
+
+    @property
+    def rng(self):
+        return self._get_rng()
+
+    # ------------------------------------------------------------------ images
+    @property
+    def skip_limit(self) -> int:
+        return max(10, int(math.floor(self.max_skip_fraction * len(self))))
+
+    @property
+    def num_skipped(self) -> int:
+        """Number of distinct unreadable images met so far in this process."""
+        return len(self._bad)
+
+    @staticmethod
+    def read_image(path: str) -> tuple[Optional[np.ndarray], str]:
+        """Decode with ``cv2.imread(path, cv2.IMREAD_COLOR)`` -> (HWC uint8 BGR or None, reason)."""
+        if not os.path.exists(path):
+            return None, "file does not exist"
+        try:
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+        except cv2.error as e:  # pragma: no cover - cv2 normally returns None
+            return None, f"OpenCV error: {e}"
+        if image is None:
+            return None, "file is unreadable or corrupt (OpenCV could not decode it)"
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            return None, f"decoded to an unexpected shape {image.shape}"
+        if logger.isEnabledFor(logging.DEBUG):
+            raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if raw is not None and (raw.ndim == 2 or raw.shape[2] != 3):
+                ch = 1 if raw.ndim == 2 else raw.shape[2]
+                logger.debug("%s has %d channel(s); converted to 3-channel BGR by cv2.IMREAD_COLOR", path, ch)
+        return image, ""
+
+    def _register_bad(self, i: int, path: str, reason: str) -> None:
+        self._bad[i] = reason
+        count = len(self._bad)
+        limit = self.skip_limit
+        logger.warning("%s: skipping image %s (index %d): %s; returning another sample instead "
+                       "(%d unreadable image(s) so far in this process, limit %d)",
+                       type(self).__name__, path, i, reason, count, limit)
+        if count > limit:
+            examples = "; ".join(f"{self.get_file_name(j)}: {r}" for j, r in list(self._bad.items())[:5])
+            raise RuntimeError(
+                f"{type(self).__name__}: {count} images could not be read, more than the allowed "
+                f"max(10, max_skip_fraction={self.max_skip_fraction} * {len(self)} images) = {limit}. "
+                f"The image folder or the annotation file is probably wrong or the data is damaged. "
+                f"Examples: {examples}")
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+    # ------------------------------------------------------------------ getitem
+    def __getitem__(self, idx: int):
+        idx = int(idx)
+        n = len(self)
+        if n == 0:
+            raise IndexError("dataset is empty")
+        if idx < 0:
+            idx += n
+        if not 0 <= idx < n:
+            raise IndexError(f"index {idx} out of range for dataset of length {n}")
+        for attempt in range(n):
+            i = (idx + attempt) % n
+            if i in self._bad:
+                continue
+            path = self.get_file_name(i)
+            image, reason = self.read_image(path)
+            if image is None:
+                self._register_bad(i, path, reason)
+                continue
+            return self._make_sample(i, image)
+        raise RuntimeError(f"{type(self).__name__}: none of the {n} images could be read "
+                           f"(e.g. {self.get_file_name(idx)}: {self._bad.get(idx)})")
+
+    def _make_sample(self, i: int, image: np.ndarray):
+        path = self.get_file_name(i)
+        h0, w0 = image.shape[:2]
+        eh, ew = (int(v) for v in self._hw[i])
+        if eh > 0 and ew > 0 and (eh, ew) != (h0, w0) and i not in self._size_warned:
+            self._size_warned.add(i)
+            logger.warning("%s: image %s decodes to (h, w) = (%d, %d) but the annotations say (%d, %d); "
+                           "boxes are used as annotated and clipped to the decoded image",
+                           type(self).__name__, path, h0, w0, eh, ew)
+        target = self.get_annotation(i)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target, self._get_rng())
+        h, w = image.shape[:2]
+        out = {
+            "boxes": torch.from_numpy(np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4).copy()),
+            "labels": torch.from_numpy(np.asarray(target["labels"], dtype=np.int64).reshape(-1).copy()),
+            "image_id": self._image_id(i),
+            "orig_size": torch.tensor([h0, w0], dtype=torch.int64),
+            "size": torch.tensor([h, w], dtype=torch.int64),
+            "file_name": path,
+            "crowd_boxes": torch.from_numpy(
+                np.asarray(target.get("crowd_boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4).copy()),
+        }
+        for k in self.per_box_extra:
+            out[k] = torch.from_numpy(np.asarray(target[k]).copy())
+        return self._to_tensor(image), out
+
+
+# ============================================================================ COCO
+_REQUIRED_KEYS = ("images", "annotations", "categories")
+
+
+def _load_coco_json(ann_file: Path) -> dict:
+    if not ann_file.is_file():
+        raise AnnotationFileNotFoundError(f"COCO annotation file not found: {ann_file}")
+    try:
+        with open(ann_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"COCO annotation file {ann_file} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"COCO annotation file {ann_file}: top level must be a JSON object with keys "
+                         f"{list(_REQUIRED_KEYS)}, got {type(data).__name__}")
+    missing = [k for k in _REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"COCO annotation file {ann_file} is missing required key(s) {missing}; "
+                         f"a COCO detection file needs {list(_REQUIRED_KEYS)}")
+    for k in _REQUIRED_KEYS:
+        if not isinstance(data[k], list):
+            raise ValueError(f"COCO annotation file {ann_file}: '{k}' must be a list, got {type(data[k]).__name__}")
+    return data
+
+
+class COCODetection(DetectionDatasetBase):
+    """Any COCO-format detection json (COCO 2017 or a custom dataset).
+
+    Args:
+        image_dir: folder the ``file_name`` entries are relative to.
+        ann_file: COCO-format json.
+        transforms: ``t(image, target, rng) -> (image, target)`` (see data.transforms).
+        input_format: channel order of the returned tensor, "BGR" or "RGB".
+        filter_empty: drop images with no valid non-crowd box (official training
+            default; pass False for evaluation).
+        max_skip_fraction: unreadable images tolerated: max(10, fraction * len).
+
+    Category ids are mapped to contiguous labels 0..K-1 in sorted id order:
+    ``label_to_cat_id[label] == category_id``, ``cat_id_to_label[category_id] == label``.
+    COCO boxes [x, y, w, h] become XYXY [x, y, x + w, y + h].
+    """
+
+    def __init__(self, image_dir, ann_file, transforms: Optional[Callable] = None, input_format: str = "BGR",
+                 filter_empty: bool = True, max_skip_fraction: float = 0.01):
+        super().__init__(transforms=transforms, input_format=input_format, max_skip_fraction=max_skip_fraction)
+        self.image_dir = str(image_dir)
+        self.ann_file = str(ann_file)
+        self.filter_empty = filter_empty
+        path = Path(ann_file)
+        data = _load_coco_json(path)
+        records = self._parse(data, path)
+        self._pack_records(records, id_is_int=True)
+        self.ids = [int(v) for v in self._image_ids]
+        # pycocotools index over the already-parsed dict (no second file read, no stdout noise)
+        self._coco = self._make_coco(data)
+
+    # -------------------------------------------------------------- pycocotools
+    @staticmethod
+    def _make_coco(data: dict):
+        from pycocotools.coco import COCO
+        coco = COCO()
+        coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        return coco
+
+    @property
+    def coco(self):
+        """pycocotools ``COCO`` object of ``ann_file`` (rebuilt lazily after pickling)."""
+        if self._coco is None:
+            self._coco = self._make_coco(_load_coco_json(Path(self.ann_file)))
+        return self._coco
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_coco"] = None  # DataLoader workers do not need it; avoids pickling the whole json
+        return state
+
+    # -------------------------------------------------------------- parsing
+    def _parse(self, data: dict, path: Path) -> list[dict]:
+        cats = data["categories"]
+        if len(cats) == 0:
+            raise ValueError(f"COCO annotation file {path}: 'categories' is empty")
+        cat_names: dict[int, str] = {}
+        for c in cats:
+            if not isinstance(c, dict) or "id" not in c:
+                raise ValueError(f"COCO annotation file {path}: category entry without 'id': {c!r}")
+            cid = int(c["id"])
+            if cid in cat_names:
+                raise ValueError(f"COCO annotation file {path}: duplicate category id {cid}")
+            cat_names[cid] = str(c.get("name", cid))
+        self.label_to_cat_id = sorted(cat_names)
+        self.cat_id_to_label = {cid: i for i, cid in enumerate(self.label_to_cat_id)}
+        self.class_names = [cat_names[cid] for cid in self.label_to_cat_id]
+
+        images: dict[int, dict] = {}
+        for k, im in enumerate(data["images"]):
+            if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+                raise ValueError(f"COCO annotation file {path}: image entry #{k} needs 'id' and 'file_name': {im!r}")
+            iid = int(im["id"])
+            if iid in images:
+                raise ValueError(f"COCO annotation file {path}: duplicate image id {iid}")
+            images[iid] = im
+
+        per_image: dict[int, dict[str, list]] = {iid: {"boxes": [], "labels": [], "crowd": []} for iid in images}
+        seen_ann_ids: set = set()
+        bad_size: list = []
+        outside: list = []
+        n_clipped = 0
+        for k, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict):
+                raise ValueError(f"COCO annotation file {path}: annotation #{k} is not an object: {ann!r}")
+            aid = ann.get("id")
+            if aid is None:
+                raise ValueError(f"COCO annotation file {path}: annotation #{k} has no 'id'")
+            if aid in seen_ann_ids:
+                raise ValueError(f"COCO annotation file {path}: duplicate annotation id {aid}")
+            seen_ann_ids.add(aid)
+            for key in ("image_id", "category_id", "bbox"):
+                if key not in ann:
+                    raise ValueError(f"COCO annotation file {path}: annotation id {aid} has no '{key}'")
+            cid = ann["category_id"]
+            if cid not in self.cat_id_to_label:
+                raise ValueError(f"COCO annotation file {path}: annotation id {aid} has unknown category id {cid} "
+                                 f"(known category ids: {self.label_to_cat_id[:20]}"
+                                 f"{' ...' if len(self.label_to_cat_id) > 20 else ''})")
+            iid = ann["image_id"]
+            if iid not in per_image:
+                raise ValueError(f"COCO annotation file {path}: annotation id {aid} refers to image id {iid} "
+                                 f"that is not in 'images'")
+            bbox = ann["bbox"]
+            try:
+                x, y, w, h = (float(v) for v in bbox)
+            except (TypeError, ValueError):
+                raise ValueError(f"COCO annotation file {path}: annotation id {aid} has a malformed bbox {bbox!r} "
+                                 f"(expected [x, y, width, height])") from None
+            if not (math.isfinite(x) and math.isfinite(y) and w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)):
+                bad_size.append(aid)
+                continue
+            box = [x, y, x + w, y + h]
+            im = images[iid]
+            H, W = im.get("height"), im.get("width")
+            if H and W:
+                clipped = [min(max(box[0], 0.0), W), min(max(box[1], 0.0), H),
+                           min(max(box[2], 0.0), W), min(max(box[3], 0.0), H)]
+                if clipped != box:
+                    n_clipped += 1
+                    box = clipped
+                    if not (box[2] > box[0] and box[3] > box[1]):
+                        outside.append(aid)
+                        continue
+            rec = per_image[iid]
+            if ann.get("iscrowd", 0):
+                rec["crowd"].append(box)
+            else:
+                rec["boxes"].append(box)
+                rec["labels"].append(self.cat_id_to_label[cid])
+
+        if bad_size or outside:
+            logger.warning("COCO annotation file %s: dropped %d box(es) with zero/negative (or non-finite) width or "
+                           "height (e.g. annotation ids %s) and %d box(es) lying entirely outside their image "
+                           "(e.g. annotation ids %s)", path, len(bad_size), bad_size[:5], len(outside), outside[:5])
+        if n_clipped:
+            logger.info("COCO annotation file %s: clipped %d box(es) extending outside their image", path, n_clipped)
+
+        records = []
+        n_empty = 0
+        for iid in sorted(images):
+            rec = per_image[iid]
+            if self.filter_empty and len(rec["boxes"]) == 0:
+                n_empty += 1
+                continue
+            im = images[iid]
+            records.append({
+                "file_name": os.path.join(self.image_dir, im["file_name"]),
+                "image_id": iid,
+                "height": int(im.get("height") or -1),
+                "width": int(im.get("width") or -1),
+                "boxes": np.asarray(rec["boxes"], dtype=np.float64).reshape(-1, 4),
+                "labels": np.asarray(rec["labels"], dtype=np.int64),
+                "crowd_boxes": np.asarray(rec["crowd"], dtype=np.float64).reshape(-1, 4),
+            })
+        if n_empty:
+            logger.info("COCO annotation file %s: filter_empty removed %d of %d images without non-crowd boxes",
+                        path, n_empty, len(images))
+        if not records:
+            logger.warning("COCO annotation file %s: the dataset is empty (%d images in the file, %d removed by "
+                           "filter_empty)", path, len(images), n_empty)
+        return records
+
+    def __repr__(self) -> str:
+        return (f"COCODetection(ann_file={self.ann_file!r}, image_dir={self.image_dir!r}, images={len(self)}, "
+                f"classes={len(self.class_names)}, filter_empty={self.filter_empty}, "
+                f"input_format={self.input_format!r})")
