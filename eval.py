@@ -92,6 +92,7 @@ def main(argv=None) -> dict:
 
         from data.build import build_dataset, build_test_loader
         from models import build_model
+        from models.fuse import prepare_for_inference
         from utils.checkpoint import load_model_weights
         from utils.evaluator import predict, score_coco, score_voc
 
@@ -106,7 +107,7 @@ def main(argv=None) -> dict:
         device = resolve_device(args.device)
         model = build_model(cfg).to(device)
         load_model_weights(model, args.weight)
-        model.eval()
+        model = prepare_for_inference(model)
         dataset = build_dataset(cfg, split, is_train=False)
         workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
         loader = build_test_loader(dataset, args.batch_size, workers)

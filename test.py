@@ -59,8 +59,11 @@ class Predictor:
         from models import build_model
         from utils.checkpoint import load_model_weights
 
-        self.model = build_model(cfg).to(device).eval()
-        ckpt = load_model_weights(self.model, weight)
+        from models.fuse import prepare_for_inference
+
+        model = build_model(cfg).to(device)
+        ckpt = load_model_weights(model, weight)
+        self.model = prepare_for_inference(model)
         self.class_names = ckpt.get("class_names") or [str(i) for i in range(cfg.model.num_classes)]
         self.resize = ResizeShortestEdge((cfg.data.test_min_size,), cfg.data.test_max_size)
         self.rgb = cfg.model.input_format == "RGB"

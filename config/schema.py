@@ -122,6 +122,9 @@ class DataConfig:
     synthetic_num_val: int = 300  # synthetic dataset: held-out images
     synthetic_image_size: tuple[int, int] = (256, 256)  # synthetic dataset: (h, w)
     synthetic_seed: int = 0  # synthetic dataset: generation seed
+    synthetic_num_objects: tuple[int, int] = (1, 6)  # synthetic dataset: objects per image (min, max)
+    synthetic_min_box: float = 16.0  # synthetic dataset: smallest object side in pixels
+    synthetic_max_box: float = 0.0  # synthetic dataset: largest object side in pixels (0: 0.6 x the image side)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,9 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
         from data.synthetic import generate_synthetic_coco
 
         generate_synthetic_coco(root, num_train=d.synthetic_num_train, num_val=d.synthetic_num_val,
-                                image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed)
+                                image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed,
+                                num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
+                                max_box=d.synthetic_max_box or None)
     if d.dataset in ("coco", "synthetic"):
         ann = root / "annotations" / f"instances_{split}.json"
         ds = COCODetection(root / split, ann, transforms, fmt, filter_empty=is_train and d.filter_empty,

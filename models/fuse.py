@@ -61,3 +61,9 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     _fold_pairs(fused)
     return fused
+
+
+def prepare_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """Folded norms and channels_last: measurably faster on CPU and CUDA (see bench/bench_inference.py)."""
+    fused = fuse_for_inference(model)
+    return fused.to(memory_format=torch.channels_last) if channels_last else fused

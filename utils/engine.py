@@ -237,6 +237,7 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
     """Train ``cfg`` into ``output_dir``; returns the last metrics record. See train.py for the flags."""
     from data.build import build_dataset, build_test_loader, build_train_loader
     from models import build_model
+    from models.fuse import prepare_for_inference
 
     output_dir = Path(output_dir)
     solver = cfg.solver
@@ -351,7 +352,7 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
         record.update({k: v / max(1, count) for k, v in sums.items()})
         do_eval = finished or (cfg.train.eval_period > 0 and epoch_done and epoch % cfg.train.eval_period == 0)
         if do_eval:
-            metrics = evaluate(_unwrap(ddp_model), val_set, val_loader, device, cfg.data.dataset, solver.amp,
+            metrics = evaluate(prepare_for_inference(_unwrap(ddp_model)), val_set, val_loader, device, cfg.data.dataset, solver.amp,
                                metrics_path=output_dir / "eval" / f"metrics_iter{iteration}.json" if is_main_process() else None)
             record.update({k: v for k, v in metrics.items() if not k.startswith("AP_")})
             ap = metrics.get("AP", metrics.get("mAP", -1.0))
