@@ -153,6 +153,7 @@ def _validate(cfg: Config) -> None:
         "data.dataset": (cfg.data.dataset, {"coco", "voc", "synthetic"}),
         "solver.schedule": (cfg.solver.schedule, {"1x", "2x", "3x"}),
         "solver.amp": (cfg.solver.amp, {"none", "fp16", "bf16"}),
+        "solver.optimizer": (cfg.solver.optimizer, {"sgd", "adamw"}),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -133,7 +133,8 @@ class SolverConfig:
     base_lr: float = 0.12  # learning rate at reference_batch_size
     reference_batch_size: int = 64  # batch size base_lr was tuned for
     scale_lr: bool = True  # lr = base_lr * batch_size / reference_batch_size (linear scaling rule)
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (official) | adamw (converges faster from scratch: the CPU quickstart)
+    momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0  # weight decay of normalisation layers (official 0)
     backbone_lr_factor: float = 0.334  # backbone lr = lr * this (official 1/3)

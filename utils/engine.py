@@ -79,8 +79,8 @@ def lr_factor(schedule: Schedule, iteration: int) -> float:
 _NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
-def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.SGD:
-    """SGD with the backbone at ``lr * backbone_lr_factor`` and norm layers at ``weight_decay_norm``."""
+def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.Optimizer:
+    """SGD (or AdamW) with the backbone at ``lr * backbone_lr_factor`` and norm layers at ``weight_decay_norm``."""
     groups: dict[tuple[bool, bool], list] = {}
     seen = set()
     for module_name, module in model.named_modules():
@@ -97,6 +97,8 @@ def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.SGD:
         param_groups.append({"params": params, "lr": lr * factor, "initial_lr": lr * factor,
                              "weight_decay": solver.weight_decay_norm if is_norm else solver.weight_decay,
                              "name": f"{'backbone' if is_backbone else 'head'}{'_norm' if is_norm else ''}"})
+    if getattr(solver, "optimizer", "sgd") == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay)
     return torch.optim.SGD(param_groups, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
 
 
