@@ -148,7 +148,9 @@ def _validate(cfg: Config) -> None:
         "model.decoder.norm": (m.decoder.norm, {"bn", "syncbn", "gn", "none"}),
         "model.input_format": (m.input_format, {"BGR", "RGB"}),
         "model.box_coder.decode_method": (m.box_coder.decode_method, {"anchor", "stride"}),
-        "model.matcher.name": (m.matcher.name, {"uniform", "iou_topk", "max_iou"}),
+        "model.matcher.name": (m.matcher.name, {"uniform", "iou_topk", "max_iou", "grid_center", "grid_neighbors",
+                                                 "grid_inside"}),
+        "model.matcher.grid_anchors": (m.matcher.grid_anchors, {"best", "all"}),
         "model.loss.normalization": (m.loss.normalization, {"batch", "per_image"}),
         "data.dataset": (cfg.data.dataset, {"coco", "voc", "synthetic"}),
         "solver.schedule": (cfg.solver.schedule, {"1x", "2x", "3x"}),
@@ -171,6 +173,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.num_classes': must be >= 1, got {m.num_classes}")
     if cfg.solver.batch_size < 1:
         raise ConfigError(f"config key 'solver.batch_size': must be >= 1, got {cfg.solver.batch_size}")
+    if any(w <= 0 or h <= 0 for w, h in m.anchors.custom_wh):
+        raise ConfigError(f"config key 'model.anchors.custom_wh': widths and heights must be > 0, got {m.anchors.custom_wh}")
+    if not 0.0 <= cfg.data.mixup_prob <= 1.0:
+        raise ConfigError(f"config key 'data.mixup_prob': must be in [0, 1], got {cfg.data.mixup_prob}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.train.ema_ramp < 0:
+        raise ConfigError(f"config key 'train.ema_ramp': must be >= 0, got {cfg.train.ema_ramp}")
     if list(cfg.solver.steps) != sorted(cfg.solver.steps):
         raise ConfigError(f"config key 'solver.steps': must be increasing, got {cfg.solver.steps}")
 

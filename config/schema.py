@@ -46,6 +46,7 @@ class AnchorConfig:
     sizes: tuple[float, ...] = (32, 64, 128, 256, 512)  # anchor side lengths in input pixels
     aspect_ratios: tuple[float, ...] = (1.0,)  # h / w
     offset: float = 0.0  # anchor centre = (x + offset) * stride; official YOLOF uses 0.0
+    custom_wh: tuple[tuple[float, float], ...] = ()  # explicit (w, h) cell anchors used instead of sizes x aspect_ratios when non-empty (k-means priors: python -m utils.kmeans_anchors)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class BoxCoderConfig:
 
 @dataclass(frozen=True)
 class MatcherConfig:
-    name: str = "uniform"  # uniform (L1 top-k, official) | iou_topk (seed) | max_iou (RetinaNet)
+    name: str = "uniform"  # uniform (L1 top-k, official) | iou_topk (seed) | max_iou (RetinaNet) | grid_center | grid_neighbors | grid_inside (single-level YOLO grid assignments, models/matcher.py)
+    grid_anchors: str = "best"  # grid_* matchers: best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
     topk: int = 4  # k for uniform / iou_topk
     max_iou_pos_thresh: float = 0.5  # max_iou: IoU >= this is positive
     max_iou_neg_thresh: float = 0.4  # max_iou: IoU < this is negative, in between ignored
@@ -108,7 +110,7 @@ class DataConfig:
     root: str = "datasets/coco"  # coco: holds annotations/instances_<split>.json and <split>/; voc: VOCdevkit; synthetic: cache folder
     train_split: str = "train2017"  # coco split name; voc: "2007_trainval+2012_trainval"
     val_split: str = "val2017"  # coco split name; voc: "2007_test"
-    train_min_size: tuple[int, ...] = (800,)  # shorter side for training; several values = multi-scale (one drawn per image)
+    train_min_size: tuple[int, ...] = (800,)  # shorter side for training; several values = multi-scale, one drawn per image (ablation: [640, 672, 704, 736, 768, 800])
     train_max_size: int = 1333
     test_min_size: int = 800
     test_max_size: int = 1333
@@ -116,6 +118,8 @@ class DataConfig:
     random_shift: bool = True  # RandomShift augmentation (YOLOF)
     shift_max: int = 32  # RandomShift range in pixels: shifts in [-shift_max, shift_max - 1]
     shift_prob: float = 0.5  # RandomShift probability
+    mixup_prob: float = 0.0  # probability that a training image is blended with another one (mixup, data/mixup.py; not official: 0)
+    mixup_alpha: float = 1.5  # mixup ratio lambda ~ Beta(alpha, alpha) (1.5 as in "Bag of Freebies", Zhang et al. 2019); <= 0: fixed 0.5
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
     num_workers: int = 4  # DataLoader workers per process
     synthetic_num_train: int = 3000  # synthetic dataset: training images
@@ -157,6 +161,9 @@ class TrainConfig:
     checkpoint_period_iters: int = 0  # also checkpoint every N iterations (0: only each epoch)
     log_period: int = 20  # iterations between log lines / TensorBoard points
     max_skip_fraction: float = 0.01  # fail when more than this fraction of images cannot be read
+    ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved as "model" (utils/ema.py; not official)
+    ema_decay: float = 0.9998  # EMA decay d; the effective decay ramps up as d * (1 - exp(-updates / ema_ramp))
+    ema_ramp: int = 2000  # EMA warm-up time constant in optimizer steps (0: constant decay from the first step)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
     coco: ``<root>/annotations/instances_<split>.json`` and images in ``<root>/<split>/``.
     voc: ``<root>`` is a VOCdevkit, ``split`` like ``2007_trainval+2012_trainval``.
     synthetic: generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``).
+    Training sets are wrapped in :class:`data.mixup.MixupDataset` when ``data.mixup_prob > 0``.
     """
     d = cfg.data
     if transforms is None:
@@ -66,6 +67,10 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
             f"{d.dataset} split {split!r} has {len(ds.class_names)} classes but model.num_classes is "
             f"{cfg.model.num_classes}; set model.num_classes={len(ds.class_names)}"
         )
+    if is_train and d.mixup_prob > 0:
+        from data.mixup import MixupDataset
+
+        ds = MixupDataset(ds, d.mixup_prob, d.mixup_alpha)
     return ds
 
 

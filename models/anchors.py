@@ -18,18 +18,27 @@ class AnchorGenerator(nn.Module):
     offset 0, i.e. the top-left corner of each stride cell. The anchors of a map
     are ordered ``(y * W + x) * A + a``, the same order as the permuted head
     outputs. Anchors are never clipped.
+
+    ``custom_wh``: explicit ``(w, h)`` cell anchors (e.g. k-means priors from
+    ``utils/kmeans_anchors.py``), used in their given order instead of
+    ``sizes x aspect_ratios`` when non-empty.
     """
 
-    def __init__(self, stride: int, sizes: Sequence[float], aspect_ratios: Sequence[float] = (1.0,), offset: float = 0.0):
+    def __init__(self, stride: int, sizes: Sequence[float], aspect_ratios: Sequence[float] = (1.0,), offset: float = 0.0,
+                 custom_wh: Sequence[Sequence[float]] = ()):
         super().__init__()
         self.stride = stride
         self.offset = offset
         cells = []
-        for s in sizes:
-            for r in aspect_ratios:
-                w = s / math.sqrt(r)
-                h = s * math.sqrt(r)
+        if len(custom_wh) > 0:
+            for w, h in custom_wh:
                 cells.append([-w / 2, -h / 2, w / 2, h / 2])
+        else:
+            for s in sizes:
+                for r in aspect_ratios:
+                    w = s / math.sqrt(r)
+                    h = s * math.sqrt(r)
+                    cells.append([-w / 2, -h / 2, w / 2, h / 2])
         self.register_buffer("cell_anchors", torch.tensor(cells, dtype=torch.float32), persistent=False)
         self._cache: dict = {}
 

@@ -22,13 +22,16 @@ def build_model(cfg) -> YOLOF:
     backbone = build_backbone(bb.name, bb.style, bb.dilated_c5, bb.freeze_at, bb.norm, bb.weights, bb.width_mult)
     encoder = DilatedEncoder(backbone.out_channels, m.encoder.channels, m.encoder.mid_channels, m.encoder.dilations,
                              m.encoder.norm)
-    anchor_generator = AnchorGenerator(backbone.stride, m.anchors.sizes, m.anchors.aspect_ratios, m.anchors.offset)
+    anchor_generator = AnchorGenerator(backbone.stride, m.anchors.sizes, m.anchors.aspect_ratios, m.anchors.offset,
+                                       m.anchors.custom_wh)
     decoder = Decoder(m.encoder.channels, m.num_classes, anchor_generator.num_anchors, m.decoder.num_cls_convs,
                       m.decoder.num_reg_convs, m.decoder.pred_kernel, m.decoder.prior_prob, m.decoder.norm)
     box_coder = BoxCoder(m.box_coder.weights, m.box_coder.scale_clamp, m.box_coder.ctr_clamp,
                          m.box_coder.decode_method, backbone.stride)
     mt = m.matcher
-    matcher = build_matcher(mt.name, mt.topk, mt.max_iou_pos_thresh, mt.max_iou_neg_thresh)
+    matcher = build_matcher(mt.name, mt.topk, mt.max_iou_pos_thresh, mt.max_iou_neg_thresh, stride=backbone.stride,
+                            offset=m.anchors.offset, num_anchors=anchor_generator.num_anchors,
+                            grid_anchors=mt.grid_anchors)
     criterion = YOLOFCriterion(m.num_classes, m.loss.focal_alpha, m.loss.focal_gamma, mt.ignore_thresholds,
                                mt.neg_ignore_thresh, mt.pos_ignore_thresh, m.loss.normalization, m.loss.image_mask,
                                m.loss.cls_weight, m.loss.box_weight)

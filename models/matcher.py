@@ -18,6 +18,11 @@ are neither positive nor negative (max-IoU's band between its thresholds).
 * ``MaxIoUMatcher`` (RetinaNet): each anchor goes to its best box when IoU >=
   0.5, is negative below 0.4 and ignored in between; each box also keeps its
   best anchor (low-quality matches), as detectron2's RetinaNet does.
+* ``GridMatcher`` (single-level YOLO detectors, for the ablation): a box goes
+  to the anchors of the grid cell holding its centre (``grid_center``, YOLOv1-3),
+  of that cell and its 3x3 neighbourhood (``grid_neighbors``), or of every cell
+  whose anchor centre lies inside the box (``grid_inside``, FCOS-like); within
+  a chosen cell, the anchor whose shape fits the box best or all of them.
 
 Ties are broken deterministically in favour of the lower anchor index (stable
 sort), so CPU and CUDA assign the same anchors.
@@ -129,7 +134,94 @@ class MaxIoUMatcher:
         return matches
 
 
-def build_matcher(name: str, topk: int = 4, pos_thresh: float = 0.5, neg_thresh: float = 0.4):
+class GridMatcher:
+    """Grid assignment of single-level YOLO-style detectors, on YOLOF's anchors.
+
+    Cells: the anchors of cell ``(x, y)`` are centred at ``((x + offset) * stride,
+    (y + offset) * stride)`` (official YOLOF: offset 0, the cell's top-left
+    corner). Cell ``(x, y)`` owns the points nearest to its anchor centre, i.e.
+    ``[(x + offset - 1/2) * stride, (x + offset + 1/2) * stride)`` along x, so a box
+    centre ``c`` lies in cell ``floor(c / stride - offset + 1/2)`` (clamped to the
+    map): the chosen anchors are those whose centres are nearest the box centre,
+    whatever the offset (with offset 0.5 this is YOLO's ``floor(c / stride)``).
+    A centre exactly half-way between two anchor centres goes to the right/lower cell.
+
+    Modes:
+
+    * ``center``: the cell holding the box centre (YOLOv1-v3);
+    * ``neighbors``: that cell and its 3x3 neighbourhood (up to 9 cells; cut at the
+      border of the map), a symmetric version of YOLOv5's extra neighbour cells;
+    * ``inside``: every cell whose anchor centre lies strictly inside the box
+      (FCOS' centre sampling without a radius); a box that holds no anchor centre
+      (smaller than a stride) falls back to its ``center`` cell so that every box
+      is learned.
+
+    Anchors of a chosen cell (``anchor_choice``): ``best`` takes the one whose
+    (w, h) has the highest IoU with the box's (w, h) when both are centred at the
+    same point (YOLOv2/v3's rule; the lowest anchor index on ties), ``all`` takes
+    all ``A`` of them.
+
+    Pairs come out box by box (box 0's anchors in increasing index, then box 1's...),
+    so an anchor chosen by two boxes takes the later box's class in the criterion
+    (last write wins). ``ignore`` is None: every other anchor is negative (before
+    the criterion's ignore thresholds).
+    """
+
+    modes = ("center", "neighbors", "inside")
+
+    def __init__(self, mode: str, stride: float, num_anchors: int, offset: float = 0.0, anchor_choice: str = "best"):
+        if mode not in self.modes:
+            raise ValueError(f"unknown grid mode {mode!r}; expected one of {self.modes}")
+        if anchor_choice not in ("best", "all"):
+            raise ValueError(f"unknown grid anchor choice {anchor_choice!r}; expected 'best' or 'all'")
+        self.mode, self.stride, self.num_anchors = mode, float(stride), int(num_anchors)
+        self.offset, self.anchor_choice = float(offset), anchor_choice
+
+    @torch.no_grad()
+    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
+        gts, valid = _pad_boxes(gt_boxes, anchors)  # (B, G, 4), (B, G)
+        r, a = anchors.shape[0], self.num_anchors
+        if r % a != 0:
+            raise ValueError(f"{r} anchors is not a multiple of {a} anchors per cell")
+        anchor_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2) x, y
+        anchor_cell = torch.round(anchor_ctr / self.stride - self.offset).long()  # (R, 2): the cell (x, y)
+        map_w, map_h = int(anchor_cell[:, 0].max()) + 1, int(anchor_cell[:, 1].max()) + 1
+        box_ctr = (gts[..., :2] + gts[..., 2:]) / 2  # (B, G, 2)
+        box_cell = torch.floor(box_ctr / self.stride - self.offset + 0.5).long()
+        box_cell[..., 0].clamp_(0, map_w - 1)
+        box_cell[..., 1].clamp_(0, map_h - 1)
+        dx = (anchor_cell[None, None, :, 0] - box_cell[..., 0:1]).abs()  # (B, G, R)
+        dy = (anchor_cell[None, None, :, 1] - box_cell[..., 1:2]).abs()
+        centre = (dx == 0) & (dy == 0)
+        if self.mode == "center":
+            chosen = centre
+        elif self.mode == "neighbors":
+            chosen = (dx <= 1) & (dy <= 1)
+        else:
+            ax, ay = anchor_ctr[None, None, :, 0], anchor_ctr[None, None, :, 1]
+            chosen = ((ax > gts[..., 0:1]) & (ax < gts[..., 2:3]) & (ay > gts[..., 1:2]) & (ay < gts[..., 3:4]))
+            chosen = chosen | (centre & ~chosen.any(dim=2, keepdim=True))
+        if self.anchor_choice == "best":
+            cell_wh = anchors[:a, 2:] - anchors[:a, :2]  # (A, 2): every cell has the same A shapes
+            box_wh = gts[..., 2:] - gts[..., :2]  # (B, G, 2)
+            inter = torch.minimum(box_wh[..., None, :], cell_wh).prod(dim=-1)  # (B, G, A), both centred at 0
+            union = box_wh.prod(dim=-1, keepdim=True) + cell_wh.prod(dim=-1) - inter
+            best = (inter / union.clamp(min=1e-12)).argmax(dim=-1)  # (B, G), first maximum on ties
+            anchor_index = torch.arange(r, device=anchors.device) % a
+            chosen = chosen & (anchor_index[None, None, :] == best[..., None])
+        chosen = chosen & valid[..., None]
+        matches = []
+        for i, g in enumerate(gt_boxes):
+            tgt, src = chosen[i, : g.shape[0]].nonzero(as_tuple=True)  # box-major, anchors increasing
+            matches.append(Match(src=src, tgt=tgt))
+        return matches
+
+
+def build_matcher(name: str, topk: int = 4, pos_thresh: float = 0.5, neg_thresh: float = 0.4, *,
+                  stride: float = 32, offset: float = 0.0, num_anchors: int = 1, grid_anchors: str = "best"):
+    """The matcher called ``name``; ``stride``, ``offset`` and ``num_anchors`` (per cell) are for the grid ones."""
+    if name.startswith("grid_"):
+        return GridMatcher(name[len("grid_"):], stride, num_anchors, offset, grid_anchors)
     if name == "uniform":
         return UniformMatcher(topk)
     if name == "iou_topk":

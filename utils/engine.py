@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from config import config_to_dict
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.distributed import all_reduce_sum, barrier, get_world_size, is_dist, is_main_process
+from utils.ema import ModelEMA
 from utils.evaluator import autocast_context, evaluate
 
 logger = logging.getLogger(__name__)
@@ -274,11 +275,12 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
 
     iteration, epoch, step_in_epoch, best_ap = 0, 0, 0, -1.0
     sums, count = {}, 0  # running loss sums of the current epoch (kept in checkpoints for exact resume)
+    ckpt = None
     if resume:
         path = output_dir / "last.pth" if resume == "auto" else Path(resume)
         if resume != "auto" or path.is_file():
             ckpt = load_checkpoint(path)
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(ckpt.get("model_train", ckpt["model"]))  # "model" holds the EMA weights with train.ema
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             if scaler is not None and ckpt.get("scaler"):
@@ -288,6 +290,11 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
             sums, count = dict(ckpt.get("epoch_sums", {})), int(ckpt.get("epoch_count", 0))
             set_rng_state(ckpt["rng"])
             logger.info("resumed from %s at epoch %d, iteration %d", path, epoch, iteration)
+    # train.ema: an average of the weights, evaluated and saved as "model"; restored on resume, else started here
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_ramp) if cfg.train.ema else None
+    if ema is not None and ckpt is not None and "model_train" in ckpt:
+        ema.load_state_dict({"module": ckpt["model"], "updates": ckpt["ema_updates"]})
+    ckpt = None
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
 
     writer = None
@@ -307,6 +314,9 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
                  "epoch_sums": dict(sums), "epoch_count": count,
                  "rng": rng_state(), "config": config_to_dict(cfg), "git_commit": git_commit(),
                  "class_names": list(train_set.class_names)}
+        if ema is not None:  # eval.py / test.py load "model" (the EMA weights); --resume loads "model_train"
+            state["model_train"], state["model"] = state["model"], ema.module.state_dict()
+            state["ema_updates"] = ema.updates
         save_checkpoint(output_dir / name, state)
 
     from tqdm import tqdm
@@ -329,6 +339,8 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
                 logger.error("stopping: non-finite loss at iteration %d (epoch %d)", iteration, epoch)
                 raise
             scheduler.step()
+            if ema is not None:
+                ema.update(ddp_model)
             iteration += 1
             step_in_epoch += 1
             for k, v in logs.items():
@@ -354,7 +366,8 @@ def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume
         record.update({k: v / max(1, count) for k, v in sums.items()})
         do_eval = finished or (cfg.train.eval_period > 0 and epoch_done and epoch % cfg.train.eval_period == 0)
         if do_eval:
-            metrics = evaluate(prepare_for_inference(_unwrap(ddp_model)), val_set, val_loader, device, cfg.data.dataset, solver.amp,
+            eval_model = ema.module if ema is not None else _unwrap(ddp_model)
+            metrics = evaluate(prepare_for_inference(eval_model), val_set, val_loader, device, cfg.data.dataset, solver.amp,
                                metrics_path=output_dir / "eval" / f"metrics_iter{iteration}.json" if is_main_process() else None)
             record.update({k: v for k, v in metrics.items() if not k.startswith("AP_")})
             ap = metrics.get("AP", metrics.get("mAP", -1.0))

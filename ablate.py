@@ -1,0 +1,66 @@
+"""Run an ablation study (rows x seeds of train.py runs) and write its table into README.md.
+
+    python ablate.py ablations/synthetic.yaml --dry-run      # print the command lines of the unfinished runs
+    python ablate.py ablations/synthetic.yaml                # run them (finished runs are skipped, others resumed)
+    python ablate.py ablations/synthetic.yaml --only baseline --only no_random_shift
+    python ablate.py ablations/synthetic.yaml --table-only   # README table from the logs in ablations/runs/
+
+The spec format and what "finished" means: utils/ablation.py. The README needs the
+markers <!-- ablation:NAME:start --> and <!-- ablation:NAME:end --> where the table goes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from utils.ablation import DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, SpecError, load_spec, run_ablation, update_readme
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Run an ablation spec and tabulate it", epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", type=Path, help="an ablation spec, e.g. ablations/synthetic.yaml")
+    p.add_argument("--dry-run", action="store_true", help="print the command lines instead of running them")
+    p.add_argument("--only", action="append", default=None, metavar="ROW", help="run only this row (repeatable)")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR,
+                   help="where the runs write (default runs/ablations; <runs-dir>/<spec>/<row>/seed<k>)")
+    p.add_argument("--logs-dir", type=Path, default=DEFAULT_LOGS_DIR,
+                   help="where the small logs are copied and the table reads them (default ablations/runs)")
+    p.add_argument("--readme", type=Path, default=REPO / "README.md", help="the file holding the table markers")
+    p.add_argument("--table-only", action="store_true", help="only rewrite the README table from the logs")
+    p.add_argument("--no-table", action="store_true", help="do not update the README table after running")
+    p.add_argument("--keep-going", action="store_true", help="go on with the other runs when one fails")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        if not args.table_only:
+            status = run_ablation(spec, args.runs_dir.resolve(), args.logs_dir.resolve(), args.only, args.dry_run,
+                                  args.keep_going)
+            if args.dry_run:
+                return 0
+            print(" ".join(f"{k}: {v}" for k, v in status.items()))
+        if args.table_only or not args.no_table:
+            try:
+                changed = update_readme(spec, args.readme, args.logs_dir.resolve())
+            except SpecError as e:
+                if args.table_only:
+                    raise
+                print(f"runs done, README table not written: {e}", file=sys.stderr)  # the runs are what matter here
+                return 0
+            print(f"{args.readme}: table '{spec.name}' {'updated' if changed else 'unchanged'}")
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # a run failed; its log.txt has the details
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
