@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
         from data.build import build_dataset, build_test_loader
         from models import build_model
         from models.fuse import prepare_for_inference
-        from utils.checkpoint import load_model_weights
+        from utils.checkpoint import load_weights_or_exit
         from utils.evaluator import predict, score_coco, score_voc
 
         overrides = list(args.opts)
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
         split = _split_name(args, cfg)
         device = resolve_device(args.device)
         model = build_model(cfg).to(device)
-        load_model_weights(model, args.weight)
+        load_weights_or_exit(model, args.weight)
         model = prepare_for_inference(model)
         dataset = build_dataset(cfg, split, is_train=False)
         workers = cfg.data.num_workers if args.num_workers is None else args.num_workers

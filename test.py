@@ -57,12 +57,12 @@ class Predictor:
     def __init__(self, cfg, weight: str, device: torch.device):
         from data.transforms import ResizeShortestEdge
         from models import build_model
-        from utils.checkpoint import load_model_weights
+        from utils.checkpoint import load_weights_or_exit
 
         from models.fuse import prepare_for_inference
 
         model = build_model(cfg).to(device)
-        ckpt = load_model_weights(model, weight)
+        ckpt = load_weights_or_exit(model, weight)
         self.model = prepare_for_inference(model)
         self.class_names = ckpt.get("class_names") or [str(i) for i in range(cfg.model.num_classes)]
         self.resize = ResizeShortestEdge((cfg.data.test_min_size,), cfg.data.test_max_size)

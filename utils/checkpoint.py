@@ -70,3 +70,11 @@ def load_model_weights(model: nn.Module, path: Union[str, Path]) -> dict[str, An
                            "utils/convert_official.py.")
     model.load_state_dict(state, strict=True)
     return ckpt
+
+
+def load_weights_or_exit(model: nn.Module, path: Union[str, Path]) -> dict[str, Any]:
+    """``load_model_weights`` for command-line scripts: a bad file ends the program with its message, no traceback."""
+    try:
+        return load_model_weights(model, path)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None

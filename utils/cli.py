@@ -52,7 +52,10 @@ def load_run_config(args, weight: str | None = None):
     if weight:
         from utils.checkpoint import load_checkpoint
 
-        ckpt = load_checkpoint(weight)
+        try:
+            ckpt = load_checkpoint(weight)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
         if "config" in ckpt:
             data = ckpt["config"]
             for k, v in parse_overrides(args.opts).items():

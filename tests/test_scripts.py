@@ -1,0 +1,111 @@
+"""The command-line scripts end to end: eval.py (model and detections file), test.py, train.py --vis_targets."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from config import config_to_dict, load_config
+from models import build_model
+from tests.conftest import REPO
+from utils.checkpoint import save_checkpoint
+
+SMALL = {"model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8,
+         "model.test.score_thresh": 0.0, "data.num_workers": 0}
+
+
+def _run(*args, check=True):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def coco_checkpoint(tmp_path_factory):
+    """A random-weight 80-class model checkpoint in this project's format (what train.py writes)."""
+    cfg = load_config(REPO / "config/quickstart.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
+    save_checkpoint(path, {"model": model.state_dict(), "config": config_to_dict(cfg),
+                           "class_names": [f"class{i}" for i in range(80)]})
+    return path
+
+
+def test_eval_scores_a_detections_file_without_a_model(coco_tiny, tmp_path):
+    gt = json.loads((coco_tiny / "annotations/instances_val2017.json").read_text())
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+            for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    out = tmp_path / "metrics.json"
+    _run("eval.py", "-d", "coco", "--root", str(coco_tiny), "--split", "val2017", "--results",
+         str(tmp_path / "dets.json"), "--out", str(out))
+    metrics = json.loads(out.read_text())
+    stats = metrics.get("stats", metrics)
+    assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
+    assert (tmp_path / "metrics_pr_curve.png").is_file()
+
+
+def test_eval_runs_a_checkpoint_on_coco_tiny(coco_tiny, coco_checkpoint, tmp_path):
+    out = tmp_path / "m.json"
+    proc = _run("eval.py", "--weight", str(coco_checkpoint), "-d", "coco", "--root", str(coco_tiny), "--split",
+                "val2017", "--out", str(out), "--save_results", str(tmp_path / "dets.json"), "--num_workers", "0",
+                "--opts", "data.test_min_size=128", "data.test_max_size=192")
+    stats = json.loads(out.read_text())
+    stats = stats.get("stats", stats)
+    for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        assert 0.0 <= stats[k] <= 1.0 or stats[k] == -1
+    dets = json.loads((tmp_path / "dets.json").read_text())
+    assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
+    cat_ids = {c["id"] for c in json.loads((coco_tiny / "annotations/instances_val2017.json").read_text())["categories"]}
+    assert {d["category_id"] for d in dets} <= cat_ids  # original (non-contiguous) ids
+    assert "class" in proc.stdout or "AP" in proc.stdout
+
+
+def test_eval_bad_inputs_name_the_problem(coco_tiny, coco_checkpoint, tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"definitely not a checkpoint")
+    proc = _run("eval.py", "--weight", str(junk), "--config", "config/quickstart.yaml", "-d", "coco", "--root",
+                str(coco_tiny), "--out", str(tmp_path / "x.json"), check=False)
+    assert proc.returncode != 0 and "junk.pth" in proc.stderr
+    proc = _run("eval.py", "--weight", str(coco_checkpoint), "--config", "config/quickstart.yaml", "-d", "coco",
+                "--root", str(coco_tiny), "--split", "val2017", "--out", str(tmp_path / "x.json"), "--opts",
+                "model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8", check=False)
+    # an 80-class checkpoint against the 5-class quickstart config: the mismatching tensors are named, no traceback
+    assert proc.returncode != 0 and "does not fit the configured model" in proc.stderr
+    assert "decoder.cls_score" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run("eval.py", "-d", "coco", "--root", str(tmp_path), "--split", "val2017", "--results",
+                str(tmp_path / "none.json"), "--out", str(tmp_path / "x.json"), check=False)
+    assert proc.returncode != 0 and "instances_val2017.json" in (proc.stderr + proc.stdout)
+
+
+def test_test_py_draws_boxes_on_real_images(coco_tiny, coco_checkpoint, tmp_path):
+    src = sorted((coco_tiny / "val2017").glob("*.jpg"))[:2]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in src:
+        (folder / p.name).write_bytes(p.read_bytes())
+    proc = _run("test.py", "--weight", str(coco_checkpoint), "--input", str(folder), "--save_dir", str(tmp_path / "out"),
+                "--score_thresh", "0.0", "--show")
+    assert "no display" in proc.stdout and "FPS" in proc.stdout
+    for p in src:
+        drawn = cv2.imread(str(tmp_path / "out" / (p.stem + ".jpg")))
+        orig = cv2.imread(str(p))
+        assert drawn.shape == orig.shape
+        diff = np.abs(drawn.astype(int) - orig.astype(int)).max(axis=2) > 60  # beyond JPEG noise: drawn pixels
+        assert diff.sum() > 100
+
+
+def test_vis_targets_writes_pictures(tmp_path):
+    out = tmp_path / "vis"
+    _run("train.py", "--config", "config/quickstart.yaml", "--vis_targets", "--vis_num", "2", "--output_dir", str(out),
+         "--opts", f"data.root={tmp_path / 'synth'}", "data.synthetic_num_train=8", "data.synthetic_num_val=2",
+         "data.synthetic_image_size=[96,96]", "model.backbone.width_mult=0.25")
+    pics = sorted((out / "vis_targets").glob("*.png"))
+    assert len(pics) == 2 and cv2.imread(str(pics[0])) is not None
