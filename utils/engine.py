@@ -122,6 +122,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     logs = {"loss_cls": 0.0, "loss_box_reg": 0.0}
     fg = torch.zeros((), device=device)
     finite = torch.ones((), device=device)
+    bad_parts: dict = {}
     for j, (images, targets) in enumerate(micro_batches):
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
@@ -133,6 +134,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
             loss = out["loss_sum"] / s
             if not torch.isfinite(loss):
                 finite.zero_()
+                bad_parts = {k: float(out[k].detach()) for k in ("loss_cls", "loss_box_reg")}
+                bad_parts["micro_batch"] = j
             (scaler.scale(loss) if scaler is not None else loss).backward()
         fg += out["num_foreground"]
         weight = len(images) / s
@@ -142,7 +145,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     stats = all_reduce_sum(torch.stack([fg, finite, torch.tensor(float(len(micro_batches)), device=device)]))
     world = get_world_size()
     if stats[1] < world:
-        raise NonFiniteLossError(f"non-finite loss on {int(world - stats[1])} of {world} process(es); this process: {logs}")
+        raise NonFiniteLossError(f"non-finite loss on {int(world - stats[1])} of {world} process(es); "
+                                 f"loss parts on this process: {bad_parts or 'finite here'}")
     if scaler is not None:
         scaler.unscale_(optimizer)
     if normalization == "batch":
