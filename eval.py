@@ -88,7 +88,6 @@ def main(argv=None) -> dict:
     else:
         if args.weight is None:
             raise SystemExit("pass --weight CKPT to evaluate a model, or --results FILE to score detections")
-        import torch
 
         from data.build import build_dataset, build_test_loader
         from models import build_model
@@ -96,12 +95,6 @@ def main(argv=None) -> dict:
         from utils.checkpoint import load_weights_or_exit
         from utils.evaluator import predict, score_coco, score_voc
 
-        overrides = list(args.opts)
-        if args.dataset:
-            overrides.append(f"data.dataset={args.dataset}")
-        if args.root:
-            overrides.append(f"data.root={args.root}")
-        args.opts = overrides
         cfg = load_run_config(args, args.weight)
         split = _split_name(args, cfg)
         device = resolve_device(args.device)
@@ -117,7 +110,6 @@ def main(argv=None) -> dict:
                                    split.split("_", 1)[1], args.save_results)
         else:
             metrics, _ = score_coco(dataset, predictions, args.backend, args.out, args.save_results)
-        torch.set_grad_enabled(True)
     shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("AP_")}
     print(json.dumps(shown))
     print(f"metrics written to {args.out}")

@@ -142,12 +142,6 @@ def run_video(args, predictor, draw) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logging()
-    overrides = list(args.opts)
-    if args.dataset:
-        overrides.append(f"data.dataset={args.dataset}")
-    if args.root:
-        overrides.append(f"data.root={args.root}")
-    args.opts = overrides
     cfg = load_run_config(args, args.weight)
     device = resolve_device(args.device)
     predictor = Predictor(cfg, args.weight, device)

@@ -109,3 +109,53 @@ def test_vis_targets_writes_pictures(tmp_path):
          "data.synthetic_image_size=[96,96]", "model.backbone.width_mult=0.25")
     pics = sorted((out / "vis_targets").glob("*.png"))
     assert len(pics) == 2 and cv2.imread(str(pics[0])) is not None
+
+
+def _voc_devkit(root, coco_tiny):
+    """A 2-image VOC2007 'test' split from coco_tiny pictures with hand-written boxes (one difficult)."""
+    d = root / "VOC2007"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    objects = {"000001": [("dog", (11, 21, 100, 120), 0), ("person", (50, 30, 90, 110), 1)],
+               "000002": [("car", (5, 5, 60, 40), 0), ("car", (70, 10, 150, 90), 0)]}
+    for src, (iid, objs) in zip(sorted((coco_tiny / "val2017").glob("*.jpg")), objects.items()):
+        img = cv2.imread(str(src))
+        h, w = img.shape[:2]
+        cv2.imwrite(str(d / "JPEGImages" / f"{iid}.jpg"), img)
+        xml = "".join(f"<object><name>{n}</name><difficult>{df}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+                      f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b, df in objs)
+        (d / "Annotations" / f"{iid}.xml").write_text(
+            f"<annotation><filename>{iid}.jpg</filename><size><width>{w}</width><height>{h}</height><depth>3</depth>"
+            f"</size>{xml}</annotation>")
+    (d / "ImageSets/Main/test.txt").write_text("000001\n000002\n")
+    return objects
+
+
+def test_voc_evaluation_glue_round_trips_devkit_coordinates(coco_tiny, tmp_path):
+    from data.voc import VOCDetection
+    from utils.evaluator import score_voc
+
+    objects = _voc_devkit(tmp_path / "VOCdevkit", coco_tiny)
+    ds = VOCDetection(tmp_path / "VOCdevkit", (("2007", "test"),), keep_difficult=True)
+    # "model output" = the dataset's own 0-based boxes; the evaluator must turn them back into the xml's 1-based ones
+    preds = []
+    for i in range(len(ds)):
+        a = ds.get_annotation(i)
+        keep = ~a["difficult"].astype(bool)
+        preds.append({"image_id": ds._image_id(i), "boxes": a["boxes"][keep], "scores": np.ones(int(keep.sum())),
+                      "labels": a["labels"][keep]})
+    metrics, result = score_voc(ds, preds, metrics_path=tmp_path / "m.json", split="test",
+                                results_dir=tmp_path / "comp4")
+    assert metrics["mAP"] == pytest.approx(1.0) and metrics["AP_car"] == pytest.approx(1.0)
+    lines = (tmp_path / "comp4" / "comp4_det_test_dog.txt").read_text().split()
+    assert lines[0] == "000001" and [float(v) for v in lines[2:6]] == [11, 21, 100, 120]
+    # the same files through eval.py --results, without a model; a dropped car halves car's recall
+    car = tmp_path / "comp4" / "comp4_det_test_car.txt"
+    car.write_text(car.read_text().splitlines()[0] + "\n")
+    out = tmp_path / "files.json"
+    _run("eval.py", "-d", "voc", "--root", str(tmp_path / "VOCdevkit"), "--year", "2007", "--split", "test",
+         "--results", str(tmp_path / "comp4"), "--out", str(out), "--voc_metric", "area")
+    m = json.loads(out.read_text())
+    ap = m.get("ap", m)
+    car_ap = ap.get("car", ap.get("AP_car"))
+    assert car_ap == pytest.approx(0.5)  # area metric: precision 1 up to recall 0.5
