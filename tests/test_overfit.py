@@ -26,7 +26,8 @@ def test_overfit_four_coco_images(coco_tiny, tmp_path):
     from utils.coco_eval import evaluate_coco
 
     cfg = load_config(REPO / "config/quickstart.yaml", {
-        "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny),
+        "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "solver.optimizer": "sgd",
+        "model.backbone.width_mult": 0.5,
         "data.train_min_size": [320], "data.train_max_size": 480, "data.test_min_size": 320, "data.test_max_size": 480,
         "data.random_shift": False, "data.flip_prob": 0.0, "model.test.score_thresh": 0.05})
     train = build_dataset(cfg, "train2017", is_train=True)
