@@ -43,10 +43,18 @@ def setup_logging(rank: int = 0, output_dir: Path | None = None) -> None:
 
 
 def load_run_config(args, weight: str | None = None):
-    """The config: --config (+ --opts), or the one stored in the checkpoint (+ --opts)."""
+    """The config: --config (+ --opts), or the one stored in the checkpoint (+ --opts).
+
+    ``-d/--dataset`` and ``--root``, where a script has them, override ``data.dataset`` / ``data.root``.
+    """
     from config import load_config
     from config.loader import _set_dotted, config_from_dict, parse_overrides
 
+    args.opts = list(args.opts)
+    if getattr(args, "dataset", None):
+        args.opts.append(f"data.dataset={args.dataset}")
+    if getattr(args, "root", None):
+        args.opts.append(f"data.root={args.root}")
     if args.config:
         return load_config(args.config, args.opts)
     if weight:
