@@ -336,7 +336,7 @@ def run_ablation(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: 
                 copy_logs(run, spec, logs_dir)
             continue
         resume = (run.output_dir / "last.pth").is_file()
-        cmd = command(spec, run, resume, python)
+        cmd = command(spec, run, resume, "python" if dry_run else python)  # dry-run: portable command lines
         if dry_run:
             log(shlex.join(cmd))
             status[run.label] = "planned"
