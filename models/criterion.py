@@ -120,15 +120,12 @@ class YOLOFCriterion:
         focal = sigmoid_focal_loss(cls_logits.float(), target.float(), alpha=self.focal_alpha, gamma=self.focal_gamma,
                                    reduction="none")  # (B, R, K)
         cls_per_image = (focal * valid[..., None]).sum(dim=(1, 2))  # (B,)
-        box_per_image = []
-        for i, m in enumerate(matches):
-            src, tgt = m.src[keep[i]], m.tgt[keep[i]]
-            if src.numel() == 0:
-                box_per_image.append(pred_boxes[i].sum() * 0.0)
-                continue
-            box_per_image.append(generalized_box_iou_loss(pred_boxes[i, src].float(), gt_boxes[i][tgt].float(),
-                                                          reduction="sum"))
-        box_per_image = torch.stack(box_per_image)
+        # GIoU loss of all kept pairs of the batch in one call, summed per image with index_add
+        img = torch.cat([torch.full_like(m.src[keep[i]], i) for i, m in enumerate(matches)])  # (M,)
+        src = torch.cat([m.src[keep[i]] for i, m in enumerate(matches)])
+        tgt_boxes = torch.cat([gt_boxes[i][m.tgt[keep[i]]] for i, m in enumerate(matches)]).float()
+        giou = generalized_box_iou_loss(pred_boxes[img, src].float(), tgt_boxes, reduction="none")  # (M,)
+        box_per_image = (pred_boxes.sum() * 0.0).expand(b).clone().index_add(0, img, giou)  # (B,), keeps the graph
         fg_per_image = foreground.sum(dim=1).float()  # (B,)
         num_fg = fg_per_image.sum()
 
