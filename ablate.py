@@ -3,6 +3,7 @@
     python ablate.py ablations/synthetic.yaml --dry-run      # print the command lines of the unfinished runs
     python ablate.py ablations/synthetic.yaml                # run them (finished runs are skipped, others resumed)
     python ablate.py ablations/synthetic.yaml --only baseline --only no_random_shift
+    python ablate.py ablations/synthetic.yaml --collect      # launch nothing: copy the logs of finished runs
     python ablate.py ablations/synthetic.yaml --table-only   # README table from the logs in ablations/runs/
 
 The spec format and what "finished" means: utils/ablation.py. The README needs the
@@ -28,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--logs-dir", type=Path, default=DEFAULT_LOGS_DIR,
                    help="where the small logs are copied and the table reads them (default ablations/runs)")
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="the file holding the table markers")
+    p.add_argument("--collect", action="store_true",
+                   help="launch nothing: copy the small logs of the finished runs (e.g. started from --dry-run lines) "
+                        "to --logs-dir, then rewrite the table")
     p.add_argument("--table-only", action="store_true", help="only rewrite the README table from the logs")
     p.add_argument("--no-table", action="store_true", help="do not update the README table after running")
     p.add_argument("--keep-going", action="store_true", help="go on with the other runs when one fails")
@@ -40,7 +44,7 @@ def main(argv=None) -> int:
         spec = load_spec(args.spec)
         if not args.table_only:
             status = run_ablation(spec, args.runs_dir.resolve(), args.logs_dir.resolve(), args.only, args.dry_run,
-                                  args.keep_going)
+                                  args.keep_going, collect=args.collect)
             if args.dry_run:
                 return 0
             print(" ".join(f"{k}: {v}" for k, v in status.items()))

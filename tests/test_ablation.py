@@ -368,6 +368,29 @@ def test_unfinished_runs_are_resumed_and_commands_follow_the_spec(tmp_path, caps
         ablation.run_ablation(spec, runs, tmp_path / "logs", only=["nope"], dry_run=True)
 
 
+def test_collect_copies_finished_runs_and_launches_nothing(tmp_path, monkeypatch, capsys):
+    _no_runs(monkeypatch)
+    rows = [{"name": "baseline", "overrides": {}}, {"name": "other", "overrides": {"model.decoder.pred_kernel": 1}}]
+    spec = ablation.load_spec(_spec(tmp_path, rows))
+    runs, logs = tmp_path / "runs", tmp_path / "logs"
+    [planned] = [r for r in ablation.plan_runs(spec, runs) if r.row.name == "baseline"]
+    done_dir = runs / "tiny" / "baseline" / "seed0"  # a run made by hand from a --dry-run line
+    done_dir.mkdir(parents=True)
+    record = {"iteration": planned.max_iter, "time_s": 3.0, "AP": 0.25, "AP50": 0.5, "AP75": 0.2}
+    (done_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    (done_dir / "model_final.pth").write_bytes(b"not copied")
+    status = ablation.run_ablation(spec, runs, logs, collect=True)
+    assert status == {"baseline/seed0": "done", "other/seed0": "pending"}
+    copied = logs / "tiny" / "baseline" / "seed0"
+    assert sorted(p.name for p in copied.iterdir()) == ["done.json", "metrics.jsonl"]
+    assert json.loads((copied / "done.json").read_text())["AP50"] == 0.5
+    assert not (logs / "tiny" / "other").exists()
+    readme = _readme(tmp_path)
+    assert ablate.main([str(spec.path), "--collect", "--runs-dir", str(runs), "--logs-dir", str(logs),
+                        "--readme", str(readme)]) == 0
+    assert "| `baseline` | 25.0 | 50.0 | 20.0 | (ref) | 3 s | 1/1 | – |" in readme.read_text()
+
+
 def test_table_means_stds_deltas_and_missing_rows(tmp_path):
     rows = [{"name": "base", "overrides": {}}, {"name": "x", "overrides": {"model.decoder.pred_kernel": 1}},
             {"name": "empty", "overrides": {"model.loss.image_mask": True}}]

@@ -313,8 +313,13 @@ def _write_done(run: PlannedRun) -> None:
 
 def run_ablation(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: Path | str = DEFAULT_LOGS_DIR,
                  only: Optional[Sequence[str]] = None, dry_run: bool = False, keep_going: bool = False,
-                 python: str = sys.executable, log: Callable[[str], None] = print) -> dict[str, str]:
-    """Run every unfinished (row, seed) of ``spec``; returns ``{"row/seedK": "done" | "ran" | "failed" | "planned"}``."""
+                 python: str = sys.executable, log: Callable[[str], None] = print,
+                 collect: bool = False) -> dict[str, str]:
+    """Run every unfinished (row, seed) of ``spec``; returns ``{"row/seedK": "done" | "ran" | "failed" | "planned"}``.
+
+    ``collect``: launch nothing; copy the logs of the runs that finished (e.g. ones started by hand or on a
+    cluster from the ``dry_run`` command lines) and report the others as ``"pending"``.
+    """
     runs = plan_runs(spec, runs_dir)
     if only:
         unknown = [o for o in only if o not in {r.name for r in spec.rows}]
@@ -334,6 +339,9 @@ def run_ablation(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: 
                 if not (run.output_dir / "done.json").is_file():
                     _write_done(run)
                 copy_logs(run, spec, logs_dir)
+            continue
+        if collect:
+            status[run.label] = "pending"
             continue
         resume = (run.output_dir / "last.pth").is_file()
         cmd = command(spec, run, resume, "python" if dry_run else python)  # dry-run: portable command lines
