@@ -393,7 +393,8 @@ def test_collect_copies_finished_runs_and_launches_nothing(tmp_path, monkeypatch
 
 def test_table_means_stds_deltas_and_missing_rows(tmp_path):
     rows = [{"name": "base", "overrides": {}}, {"name": "x", "overrides": {"model.decoder.pred_kernel": 1}},
-            {"name": "empty", "overrides": {"model.loss.image_mask": True}}]
+            {"name": "empty", "overrides": {"model.loss.image_mask": True}},
+            {"name": "y", "overrides": {"model.decoder.pred_kernel": 1, "data.random_shift": False}}]
     path = _spec(tmp_path, rows, seeds=[0, 1, 2])
     spec = ablation.load_spec(path)
     logs = tmp_path / "logs"
@@ -410,10 +411,15 @@ def test_table_means_stds_deltas_and_missing_rows(tmp_path):
     write("x", 0, 0.40, [{"iteration": 1, "time_s": 100.0}, {"iteration": 2, "time_s": 50.0, "AP": 0.2, "AP50": 0.4,
                                                             "AP75": 0.1}])
     write("x", 1, 0.50, [{"iteration": 1, "time_s": 30.0, "AP50": 0.5}])
+    write("y", 0, 0.35)
+    write("y", 1, 0.33)
     table = ablation.render_table(spec, logs)
     lines = table.splitlines()
     assert "| `base` | 16.0 ± 1.0 | 32.0 ± 2.0 | 8.0 ± 0.5 | (ref) | 60 s | 3/3 | – |" in lines
-    assert "| `x` | 20.0 | 40.0 | 10.0 | +8.0 | 2.5 min | 1/3 | `model.decoder.pred_kernel=1` |" in lines
+    # Δ pairs seeds: x's only finished seed 0 against base's seed 0 (not base's mean over 3 seeds)
+    assert "| `x` | 20.0 | 40.0 | 10.0 | +10.0 | 2.5 min | 1/3 | `model.decoder.pred_kernel=1` |" in lines
+    # y - base per seed: +5.0, +1.0 -> mean +3.0, sample std 2.8
+    assert any(line.startswith("| `y` | 17.0 ± 0.7 | 34.0 ± 1.4 | 8.5 ± 0.4 | +3.0 ± 2.8 | 60 s | 2/3 |") for line in lines)
     assert "| `empty` | – | – | – | – | – | 0/3 | `model.loss.image_mask=true` |" in lines
     assert table == ablation.render_table(spec, logs)
     with pytest.raises(ablation.SpecError, match="<!-- ablation:tiny:start -->"):

@@ -413,42 +413,46 @@ def _cell(text: str) -> str:
 def render_table(spec: Spec, logs_dir: Path | str = DEFAULT_LOGS_DIR) -> str:
     """The Markdown table of ``spec`` from the logs under ``logs_dir`` (finished runs only); deterministic."""
     runs = plan_runs(spec, DEFAULT_RUNS_DIR)
-    by_row: dict[str, list[list[dict]]] = {r.name: [] for r in spec.rows}
+    by_row: dict[str, dict[int, list[dict]]] = {r.name: {} for r in spec.rows}  # row -> seed -> records
     for run in runs:
         folder = Path(logs_dir) / spec.name / run.row.name / f"seed{run.seed}"
         if is_finished(folder, run.max_iter):
             records = read_metrics(folder / "metrics.jsonl")
             if records:
-                by_row[run.row.name].append(records)
+                by_row[run.row.name][run.seed] = records
     baseline = spec.rows[0].name
 
-    def mean_of(row: str, key: str) -> float:
-        values = [_metric(r[-1], key) for r in by_row[row]]
-        values = [v for v in values if not math.isnan(v)]
-        return statistics.fmean(values) if values else math.nan
+    def paired_delta(row: str, key: str) -> str:
+        """Mean (± sample std) over the seeds both rows finished of row - baseline: same seed, same data order."""
+        diffs = [_metric(recs[-1], key) - _metric(by_row[baseline][seed][-1], key)
+                 for seed, recs in sorted(by_row[row].items()) if seed in by_row[baseline]]
+        diffs = [d for d in diffs if not math.isnan(d)]
+        if not diffs:
+            return "–"
+        mean = statistics.fmean(diffs)
+        return f"{mean:+.1f}" + (f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else "")
 
     header = (f"Spec `{_display(spec.path)}`: base `{spec.base}`, seeds {', '.join(map(str, spec.seeds))}"
               f"{', torchrun x' + str(spec.nproc_per_node) if spec.launcher == 'torchrun' else ''}"
               f"{', --accumulate ' + str(spec.accumulate) if spec.accumulate else ''}. "
-              "COCO AP in %, mean ± sample std over the finished seeds; Δ AP50 against "
-              f"`{baseline}`; time: the last record's `time_s` (summed over resumed processes), mean over seeds.")
+              "COCO AP in %, mean ± sample std over the finished seeds; Δ AP50: the row minus "
+              f"`{baseline}` seed by seed, mean ± std over the seeds both finished; time: the last record's "
+              "`time_s` (summed over resumed processes), mean over seeds.")
     lines = [header]
     if spec.common:
         lines += ["", "Common overrides: " + ", ".join(f"`{_cell(o)}`" for o in
                                                          (f"{k}={format_value(v)}" for k, v in spec.common.items()))]
     lines += ["", "| row | AP | AP50 | AP75 | Δ AP50 | time | seeds | overrides |",
               "|---|---|---|---|---|---|---|---|"]
-    base_ap50 = mean_of(baseline, "AP50")
     for row in spec.rows:
-        finished = by_row[row.name]
+        finished = [by_row[row.name][seed] for seed in sorted(by_row[row.name])]
         cells = [f"`{row.name}`"]
         for key in ("AP", "AP50", "AP75"):
             cells.append(_mean_std([_metric(r[-1], key) for r in finished]))
-        ap50 = mean_of(row.name, "AP50")
         if row.name == baseline:
-            cells.append("–" if math.isnan(ap50) else "(ref)")
+            cells.append("(ref)" if finished else "–")
         else:
-            cells.append("–" if math.isnan(ap50) or math.isnan(base_ap50) else f"{ap50 - base_ap50:+.1f}")
+            cells.append(paired_delta(row.name, "AP50"))
         cells.append(_duration(statistics.fmean(_segments_time(r) for r in finished)) if finished else "–")
         cells.append(f"{len(finished)}/{len(spec.seeds)}")
         overrides = [f"{k}={format_value(v)}" for k, v in row.overrides.items()]
