@@ -388,14 +388,13 @@ def _metric(record: dict, key: str) -> float:
     return float(v) * 100.0 if isinstance(v, (int, float)) and v >= 0 else math.nan
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def _mean_std(values: Sequence[float], signed: bool = False) -> str:
+    """``mean ± sample std`` of the non-NaN values (just the mean for one, ``–`` for none)."""
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "–"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {statistics.stdev(values):.1f}"
+    mean = f"{statistics.fmean(values):{'+' if signed else ''}.1f}"
+    return mean if len(values) == 1 else f"{mean} ± {statistics.stdev(values):.1f}"
 
 
 def _duration(seconds: float) -> str:
@@ -424,13 +423,8 @@ def render_table(spec: Spec, logs_dir: Path | str = DEFAULT_LOGS_DIR) -> str:
 
     def paired_delta(row: str, key: str) -> str:
         """Mean (± sample std) over the seeds both rows finished of row - baseline: same seed, same data order."""
-        diffs = [_metric(recs[-1], key) - _metric(by_row[baseline][seed][-1], key)
-                 for seed, recs in sorted(by_row[row].items()) if seed in by_row[baseline]]
-        diffs = [d for d in diffs if not math.isnan(d)]
-        if not diffs:
-            return "–"
-        mean = statistics.fmean(diffs)
-        return f"{mean:+.1f}" + (f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else "")
+        return _mean_std([_metric(recs[-1], key) - _metric(by_row[baseline][seed][-1], key)
+                          for seed, recs in sorted(by_row[row].items()) if seed in by_row[baseline]], signed=True)
 
     header = (f"Spec `{_display(spec.path)}`: base `{spec.base}`, seeds {', '.join(map(str, spec.seeds))}"
               f"{', torchrun x' + str(spec.nproc_per_node) if spec.launcher == 'torchrun' else ''}"
