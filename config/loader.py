@@ -177,12 +177,41 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.anchors.custom_wh': widths and heights must be > 0, got {m.anchors.custom_wh}")
     if not 0.0 <= cfg.data.mixup_prob <= 1.0:
         raise ConfigError(f"config key 'data.mixup_prob': must be in [0, 1], got {cfg.data.mixup_prob}")
+    _validate_pipeline(cfg.data)
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.train.ema_ramp < 0:
         raise ConfigError(f"config key 'train.ema_ramp': must be >= 0, got {cfg.train.ema_ramp}")
     if list(cfg.solver.steps) != sorted(cfg.solver.steps):
         raise ConfigError(f"config key 'solver.steps': must be increasing, got {cfg.solver.steps}")
+
+
+def _validate_pipeline(d) -> None:
+    """``data.pipeline`` and the parameters of its steps (data/pipelines.py, data/yolo_transforms.py, data/mosaic.py)."""
+    from data.pipelines import PIPELINES
+
+    def fail(key: str, why: str) -> None:
+        raise ConfigError(f"config key 'data.{key}': {why}, got {getattr(d, key)!r}")
+
+    if d.pipeline not in PIPELINES:
+        fail("pipeline", f"must be one of {sorted(PIPELINES)}")
+    if not 0.0 <= d.jitter_ratio < 0.5:
+        fail("jitter_ratio", "must be in [0, 0.5)")
+    for key in ("resize_shape", "test_resize_shape", "mosaic_size"):
+        if min(getattr(d, key)) < 1:
+            fail(key, "needs two positive sides (h, w)")
+    if not 0.0 < d.scale_jitter[0] <= d.scale_jitter[1]:
+        fail("scale_jitter", "must be [low, high] with 0 < low <= high")
+    if not 0.0 <= d.hue <= 0.5:
+        fail("hue", "must be in [0, 0.5] (a fraction of the hue circle)")
+    for key in ("saturation", "exposure"):
+        if getattr(d, key) < 1.0:
+            fail(key, "must be >= 1 (the scale is drawn in [1 / s, s])")
+    if not 0.0 <= d.mosaic_prob <= 1.0:
+        fail("mosaic_prob", "must be in [0, 1]")
+    if not 0.0 <= d.mosaic_min_offset < 0.5 or any(
+            int(s * d.mosaic_min_offset) >= int(s * (1 - d.mosaic_min_offset)) for s in d.mosaic_size):
+        fail("mosaic_min_offset", f"leaves no room for the cut point in data.mosaic_size {list(d.mosaic_size)}")
 
 
 def config_from_dict(data: Mapping) -> Config:

@@ -118,6 +118,19 @@ class DataConfig:
     random_shift: bool = True  # RandomShift augmentation (YOLOF)
     shift_max: int = 32  # RandomShift range in pixels: shifts in [-shift_max, shift_max - 1]
     shift_prob: float = 0.5  # RandomShift probability
+    pipeline: str = "resize_shortest_edge"  # one of data.pipelines.PIPELINES: resize_shortest_edge (the ResNet recipes: train_/test_min_size ...) | yolo (the CSP-D-53 recipes: JitterCrop -> Resize with scale jitter -> RandomDistortion -> flip -> shift; test: a fixed test_resize_shape)
+    jitter_crop: bool = True  # yolo pipeline: JitterCrop (YOLOv4) first
+    jitter_ratio: float = 0.3  # yolo pipeline: each side of the image moves in or out by up to this fraction of it (official 0.3)
+    resize_shape: tuple[int, int] = (640, 640)  # yolo pipeline: training resize (h, w), the aspect ratio is not kept (official 640 x 640)
+    scale_jitter: tuple[float, float] = (0.8, 1.2)  # yolo pipeline: resize_shape times U(low, high), one draw per image ([1, 1]: off)
+    distortion: bool = True  # yolo pipeline: random hue / saturation / exposure in HSV (official RandomDistortion2)
+    hue: float = 0.1  # yolo pipeline distortion: hue shift in U(-hue, hue), a fraction of the hue circle
+    saturation: float = 1.5  # yolo pipeline distortion: saturation scale in [1 / s, s]
+    exposure: float = 1.5  # yolo pipeline distortion: value (brightness) scale in [1 / e, e]
+    test_resize_shape: tuple[int, int] = (608, 608)  # yolo pipeline: test resize (h, w), aspect ratio not kept (official 608 x 608); boxes are mapped back per axis
+    mosaic_prob: float = 0.0  # probability that a training image becomes a 4-image mosaic (data/mosaic.py; the CSP-D-53 recipes: 0.5; 0: off)
+    mosaic_size: tuple[int, int] = (640, 640)  # mosaic canvas (h, w) (official 640 x 640)
+    mosaic_min_offset: float = 0.2  # the mosaic's cut point lies at least this fraction of each side from the border (official 0.2)
     mixup_prob: float = 0.0  # probability that a training image is blended with another one (mixup, data/mixup.py; not official: 0)
     mixup_alpha: float = 1.5  # mixup ratio lambda ~ Beta(alpha, alpha) (1.5 as in "Bag of Freebies", Zhang et al. 2019); <= 0: fixed 0.5
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official

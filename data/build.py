@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data.coco import COCODetection
 from data.collate import collate
-from data.transforms import build_transforms
+from data.pipelines import build_per_image_train_steps, build_pipeline
+from data.transforms import ClipAndFilterBoxes, Compose
 from data.voc import VOCDetection
 
 logger = logging.getLogger(__name__)
@@ -35,14 +36,13 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
     voc: ``<root>`` is a VOCdevkit, ``split`` like ``2007_trainval+2012_trainval``.
     synthetic: generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``).
     Training sets are wrapped in :class:`data.mixup.MixupDataset` when ``data.mixup_prob > 0``.
+    The transforms are ``data.pipeline``'s (:mod:`data.pipelines`) unless given; training
+    images become mosaics (:class:`data.mosaic.Mosaic`) when ``data.mosaic_prob > 0``.
     """
     d = cfg.data
+    mosaic = transforms is None and is_train and d.mosaic_prob > 0
     if transforms is None:
-        if is_train:
-            transforms = build_transforms(True, d.train_min_size, d.train_max_size, d.flip_prob, d.shift_max,
-                                          d.shift_prob, d.random_shift)
-        else:
-            transforms = build_transforms(False, d.test_min_size, d.test_max_size)
+        transforms = build_pipeline(d, is_train)
     fmt = cfg.model.input_format
     skip = cfg.train.max_skip_fraction
     root = Path(d.root)
@@ -67,6 +67,11 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
             f"{d.dataset} split {split!r} has {len(ds.class_names)} classes but model.num_classes is "
             f"{cfg.model.num_classes}; set model.num_classes={len(ds.class_names)}"
         )
+    if mosaic:  # the mosaic draws its other three images from the dataset itself
+        from data.mosaic import Mosaic, RawSamples
+
+        ds.transforms = Compose([Mosaic(build_per_image_train_steps(d), RawSamples(ds), d.mosaic_prob,
+                                        d.mosaic_size, d.mosaic_min_offset), ClipAndFilterBoxes()])
     if is_train and d.mixup_prob > 0:
         from data.mixup import MixupDataset
 

@@ -11,6 +11,11 @@ Every transform is a callable ``t(image, target, rng) -> (image, target)``:
   with ``boxes``. The one exception is ``target["crowd_boxes"]`` (M, 4): a second,
   independent set of boxes that is transformed geometrically like ``boxes`` and
   clipped/filtered on its own. Non-array entries (ints, strings) pass through.
+  One of them is geometric: ``target["jitter_pad"]`` (:data:`PAD_KEY`), set by
+  :class:`data.yolo_transforms.JitterCrop`, the (left, top, right, bottom) widths
+  of the mean-filled padding in current pixels; resizes scale it and flips swap
+  left and right (RandomShift leaves it, as the official code does), so that
+  :class:`data.mosaic.Mosaic` can skip the padding.
   Transforms never modify their inputs in place; they return new arrays.
 * ``rng``: a ``numpy.random.Generator`` (the datasets keep one per worker
   process). A legacy ``numpy.random.RandomState`` is accepted too; with it the
@@ -48,6 +53,7 @@ __all__ = [
     "shift_image_and_boxes",
     "build_transforms",
     "BOX_KEYS",
+    "PAD_KEY",
 ]
 
 RNG = Union[np.random.Generator, np.random.RandomState]
@@ -57,6 +63,8 @@ Target = dict
 # "boxes" is the main set (other per-box arrays follow it); "crowd_boxes" is independent.
 BOX_KEYS = ("boxes", "crowd_boxes")
 _INDEPENDENT_KEYS = ("crowd_boxes",)
+# (left, top, right, bottom) padding of a JitterCrop, in current pixels (a tuple, not per-box).
+PAD_KEY = "jitter_pad"
 
 
 # ----------------------------------------------------------------------------- rng helpers
@@ -94,6 +102,14 @@ def _map_boxes(target: Target, fn: Callable[[np.ndarray], np.ndarray]) -> Target
             else:
                 out[key] = fn(boxes)
     return out
+
+
+def _scale_pad(target: Target, sx: float, sy: float) -> Target:
+    """Scale the JitterCrop padding (``PAD_KEY``) with a resize by (sx, sy); no-op without it."""
+    if PAD_KEY not in target:
+        return target
+    left, top, right, bottom = target[PAD_KEY]
+    return {**target, PAD_KEY: (left * sx, top * sy, right * sx, bottom * sy)}
 
 
 def _per_box_keys(target: Target) -> list[str]:
@@ -196,7 +212,7 @@ class ResizeShortestEdge:
         sx, sy = neww / w, newh / h
         scale = np.array([sx, sy, sx, sy])
         target = _map_boxes(target, lambda b: (b * scale).astype(b.dtype, copy=False))
-        return image, target
+        return image, _scale_pad(target, sx, sy)
 
     def __repr__(self) -> str:
         return (f"ResizeShortestEdge(short_edge_length={self.short_edge_length}, "
@@ -229,7 +245,11 @@ class RandomFlip:
             out[:, 2] = w - b[:, 0]
             return out
 
-        return image, _map_boxes(target, flip)
+        target = _map_boxes(target, flip)
+        if PAD_KEY in target:  # the left padding is now on the right
+            left, top, right, bottom = target[PAD_KEY]
+            target[PAD_KEY] = (right, top, left, bottom)
+        return image, target
 
     def __repr__(self) -> str:
         return f"RandomFlip(prob={self.prob})"
