@@ -61,9 +61,9 @@ class ImageNetFile:
 
 _D2 = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained"
 IMAGENET_FILES: dict[str, ImageNetFile] = {
-    "R-50.pkl": ImageNetFile(f"{_D2}/MSRA/R-50.pkl", "~98 MB", ("resnet50",), "caffe", "BGR", (1.0, 1.0, 1.0)),
-    "R-101.pkl": ImageNetFile(f"{_D2}/MSRA/R-101.pkl", "~171 MB", ("resnet101",), "caffe", "BGR", (1.0, 1.0, 1.0)),
-    "X-101-64x4d.pkl": ImageNetFile(f"{_D2}/FBResNeXt/X-101-64x4d.pkl", "~319 MB", ("resnext101_64x4d",),
+    "R-50.pkl": ImageNetFile(f"{_D2}/MSRA/R-50.pkl", "~205 MB (estimated: weights + momentum twins)", ("resnet50",), "caffe", "BGR", (1.0, 1.0, 1.0)),
+    "R-101.pkl": ImageNetFile(f"{_D2}/MSRA/R-101.pkl", "~356 MB (estimated)", ("resnet101",), "caffe", "BGR", (1.0, 1.0, 1.0)),
+    "X-101-64x4d.pkl": ImageNetFile(f"{_D2}/FBResNeXt/X-101-64x4d.pkl", "~668 MB (estimated)", ("resnext101_64x4d",),
                                     "pytorch", "BGR", (1.0, 1.0, 1.0)),
     "cspdarknet53.pth": ImageNetFile(
         "https://github.com/megvii-model/YOLOF (README, 'CSPDarkNet-53 pretrained on ImageNet')", "~110 MB",

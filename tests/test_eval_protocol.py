@@ -1,0 +1,28 @@
+"""The official data protocol: one image per process in evaluation, grouped training batches, unrounded detections."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from config import load_config
+from tests.conftest import REPO
+from utils.evaluator import to_coco_results
+
+OFFICIAL = ["yolof_r50_c5_1x", "yolof_r50_dc5_1x", "yolof_r101_c5_1x", "yolof_r101_dc5_1x", "yolof_x101_64x4d_c5_1x"]
+
+
+@pytest.mark.parametrize("preset", OFFICIAL)
+def test_official_presets_evaluate_one_image_per_process_and_group_by_aspect(preset):
+    cfg = load_config(REPO / "config" / f"{preset}.yaml")
+    assert cfg.data.test_batch_size == 1
+    assert cfg.data.aspect_ratio_grouping
+
+
+def test_detections_are_written_unrounded():
+    boxes = torch.tensor([[10.123456, 20.987654, 110.5555555, 70.0000001]], dtype=torch.float64)
+    pred = {"image_id": 7, "boxes": boxes, "scores": torch.tensor([0.123456789], dtype=torch.float64),
+            "labels": torch.tensor([1])}
+    (res,) = to_coco_results([pred], {0: 1, 1: 3})
+    assert res["image_id"] == 7 and res["category_id"] == 3
+    assert res["bbox"] == [10.123456, 20.987654, 110.5555555 - 10.123456, 70.0000001 - 20.987654]
+    assert res["score"] == 0.123456789
