@@ -15,15 +15,15 @@ import math
 import torch
 from torch import nn
 
-from models.layers import norm2d
+from models.layers import activation, norm2d
 
 _INF = 1e8
 
 
-def _tower(channels: int, num_convs: int, norm: str) -> nn.Sequential:
+def _tower(channels: int, num_convs: int, norm: str, act: str) -> nn.Sequential:
     layers = []
     for _ in range(num_convs):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1), norm2d(norm, channels), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), norm2d(norm, channels), activation(act)]
     return nn.Sequential(*layers)
 
 
@@ -40,17 +40,19 @@ class Decoder(nn.Module):
     """(B, C, H, W) -> class logits (B, A*K, H, W) and box deltas (B, A*4, H, W).
 
     Channel ``a*K + k`` is class ``k`` of anchor ``a``; channel ``a*4 + j`` is delta
-    ``j`` in (dx, dy, dw, dh), as in the official layout.
+    ``j`` in (dx, dy, dw, dh), as in the official layout. The towers are conv-norm-``act``
+    (``relu``, or ``leaky_relu`` with slope 0.1 in the official CSP-D-53 recipes).
     """
 
     def __init__(self, in_channels: int, num_classes: int, num_anchors: int, num_cls_convs: int = 2,
-                 num_reg_convs: int = 4, pred_kernel: int = 3, prior_prob: float = 0.01, norm: str = "bn"):
+                 num_reg_convs: int = 4, pred_kernel: int = 3, prior_prob: float = 0.01, norm: str = "bn",
+                 act: str = "relu"):
         super().__init__()
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         pad = pred_kernel // 2
-        self.cls_subnet = _tower(in_channels, num_cls_convs, norm)
-        self.bbox_subnet = _tower(in_channels, num_reg_convs, norm)
+        self.cls_subnet = _tower(in_channels, num_cls_convs, norm, act)
+        self.bbox_subnet = _tower(in_channels, num_reg_convs, norm, act)
         self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, pred_kernel, padding=pad)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, pred_kernel, padding=pad)
         self.object_pred = nn.Conv2d(in_channels, num_anchors, pred_kernel, padding=pad)

@@ -2,9 +2,10 @@
 
 A projector (1x1 conv + norm, then 3x3 conv + norm, no activation) reduces C5 to
 ``channels``; then residual bottlenecks (1x1 -> 3x3 dilated -> 1x1, each conv +
-norm + ReLU) with growing dilations enlarge the receptive field so that one
+norm + activation) with growing dilations enlarge the receptive field so that one
 feature level covers objects of all sizes. There is no activation after the
-residual addition, as in the official code.
+residual addition, as in the official code. The activation is ReLU, or
+LeakyReLU(0.1) in the official CSP-D-53 recipes (8 blocks, dilations 1..8).
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models.layers import norm2d
+from models.layers import activation, norm2d
 
 
 class DilatedBottleneck(nn.Module):
-    """x + ReLU(norm(conv1x1(ReLU(norm(conv3x3_d(ReLU(norm(conv1x1(x)))))))))."""
+    """x + act(norm(conv1x1(act(norm(conv3x3_d(act(norm(conv1x1(x)))))))))."""
 
-    def __init__(self, channels: int, mid_channels: int, dilation: int, norm: str = "bn"):
+    def __init__(self, channels: int, mid_channels: int, dilation: int, norm: str = "bn", act: str = "relu"):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, mid_channels, 1)
         self.norm1 = norm2d(norm, mid_channels)
@@ -27,12 +28,12 @@ class DilatedBottleneck(nn.Module):
         self.norm2 = norm2d(norm, mid_channels)
         self.conv3 = nn.Conv2d(mid_channels, channels, 1)
         self.norm3 = norm2d(norm, channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.norm1(self.conv1(x)))
-        out = self.relu(self.norm2(self.conv2(out)))
-        out = self.relu(self.norm3(self.conv3(out)))
+        out = self.act(self.norm1(self.conv1(x)))
+        out = self.act(self.norm2(self.conv2(out)))
+        out = self.act(self.norm3(self.conv3(out)))
         return x + out
 
 
@@ -40,13 +41,14 @@ class DilatedEncoder(nn.Module):
     """(B, in_channels, H, W) -> (B, channels, H, W)."""
 
     def __init__(self, in_channels: int, channels: int = 512, mid_channels: int = 128,
-                 dilations: Sequence[int] = (2, 4, 6, 8), norm: str = "bn"):
+                 dilations: Sequence[int] = (2, 4, 6, 8), norm: str = "bn", act: str = "relu"):
         super().__init__()
         self.lateral_conv = nn.Conv2d(in_channels, channels, 1)
         self.lateral_norm = norm2d(norm, channels)
         self.fpn_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.fpn_norm = norm2d(norm, channels)
-        self.blocks = nn.Sequential(*[DilatedBottleneck(channels, mid_channels, d, norm) for d in dilations])
+        self.blocks = nn.Sequential(*[DilatedBottleneck(channels, mid_channels, d, norm, act)
+                                      for d in dilations])
         self.out_channels = channels
         self.reset_parameters()
 

@@ -1,17 +1,49 @@
-"""Small building blocks shared by the encoder and the decoder."""
+"""Small building blocks shared by the encoder and the decoder: norms, activations, SyncBN conversion."""
 from __future__ import annotations
 
 from torch import nn
 
+NORMS = ("bn", "syncbn", "gn", "none")  # model.encoder.norm / model.decoder.norm
+ACTIVATIONS = ("relu", "leaky_relu")  # model.encoder.activation / model.decoder.activation
+LEAKY_RELU_SLOPE = 0.1  # the official YOLOF get_activation("LeakyReLU")
+
 
 def norm2d(kind: str, channels: int) -> nn.Module:
-    """A normalisation layer by name: ``bn``, ``syncbn``, ``gn`` (32 groups) or ``none``."""
-    if kind == "bn":
+    """A normalisation layer by name: ``bn``, ``syncbn``, ``gn`` (32 groups) or ``none``.
+
+    ``syncbn`` is built as BatchNorm2d (identical on one process) and becomes a
+    real SyncBatchNorm when the trainer runs under DDP: :func:`convert_sync_batchnorm`.
+    """
+    if kind in ("bn", "syncbn"):
         return nn.BatchNorm2d(channels)
-    if kind == "syncbn":
-        return nn.SyncBatchNorm(channels)
     if kind == "gn":
         return nn.GroupNorm(min(32, channels), channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}")
+    raise ValueError(f"unknown norm {kind!r}; choose from {list(NORMS)}")
+
+
+def activation(kind: str) -> nn.Module:
+    """``relu`` or ``leaky_relu`` (negative slope 0.1, as the official CSP-D-53 recipes)."""
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True)
+    raise ValueError(f"unknown activation {kind!r}; choose from {list(ACTIVATIONS)}")
+
+
+def convert_sync_batchnorm(model: nn.Module, norms: dict[str, str], device_type: str) -> nn.Module:
+    """Turn the BatchNorms of each part ``name`` of ``model`` whose configured norm is ``syncbn`` into
+    :class:`torch.nn.SyncBatchNorm` (statistics over all processes). Call it under DDP, before the optimizer.
+
+    ``norms`` maps a child name (``backbone``, ``encoder``, ``decoder``) to its configured norm.
+    PyTorch's SyncBatchNorm runs on GPUs only, so on CPU this refuses with a clear message.
+    """
+    parts = [name for name, kind in norms.items() if kind == "syncbn"]
+    if parts and device_type == "cpu":
+        keys = ", ".join(f"model.{p}.norm=syncbn" for p in parts)
+        raise ValueError(f"{keys}: SyncBatchNorm needs CUDA under DDP (PyTorch has no CPU SyncBatchNorm); "
+                         f"use bn for a multi-process CPU run")
+    for name in parts:
+        setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
+    return model
