@@ -4,6 +4,10 @@
     python test.py --weight runs/quickstart/last.pth --input images/ --save_dir vis/ --score_thresh 0.3
     python test.py --weight runs/quickstart/last.pth --input clip.mp4 --save_dir vis/
     python test.py --weight runs/quickstart/last.pth -d synthetic --split val --save_dir vis/ --show
+    python test.py --weight runs/r50/last.pth --input photo.jpg --precision bf16       # bf16 autocast (where the CPU has it)
+    python test.py --weight yolof.onnx --backend onnxruntime --input photo.jpg        # tools/export_onnx.py output
+
+A thin script over deploy.predictor.Predictor (the library API).
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
-import torch
 
+from deploy.precision import PRECISIONS
+from deploy.predictor import BACKENDS, Predictor
 from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
 
 logger = logging.getLogger("test")
@@ -37,6 +41,10 @@ def parse_args(argv=None):
     p.add_argument("--score_thresh", type=float, default=0.3, help="draw detections above this score")
     p.add_argument("--max_images", type=int, default=None, help="stop after this many images")
     p.add_argument("--show", action="store_true", help="also show each picture in a window (when a display exists)")
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                   help="onnxruntime: run --weight as an .onnx file (or export the checkpoint first) on ONNX Runtime")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: autocast where the CPU (or GPU) supports it, else fp32 with a log line; fp16: CUDA only")
     return p.parse_args(argv)
 
 
@@ -49,38 +57,6 @@ def display_available() -> bool:
         return True
     except cv2.error:  # opencv-python-headless has no GUI
         return False
-
-
-class Predictor:
-    """Resize like the test pipeline, run the model, return detections in original pixels."""
-
-    def __init__(self, cfg, weight: str, device: torch.device):
-        from data.transforms import ResizeShortestEdge
-        from models import build_model
-        from utils.checkpoint import load_weights_or_exit
-
-        from models.fuse import prepare_for_inference
-
-        model = build_model(cfg).to(device)
-        ckpt = load_weights_or_exit(model, weight)
-        self.model = prepare_for_inference(model)
-        self.class_names = ckpt.get("class_names") or [str(i) for i in range(cfg.model.num_classes)]
-        self.resize = ResizeShortestEdge((cfg.data.test_min_size,), cfg.data.test_max_size)
-        self.rgb = cfg.model.input_format == "RGB"
-        self.device = device
-
-    @torch.no_grad()
-    def __call__(self, image_bgr: np.ndarray) -> dict:
-        h, w = image_bgr.shape[:2]
-        nh, nw = self.resize.get_output_shape(h, w, self.resize.short_edge_length[0], self.resize.max_size)
-        resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        if self.rgb:
-            resized = resized[:, :, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).to(self.device)
-        out = self.model([x], output_sizes=[(h, w)])[0]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return {k: v.cpu().numpy() for k, v in out.items()}
 
 
 def _iter_inputs(args, cfg):
@@ -142,9 +118,19 @@ def run_video(args, predictor, draw) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logging()
-    cfg = load_run_config(args, args.weight)
     device = resolve_device(args.device)
-    predictor = Predictor(cfg, args.weight, device)
+    try:
+        if args.weight.endswith(".onnx"):
+            opts = list(args.opts) + [f"data.{k}={v}" for k, v in (("dataset", args.dataset), ("root", args.root)) if v]
+            predictor = Predictor(args.weight, config=args.config, opts=opts, backend=args.backend,
+                                  precision=args.precision)
+            cfg = predictor.cfg
+        else:
+            cfg = load_run_config(args, args.weight)
+            predictor = Predictor(args.weight, config=cfg, device=device, precision=args.precision,
+                                  backend=args.backend)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
     from utils.visualize import draw_detections
 
     def draw(image, det):

@@ -1,0 +1,1 @@
+"""Deployment: the :class:`deploy.predictor.Predictor` library API, ONNX export, inference precision."""

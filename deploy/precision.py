@@ -1,0 +1,64 @@
+"""Inference precision: the one list of names, bf16 support detection, and the autocast context.
+
+bf16 on CPU runs convolutions through oneDNN in bfloat16 only where the CPU has
+native bf16 instructions (AVX512_BF16 or AMX_BF16); elsewhere oneDNN emulates it,
+slower than fp32. So bf16 is used only where those instructions exist, and
+otherwise the program says so in one log line and runs in fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp16: CUDA only
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """(whether this CPU has native bf16 instructions, a short reason that says what was found)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = set()
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+                break
+        found = [f for f in BF16_CPU_FLAGS if f in flags]
+        if found:
+            return True, f"CPU flags {', '.join(found)}"
+        return False, f"torch CPU capability {capability}, no {' / '.join(BF16_CPU_FLAGS)} flag in /proc/cpuinfo"
+    if "AMX" in capability:  # no /proc/cpuinfo (not Linux): trust torch's dispatch level
+        return True, f"torch CPU capability {capability}"
+    return False, f"torch CPU capability {capability}"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision that will actually run: bf16 falls back to fp32 (with one log line) where unsupported."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            logger.warning("bf16 requested but this GPU does not support it: running in fp32")
+            return "fp32"
+        return precision
+    if precision == "fp16":
+        raise ValueError("precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
+    if precision == "bf16":
+        ok, reason = cpu_bf16_support()
+        if not ok:
+            logger.warning("bf16 requested but this CPU has no native bf16 (%s): running in fp32", reason)
+            return "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """``torch.autocast`` for ``precision`` on ``device`` (a null context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
