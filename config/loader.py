@@ -9,11 +9,12 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import yaml
 
 from config.schema import Config
+from utils.errors import UserError
 
 BASE_KEY = "_base_"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
@@ -82,7 +83,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        if len(inner) == 1:
+            return _coerce(value, inner[0], key)
+        errors = []
+        for a in inner:  # Union[int, str] and the like: the first member the value fits
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e).split(": ", 1)[-1])
+        raise ConfigError(f"config key '{key}': " + "; or ".join(errors))
     if origin is tuple:
         if isinstance(value, (int, float, str)) and len(args) == 2 and args[1] is Ellipsis:
             value = [value]  # a single value where a list is expected
@@ -169,8 +178,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.decoder.pred_kernel': must be 1 or 3, got {m.decoder.pred_kernel}")
     if not 0 <= m.backbone.freeze_at <= 5:
         raise ConfigError(f"config key 'model.backbone.freeze_at': must be in 0..5, got {m.backbone.freeze_at}")
-    if m.num_classes < 1:
-        raise ConfigError(f"config key 'model.num_classes': must be >= 1, got {m.num_classes}")
+    if m.num_classes != "auto" and (isinstance(m.num_classes, str) or m.num_classes < 1):
+        raise ConfigError(f"config key 'model.num_classes': must be >= 1 or 'auto', got {m.num_classes!r}")
     if cfg.solver.batch_size < 1:
         raise ConfigError(f"config key 'solver.batch_size': must be >= 1, got {cfg.solver.batch_size}")
     if any(w <= 0 or h <= 0 for w, h in m.anchors.custom_wh):

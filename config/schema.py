@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class TestConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    num_classes: int = 80
+    num_classes: Union[int, str] = 80  # or auto: the number of categories of the training annotations (kept with their names in checkpoints)
     input_format: str = "BGR"  # channel order of the images the model receives: BGR (caffe) | RGB (pytorch)
     pixel_mean: tuple[float, float, float] = (103.53, 116.28, 123.675)  # in input_format order, 0-255 scale
     pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)

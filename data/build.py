@@ -1,6 +1,7 @@
 """Datasets and data loaders from the config: the one data builder that train, eval and test share."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Iterator, Optional
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data.coco import COCODetection
+from config import ConfigError
+from data.coco import COCODetection, DatasetError
 from data.collate import collate
 from data.pipelines import build_per_image_train_steps, build_pipeline
 from data.transforms import ClipAndFilterBoxes, Compose
@@ -23,7 +25,7 @@ def _voc_image_sets(split: str) -> tuple[tuple[str, str], ...]:
     sets = []
     for part in split.split("+"):
         if "_" not in part:
-            raise ValueError(f"VOC split {part!r} must look like 2007_trainval (year_split), joined with '+'")
+            raise ConfigError(f"VOC split {part!r} must look like 2007_trainval (year_split), joined with '+'")
         year, name = part.split("_", 1)
         sets.append((year, name))
     return tuple(sets)
@@ -57,15 +59,17 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
         ann = root / "annotations" / f"instances_{split}.json"
         ds = COCODetection(root / split, ann, transforms, fmt, filter_empty=is_train and d.filter_empty,
                            max_skip_fraction=skip)
+        if len(ds) and not (root / split).is_dir() and not Path(ds.get_file_name(0)).is_file():
+            raise DatasetError(f"image folder not found: {root / split} (it holds the images of {ann})")
     elif d.dataset == "voc":
         ds = VOCDetection(root, _voc_image_sets(split), transforms, fmt, keep_difficult=not is_train,
                           max_skip_fraction=skip)
     else:
         raise ValueError(f"unknown dataset {d.dataset!r}")
-    if len(ds.class_names) != cfg.model.num_classes:
-        raise ValueError(
+    if cfg.model.num_classes != "auto" and len(ds.class_names) != cfg.model.num_classes:
+        raise ConfigError(
             f"{d.dataset} split {split!r} has {len(ds.class_names)} classes but model.num_classes is "
-            f"{cfg.model.num_classes}; set model.num_classes={len(ds.class_names)}"
+            f"{cfg.model.num_classes}; set model.num_classes={len(ds.class_names)} (or auto)"
         )
     if mosaic:  # the mosaic draws its other three images from the dataset itself
         from data.mosaic import Mosaic, RawSamples
@@ -77,6 +81,13 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
 
         ds = MixupDataset(ds, d.mixup_prob, d.mixup_alpha)
     return ds
+
+
+def resolve_num_classes(cfg, class_names):
+    """``cfg`` with ``model.num_classes: auto`` replaced by the number of ``class_names`` (the training set's)."""
+    if cfg.model.num_classes != "auto":
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=len(class_names)))
 
 
 class SeededDataset(Dataset):

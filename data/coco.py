@@ -34,16 +34,26 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.errors import UserError
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCODetection", "DetectionDatasetBase", "AnnotationFileNotFoundError"]
+__all__ = ["COCODetection", "DetectionDatasetBase", "AnnotationFileNotFoundError", "DatasetError", "UnreadableImagesError"]
 
 
-class AnnotationFileNotFoundError(FileNotFoundError, ValueError):
+class DatasetError(UserError, ValueError):
+    """An annotation file or data folder is malformed or missing; the message names the file and the problem."""
+
+
+class AnnotationFileNotFoundError(FileNotFoundError, DatasetError):
     """A required annotation / image-set file does not exist.
 
     Subclasses both FileNotFoundError and ValueError so either can be caught.
     """
+
+
+class UnreadableImagesError(UserError, RuntimeError):
+    """Too many images of a dataset cannot be read (a wrong image folder or damaged data)."""
 
 
 # ============================================================================ shared base
@@ -193,7 +203,7 @@ class DetectionDatasetBase(Dataset):
                        type(self).__name__, path, i, reason, count, limit)
         if count > limit:
             examples = "; ".join(f"{self.get_file_name(j)}: {r}" for j, r in list(self._bad.items())[:5])
-            raise RuntimeError(
+            raise UnreadableImagesError(
                 f"{type(self).__name__}: {count} images could not be read, more than the allowed "
                 f"max(10, max_skip_fraction={self.max_skip_fraction} * {len(self)} images) = {limit}. "
                 f"The image folder or the annotation file is probably wrong or the data is damaged. "
@@ -224,7 +234,7 @@ class DetectionDatasetBase(Dataset):
                 self._register_bad(i, path, reason)
                 continue
             return self._make_sample(i, image)
-        raise RuntimeError(f"{type(self).__name__}: none of the {n} images could be read "
+        raise UnreadableImagesError(f"{type(self).__name__}: none of the {n} images could be read "
                            f"(e.g. {self.get_file_name(idx)}: {self._bad.get(idx)})")
 
     def _make_sample(self, i: int, image: np.ndarray):
@@ -266,17 +276,17 @@ def _load_coco_json(ann_file: Path) -> dict:
         with open(ann_file, "r", encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"COCO annotation file {ann_file} is not valid JSON: {e}") from e
+        raise DatasetError(f"COCO annotation file {ann_file} is not valid JSON: {e}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"COCO annotation file {ann_file}: top level must be a JSON object with keys "
+        raise DatasetError(f"COCO annotation file {ann_file}: top level must be a JSON object with keys "
                          f"{list(_REQUIRED_KEYS)}, got {type(data).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in data]
     if missing:
-        raise ValueError(f"COCO annotation file {ann_file} is missing required key(s) {missing}; "
+        raise DatasetError(f"COCO annotation file {ann_file} is missing required key(s) {missing}; "
                          f"a COCO detection file needs {list(_REQUIRED_KEYS)}")
     for k in _REQUIRED_KEYS:
         if not isinstance(data[k], list):
-            raise ValueError(f"COCO annotation file {ann_file}: '{k}' must be a list, got {type(data[k]).__name__}")
+            raise DatasetError(f"COCO annotation file {ann_file}: '{k}' must be a list, got {type(data[k]).__name__}")
     return data
 
 
@@ -337,14 +347,14 @@ class COCODetection(DetectionDatasetBase):
     def _parse(self, data: dict, path: Path) -> list[dict]:
         cats = data["categories"]
         if len(cats) == 0:
-            raise ValueError(f"COCO annotation file {path}: 'categories' is empty")
+            raise DatasetError(f"COCO annotation file {path}: 'categories' is empty")
         cat_names: dict[int, str] = {}
         for c in cats:
             if not isinstance(c, dict) or "id" not in c:
-                raise ValueError(f"COCO annotation file {path}: category entry without 'id': {c!r}")
+                raise DatasetError(f"COCO annotation file {path}: category entry without 'id': {c!r}")
             cid = int(c["id"])
             if cid in cat_names:
-                raise ValueError(f"COCO annotation file {path}: duplicate category id {cid}")
+                raise DatasetError(f"COCO annotation file {path}: duplicate category id {cid}")
             cat_names[cid] = str(c.get("name", cid))
         self.label_to_cat_id = sorted(cat_names)
         self.cat_id_to_label = {cid: i for i, cid in enumerate(self.label_to_cat_id)}
@@ -353,10 +363,10 @@ class COCODetection(DetectionDatasetBase):
         images: dict[int, dict] = {}
         for k, im in enumerate(data["images"]):
             if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-                raise ValueError(f"COCO annotation file {path}: image entry #{k} needs 'id' and 'file_name': {im!r}")
+                raise DatasetError(f"COCO annotation file {path}: image entry #{k} needs 'id' and 'file_name': {im!r}")
             iid = int(im["id"])
             if iid in images:
-                raise ValueError(f"COCO annotation file {path}: duplicate image id {iid}")
+                raise DatasetError(f"COCO annotation file {path}: duplicate image id {iid}")
             images[iid] = im
 
         per_image: dict[int, dict[str, list]] = {iid: {"boxes": [], "labels": [], "crowd": []} for iid in images}
@@ -366,30 +376,30 @@ class COCODetection(DetectionDatasetBase):
         n_clipped = 0
         for k, ann in enumerate(data["annotations"]):
             if not isinstance(ann, dict):
-                raise ValueError(f"COCO annotation file {path}: annotation #{k} is not an object: {ann!r}")
+                raise DatasetError(f"COCO annotation file {path}: annotation #{k} is not an object: {ann!r}")
             aid = ann.get("id")
             if aid is None:
-                raise ValueError(f"COCO annotation file {path}: annotation #{k} has no 'id'")
+                raise DatasetError(f"COCO annotation file {path}: annotation #{k} has no 'id'")
             if aid in seen_ann_ids:
-                raise ValueError(f"COCO annotation file {path}: duplicate annotation id {aid}")
+                raise DatasetError(f"COCO annotation file {path}: duplicate annotation id {aid}")
             seen_ann_ids.add(aid)
             for key in ("image_id", "category_id", "bbox"):
                 if key not in ann:
-                    raise ValueError(f"COCO annotation file {path}: annotation id {aid} has no '{key}'")
+                    raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has no '{key}'")
             cid = ann["category_id"]
             if cid not in self.cat_id_to_label:
-                raise ValueError(f"COCO annotation file {path}: annotation id {aid} has unknown category id {cid} "
+                raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has unknown category id {cid} "
                                  f"(known category ids: {self.label_to_cat_id[:20]}"
                                  f"{' ...' if len(self.label_to_cat_id) > 20 else ''})")
             iid = ann["image_id"]
             if iid not in per_image:
-                raise ValueError(f"COCO annotation file {path}: annotation id {aid} refers to image id {iid} "
+                raise DatasetError(f"COCO annotation file {path}: annotation id {aid} refers to image id {iid} "
                                  f"that is not in 'images'")
             bbox = ann["bbox"]
             try:
                 x, y, w, h = (float(v) for v in bbox)
             except (TypeError, ValueError):
-                raise ValueError(f"COCO annotation file {path}: annotation id {aid} has a malformed bbox {bbox!r} "
+                raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has a malformed bbox {bbox!r} "
                                  f"(expected [x, y, width, height])") from None
             if not (math.isfinite(x) and math.isfinite(y) and w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)):
                 bad_size.append(aid)
