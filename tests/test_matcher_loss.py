@@ -27,6 +27,8 @@ def test_uniform_matcher_pairs_by_hand():
     # L1 (cx,cy,w,h) costs to (32,32,24,24): preds [64+16, 32+16, 32+16, 0+8]=[80,48,48,8] with pred 1 -> |33-32|*2=2
     # pred costs: a0 80, a1 2, a2 48, a3 8 -> ranks 1, 3; anchor costs: a0 80, a1 48, a2 48, a3 16 -> ranks 3, 1
     assert m.src.tolist() == [1, 3, 3, 1]  # rank 0: pred choice, anchor choice; rank 1: same
+    # (a1/a2 tie at 48 here; 4 anchors are too few to catch a plain topk: the tie rule is checked on 4000 anchors
+    # in test_golden_train.py::test_matchers_break_ties_by_lower_index)
     assert m.tgt.tolist() == [0, 0, 0, 0]
 
 
@@ -121,3 +123,66 @@ def test_empty_ground_truth_is_all_background():
                        [Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))])
     assert out["num_foreground"].item() == 0 and out["loss_box_reg"].item() == 0
     assert torch.isfinite(out["loss_cls"]) and out["loss_cls"].item() > 0
+
+
+def test_anchor_valid_mask_and_image_mask_on_a_real_padded_batch(coco_tiny):
+    """A portrait and a landscape COCO image (test pipeline, short side 160) padded into one batch: the valid mask
+    is the anchors whose cell lies inside each image, and with image_mask the criterion ignores the others."""
+    from config import load_config
+    from data.coco import COCODetection
+    from data.transforms import build_transforms
+    from models import build_model
+    from tests.conftest import COCO_JSON, COCO_SPLIT, REPO
+
+    cfg = load_config(REPO / "config/quickstart.yaml", {"model.num_classes": 80, "model.loss.image_mask": True,
+                                                         "data.dataset": "coco"})
+    ds = COCODetection(coco_tiny / COCO_SPLIT, COCO_JSON, build_transforms(False, 160, 256), cfg.model.input_format)
+    batch = [ds[ds.ids.index(i)] for i in (333956, 454661)]  # 428x640 -> 160x239, 640x427 -> 240x160
+    images, targets = [b[0] for b in batch], [b[1] for b in batch]
+    # plus a box at the right edge of image 0 (w 160) and one at the bottom of image 1 (h 160): their nearest
+    # anchors sit on the cells at 160 px, in the padding
+    for t, box in zip(targets, ([146.0, 40.0, 160.0, 60.0], [40.0, 146.0, 60.0, 160.0])):
+        t["boxes"] = torch.cat([t["boxes"], torch.tensor([box])])
+        t["labels"] = torch.cat([t["labels"], torch.tensor([0])])
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    padded, sizes = model.preprocess(images)
+    assert sizes == [(239, 160), (160, 240)] and tuple(padded.shape[-2:]) == (239, 240)
+    cls, deltas, anchors = model.forward_features(padded)
+    stride, a = model.anchor_generator.stride, model.anchor_generator.num_anchors
+    w = -(-240 // stride)  # the map of the padded 239 x 240 batch: ceil(240 / 32) = 8 columns, and 8 rows
+    h = anchors.shape[0] // a // w
+    assert (h, w) == (8, 8) and model.anchor_generator.offset == 0.0
+    # by hand: row (y * W + x) * A + a is cell (x, y), centred at (x * stride, y * stride); inside iff < (w_i, h_i)
+    row = torch.arange(anchors.shape[0])
+    x, y = row // a % w, row // a // w
+    valid = model.anchor_valid_mask(anchors, sizes)
+    for i, (hi, wi) in enumerate(sizes):
+        assert torch.equal(valid[i], (x * stride < wi) & (y * stride < hi)), i
+    assert valid[0].sum() == 5 * 8 * a and valid[1].sum() == 8 * 5 * a  # cells x < 5 (160 / 32) resp. y < 5
+
+    recorded = []
+    real_assign = model.criterion.assign
+
+    def recording_assign(*args, **kwargs):
+        out = real_assign(*args, **kwargs)
+        recorded.append((args, out))
+        return out
+
+    model.criterion.assign = recording_assign
+    for image_mask in (True, False):
+        model.criterion.image_mask = image_mask
+        losses = model(images, targets)
+        assert torch.isfinite(losses["loss_cls"]) and torch.isfinite(losses["loss_box_reg"])
+    (args_on, (labels_on, keep_on)), (args_off, (labels_off, _)) = recorded
+    k = model.num_classes
+    for i in range(2):
+        pad = ~valid[i]
+        assert (labels_on[i][pad] == -1).all()  # every anchor in the padding is ignored
+        assert (labels_off[i][pad] == k).float().mean() > 0.9  # without the mask: background (the official way)
+        inside = labels_on[i][valid[i]]
+        assert ((inside >= 0) & (inside < k)).any() and (inside == k).any()
+        matches = args_on[4]
+        in_pad = pad[matches[i].src]
+        assert in_pad.any(), i  # the matcher picks anchors in the padding (L1 top-k, no threshold) for the edge box ...
+        assert not keep_on[i][in_pad].any()  # ... and image_mask drops those pairs from the box loss

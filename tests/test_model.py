@@ -6,10 +6,15 @@ import json
 import cv2
 import pytest
 import torch
+from torchvision.ops import FrozenBatchNorm2d
 
 from config import load_config
 from models import build_model
-from tests.conftest import GOLDEN, REPO
+from models.anchors import AnchorGenerator
+from models.box_coder import BoxCoder
+from models.detector import flatten_head_output
+from models.postprocess import postprocess
+from tests.conftest import COCO_SPLIT, REPO, golden_path
 from utils.checkpoint import load_model_weights, save_checkpoint
 from utils.convert_official import convert_checkpoint, convert_key, convert_state_dict, detect_preset
 
@@ -20,10 +25,7 @@ def r50():
 
 
 def _official_layout():
-    path = GOLDEN / "state_dict_r50_c5.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (../shared/golden)")
-    return json.loads(path.read_text())
+    return json.loads(golden_path("state_dict_r50_c5.json").read_text())
 
 
 def test_r50_c5_parameter_count_equals_official(r50):
@@ -59,6 +61,128 @@ def test_converter_maps_every_official_key(r50):
         convert_key("backbone.res6.0.conv1.weight")
 
 
+@pytest.fixture(scope="module")
+def r50_with_official_seeded(r50):
+    """(official seeded state dict, r50 loaded with its conversion): every tensor of distinct random values."""
+    official = _random_official_state_dict(_official_layout())
+    ours, _ = convert_state_dict(official)
+    r50.load_state_dict(ours, strict=True)
+    return official, r50
+
+
+def _by_value(model):
+    """Our modules indexed by the first values of their weight (all distinct in the seeded state dict)."""
+    return {(tuple(m.weight.shape), tuple(m.weight.detach().flatten()[:6].tolist())): (n, m)
+            for n, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
+
+
+def _find(index, tensor):
+    return index[(tuple(tensor.shape), tuple(tensor.flatten()[:6].tolist()))]
+
+
+# Hand-written from the official naming (cvpods ResNet: res2..res5, 'shortcut' is the projection, conv{n}.norm
+# its BN; YOLOF: dilated_encoder_blocks.i.conv{n}.{0 conv, 1 BN}) and ours (torchvision ResNet, encoder.blocks).
+OFFICIAL_TO_OURS = {
+    "backbone.stem.conv1.weight": "backbone.conv1.weight",
+    "backbone.stem.conv1.norm.running_var": "backbone.bn1.running_var",
+    "backbone.res2.0.shortcut.weight": "backbone.layer1.0.downsample.0.weight",  # same shape as conv3: (256, 64, 1, 1)
+    "backbone.res2.0.conv3.weight": "backbone.layer1.0.conv3.weight",
+    "backbone.res2.0.shortcut.norm.bias": "backbone.layer1.0.downsample.1.bias",
+    "backbone.res2.0.conv3.norm.bias": "backbone.layer1.0.bn3.bias",
+    "backbone.res3.0.conv1.weight": "backbone.layer2.0.conv1.weight",
+    "backbone.res4.5.conv2.norm.running_mean": "backbone.layer3.5.bn2.running_mean",
+    "backbone.res5.2.conv1.norm.weight": "backbone.layer4.2.bn1.weight",
+    "encoder.dilated_encoder_blocks.3.conv2.0.weight": "encoder.blocks.3.conv2.weight",
+    "encoder.dilated_encoder_blocks.3.conv2.1.running_mean": "encoder.blocks.3.norm2.running_mean",
+    "encoder.dilated_encoder_blocks.0.conv3.1.num_batches_tracked": "encoder.blocks.0.norm3.num_batches_tracked",
+    "encoder.lateral_norm.bias": "encoder.lateral_norm.bias",
+    "decoder.cls_subnet.3.weight": "decoder.cls_subnet.3.weight",
+    "decoder.bbox_subnet.10.running_var": "decoder.bbox_subnet.10.running_var",
+    "decoder.object_pred.bias": "decoder.object_pred.bias",
+    "pixel_mean": "pixel_mean",
+}
+
+
+def test_converter_puts_every_official_tensor_where_it_belongs(r50_with_official_seeded):
+    official, model = r50_with_official_seeded
+    own = model.state_dict()
+    for k_off, k in OFFICIAL_TO_OURS.items():
+        assert torch.equal(own[k], official[k_off]), (k_off, k)
+    # every official tensor lands, value for value, in the model; the model has nothing else
+    float_keys = {k for k, v in own.items() if v.is_floating_point()}
+    index = {(tuple(v.shape), tuple(v.flatten()[:6].tolist())): k for k, v in own.items() if k in float_keys}
+    assert len(index) == len(float_keys)  # distinct values: the lookup below is unambiguous
+    landed = set()
+    for k_off, v in official.items():
+        if k_off == "anchor_generator.cell_anchors.0" or not v.is_floating_point():
+            continue
+        k = index[(tuple(v.shape), tuple(v.flatten()[:6].tolist()))]
+        assert torch.equal(own[k], v), k_off
+        landed.add(k)
+    assert landed == float_keys
+
+
+def test_every_official_conv_keeps_its_geometry(r50_with_official_seeded):
+    """All 76 convs of state_dict_r50_c5.json: the conv that receives the official weight has the official
+    in/out channels, kernel, stride (on the 1x1 in res3-5: STRIDE_IN_1X1), padding, dilation, groups and bias."""
+    official, model = r50_with_official_seeded
+    index = _by_value(model)
+    convs = _official_layout()["conv_layers"]
+    assert len(convs) == 76
+    for c in convs:
+        name, m = _find(index, official[c["name"] + ".weight"])
+        assert isinstance(m, torch.nn.Conv2d), name
+        got = (m.in_channels, m.out_channels, list(m.kernel_size), list(m.stride), list(m.padding), list(m.dilation),
+               m.groups, m.bias is not None)
+        want = (c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"], c["padding"], c["dilation"],
+                c["groups"], c["bias"])
+        assert got == want, (c["name"], name)
+        if c["bias"]:
+            assert torch.equal(m.bias, official[c["name"] + ".bias"]), c["name"]
+
+
+def test_every_official_norm_keeps_its_kind_eps_and_statistics(r50_with_official_seeded):
+    official, model = r50_with_official_seeded
+    index = _by_value(model)
+    norms = _official_layout()["norm_layers"]
+    assert len(norms) == 73
+    for n in norms:
+        name, m = _find(index, official[n["name"] + ".weight"])
+        frozen = n["type"].endswith("FrozenBatchNorm2d")
+        assert isinstance(m, FrozenBatchNorm2d if frozen else torch.nn.BatchNorm2d), (n["name"], name)
+        assert m.eps == n["eps"] == 1e-5, n["name"]
+        if not frozen:
+            assert m.momentum == n["momentum"], n["name"]
+        for attr in ("bias", "running_mean", "running_var"):  # each statistic in its own slot, none swapped
+            assert torch.equal(getattr(m, attr), official[f"{n['name']}.{attr}"]), (n["name"], attr)
+
+
+def test_requires_grad_and_input_format_match_official(r50_with_official_seeded):
+    _, model = r50_with_official_seeded
+    layout = _official_layout()
+    params = dict(model.named_parameters())
+    for e in layout["state_dict"]:
+        k = convert_key(e["key"])
+        if e["kind"] == "parameter":
+            assert params[k].requires_grad == e["requires_grad"], e["key"]  # FREEZE_AT=2: stem and res2 frozen
+    inp = layout["input"]
+    cfg = load_config(REPO / "config/yolof_r50_c5_1x.yaml")
+    assert cfg.model.input_format == inp["FORMAT"] == "BGR"
+    assert list(cfg.model.pixel_mean) == inp["PIXEL_MEAN"] and list(cfg.model.pixel_std) == inp["PIXEL_STD"]
+    r50 = build_model(cfg)
+    assert r50.pixel_mean.flatten().tolist() == pytest.approx(inp["PIXEL_MEAN"]) and r50.pixel_std.flatten().tolist() == inp["PIXEL_STD"]
+    assert r50.size_divisibility == 0  # "padded only to the max H,W in the batch, NOT to a multiple of 32"
+    train = [["ResizeShortestEdge", {"short_edge_length": list(cfg.data.train_min_size), "max_size": cfg.data.train_max_size,
+                                     "sample_style": "choice"}], ["RandomFlip", {}], ["RandomShift", {"max_shifts": cfg.data.shift_max}]]
+    assert train == inp["TRAIN_PIPELINES"] and cfg.data.pipeline == "resize_shortest_edge"
+    assert cfg.data.flip_prob == 0.5 and cfg.data.random_shift and cfg.data.shift_prob == 0.5  # the class defaults
+    assert inp["TEST_PIPELINES"] == [["ResizeShortestEdge", {"short_edge_length": cfg.data.test_min_size,
+                                                             "max_size": cfg.data.test_max_size, "sample_style": "choice"}]]
+    # a 200 x 280 image gives a 7 x 9 C5 map (stride 32, no padding to a multiple of 32)
+    batch, sizes = r50.preprocess([torch.zeros(3, 200, 280)])
+    assert batch.shape[-2:] == (200, 280) and sizes == [(200, 280)]
+
+
 def test_converted_checkpoint_builds_and_runs(tmp_path):
     layout = _official_layout()
     official = _random_official_state_dict(layout)
@@ -78,18 +202,38 @@ def test_converted_checkpoint_builds_and_runs(tmp_path):
     assert set(out[0]) == {"boxes", "scores", "labels"}
 
 
-def test_quickstart_model_runs_on_a_real_coco_image(coco_tiny):
-    model = build_model(load_config(REPO / "config/quickstart.yaml")).eval()
-    path = sorted((coco_tiny / "val2017").glob("*.jpg"))[0]
-    img = cv2.imread(str(path))[:, :, ::-1].copy()  # quickstart is RGB
-    x = torch.from_numpy(img).permute(2, 0, 1).float()
+def _real_images(coco_tiny, names):
+    """RGB float tensors (3, H, W) of tests/assets images (quickstart is RGB)."""
+    out = []
+    for n in names:
+        img = cv2.imread(str(coco_tiny / COCO_SPLIT / n))[:, :, ::-1].copy()
+        out.append(torch.from_numpy(img).permute(2, 0, 1).float())
+    return out
+
+
+def test_quickstart_model_runs_on_real_coco_images_of_mixed_sizes(coco_tiny):
+    # landscape 640x480, portrait 428x640 and a small 320x240: one padded 640x640 batch
+    names = ["000000005001.jpg", "000000333956.jpg", "000000404484.jpg"]
+    images = _real_images(coco_tiny, names)
+    torch.manual_seed(0)
+    model = build_model(load_config(REPO / "config/quickstart.yaml", {"model.test.score_thresh": 0.0})).eval()
     with torch.no_grad():
-        out = model([x, x[:, :200, :150]])
-    assert len(out) == 2
-    h, w = img.shape[:2]
-    b = out[0]["boxes"]
-    assert b.shape[1] == 4 and (b[:, 2] <= w).all() and (b[:, 3] <= h).all() and (b >= 0).all()
-    assert out[0]["labels"].dtype == torch.int64
+        out = model(images)
+    assert len(out) == 3
+    for name, x, o in zip(names, images, out):
+        h, w = x.shape[1:]
+        b = o["boxes"]
+        # threshold 0: up to the 100 best after NMS, however fresh the head (fewer where boxes fall in the padding)
+        assert 50 < len(b) <= 100, name
+        assert b.dtype == torch.float32 and o["labels"].dtype == torch.int64 and len(o["scores"]) == len(o["labels"]) == len(b)
+        # each image's boxes are clipped to its own size, not to the padded batch
+        assert (b >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all(), name
+        assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all(), name
+        assert torch.all(o["scores"][:-1] >= o["scores"][1:]) and ((o["scores"] > 0) & (o["scores"] < 1)).all()
+        assert ((o["labels"] >= 0) & (o["labels"] < model.num_classes)).all()
+    # the big anchors (up to 512 px) reach past every border: clipping shows at the small image's own edges
+    small = out[2]["boxes"]
+    assert (small[:, 2] == 320).any() and (small[:, 3] == 240).any()
 
 
 def test_outputs_are_rescaled_to_output_sizes():
@@ -98,11 +242,53 @@ def test_outputs_are_rescaled_to_output_sizes():
     x = torch.rand(3, 128, 160) * 255
     with torch.no_grad():
         a = model([x])[0]
-        b = model([x], output_sizes=[(256, 320)])[0]
-    # same detections, twice the coordinates (clipping only at the larger border)
-    n = min(len(a["boxes"]), len(b["boxes"]))
-    assert n > 0
-    assert torch.allclose(b["boxes"][:n], a["boxes"][:n] * 2, atol=1e-3)
+        b = model([x], output_sizes=[(256, 480)])[0]  # h x 2, w x 3
+    # the same detections, in the same order, at three times the x and twice the y coordinates; clipping to
+    # the output size is clipping to the input size, scaled
+    assert len(a["boxes"]) == len(b["boxes"]) > 50
+    assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["scores"], b["scores"])
+    torch.testing.assert_close(b["boxes"], a["boxes"] * torch.tensor([3.0, 2.0, 3.0, 2.0]), atol=1e-3, rtol=0)
+    assert (a["boxes"][:, 2] == 160).any() and (b["boxes"][:, 2] == 480).any()  # clipped at the border in both
+
+
+def test_anchor_order_is_the_head_flatten_order_on_a_non_square_map():
+    # a 3 x 5 map (H != W), 2 anchor sizes, 3 classes: encode (y, x, a, k) into the head output itself
+    h, w, a, k, stride = 3, 5, 2, 3, 16
+    gen = AnchorGenerator(stride, (32, 64), (1.0,), 0.0)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    head = torch.zeros(1, a * k, h, w)
+    for ai in range(a):
+        for ki in range(k):
+            head[0, ai * k + ki] = yy * 1000 + xx * 100 + ai * 10 + ki  # channel a*K + k, as the decoder writes
+    rows = flatten_head_output(head, k)[0]  # (H*W*A, K)
+    anchors = gen(h, w)
+    assert rows.shape == (h * w * a, k) and anchors.shape == (h * w * a, 4)
+    for r in range(h * w * a):
+        code = rows[r].long()
+        y, x, ai = int(code[0]) // 1000, int(code[0]) // 100 % 10, int(code[0]) // 10 % 10
+        assert (code % 10).tolist() == list(range(k))  # the K columns are the classes in order
+        s = (32, 64)[ai]
+        # the anchor of the same row sits at cell (x, y) with size s: centre (x * stride, y * stride)
+        assert anchors[r].tolist() == [x * stride - s / 2, y * stride - s / 2, x * stride + s / 2, y * stride + s / 2], r
+
+
+def test_postprocess_clips_each_image_of_a_batch_to_its_own_size():
+    # one anchor, one class; the box (-20, -10, 170, 90) sticks out of both images (h, w): (50, 150) and (80, 100)
+    anchors = torch.tensor([[-20.0, -10.0, 170.0, 90.0]])
+    logits = torch.full((2, 1, 1), 3.0)
+    deltas = torch.zeros(2, 1, 4)
+    coder = BoxCoder(ctr_clamp=None)
+    out = postprocess(logits, deltas, anchors, coder, [(50, 150), (80, 100)], None, 0.05, 1000, 0.6, 100)
+    assert out[0]["boxes"].tolist() == [[0.0, 0.0, 150.0, 50.0]]
+    assert out[1]["boxes"].tolist() == [[0.0, 0.0, 100.0, 80.0]]
+    # rescaled to (100, 300) and (40, 50): scale first (x2, x3 / x0.5, x0.5), then clip to the output size
+    out = postprocess(logits, deltas, anchors, coder, [(50, 150), (80, 100)], [(100, 300), (40, 50)], 0.05, 1000, 0.6, 100)
+    assert out[0]["boxes"].tolist() == [[0.0, 0.0, 300.0, 100.0]]
+    assert out[1]["boxes"].tolist() == [[0.0, 0.0, 50.0, 40.0]]
+    # a box entirely outside its image is dropped, in that image only
+    anchors = torch.tensor([[110.0, 10.0, 140.0, 40.0]])  # inside image 0 (w 150), right of image 1 (w 100)
+    out = postprocess(logits, deltas, anchors, coder, [(50, 150), (80, 100)], None, 0.05, 1000, 0.6, 100)
+    assert out[0]["boxes"].tolist() == [[110.0, 10.0, 140.0, 40.0]] and out[1]["boxes"].shape == (0, 4)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -144,7 +330,8 @@ def test_caffe_style_puts_stride_on_1x1():
     model = build_model(load_config(REPO / "config/yolof_r50_c5_1x.yaml"))
     blk = model.backbone.layer2[0]
     assert blk.conv1.stride == (2, 2) and blk.conv2.stride == (1, 1)
-    blk = build_model(load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"model.backbone.style": "pytorch"})).backbone.layer2[0]
+    blk = build_model(load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"model.backbone.style": "pytorch",
+                                                                                "model.backbone.weights": "none"})).backbone.layer2[0]
     assert blk.conv1.stride == (1, 1) and blk.conv2.stride == (2, 2)
 
 
@@ -155,13 +342,17 @@ def test_freeze_at_two_freezes_stem_and_first_stage():
     assert bb.layer2[0].conv1.weight.requires_grad
 
 
-def test_imagenet_weights_without_network_say_what_to_do(monkeypatch):
-    from models import backbone as bb
+def test_imagenet_weights_are_never_downloaded_and_say_what_to_do(monkeypatch):
+    from models import pretrained
 
-    def no_network(*a, **k):
-        raise OSError("network unreachable")
+    def no_download(*a, **k):
+        raise AssertionError("nothing may be downloaded at run time")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    monkeypatch.setattr(bb, "WEIGHTS_DIR", REPO / "tests" / "no_such_dir")
-    with pytest.raises(RuntimeError, match=r"download https://download.pytorch.org/models/resnet18-.*\.pth and put it at"):
-        bb.build_backbone("resnet18", "pytorch", False, 2, "frozen_bn", "imagenet")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", REPO / "tests" / "no_such_dir")
+    cfg = load_config(REPO / "config/quickstart.yaml", {"model.backbone.width_mult": 1.0,
+                                                        "model.backbone.weights": "imagenet"})
+    model = build_model(cfg)  # building never reads the ImageNet file
+    with pytest.raises(pretrained.WeightsError, match=r"resnet18-.*\.pth not found: download it from "
+                                                      r"https://download.pytorch.org/models/resnet18-.*\.pth and put it at"):
+        pretrained.load_pretrained(model, cfg.model.backbone)

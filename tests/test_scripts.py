@@ -1,6 +1,8 @@
 """The command-line scripts end to end: eval.py (model and detections file), test.py, train.py --vis_targets."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import torch
 
 from config import config_to_dict, load_config
 from models import build_model
-from tests.conftest import REPO
+from tests.conftest import COCO_JSON, COCO_SPLIT, REPO
 from utils.checkpoint import save_checkpoint
 
 SMALL = {"model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8,
@@ -52,20 +54,101 @@ def test_eval_scores_a_detections_file_without_a_model(coco_tiny, tmp_path):
     assert (tmp_path / "metrics_pr_curve.png").is_file()
 
 
+def _expected_detections(checkpoint, coco_tiny, min_size, max_size):
+    """What eval.py must write, computed here image by image: the model on each resized image, its boxes
+    scaled back to the original size by hand, xyxy -> xywh, labels -> the annotation file's category ids."""
+    from data.coco import COCODetection
+    from data.transforms import build_transforms
+    from models.fuse import prepare_for_inference
+    from utils.checkpoint import load_model_weights
+
+    cfg = load_config(REPO / "config/quickstart.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
+    model = build_model(cfg)
+    load_model_weights(model, checkpoint)
+    model = prepare_for_inference(model)
+    ds = COCODetection(coco_tiny / COCO_SPLIT, COCO_JSON, build_transforms(False, min_size, max_size), cfg.model.input_format)
+    cat_ids = sorted(c["id"] for c in json.loads(COCO_JSON.read_text())["categories"])
+    expected = {}
+    for i in range(len(ds)):
+        image, t = ds[i]
+        (h, w), (oh, ow) = t["size"].tolist(), t["orig_size"].tolist()
+        assert (h, w) != (oh, ow) and (min(h, w) == min_size or max(h, w) == max_size)  # really resized
+        with torch.no_grad():
+            o = model([image])[0]  # in the resized image's pixels
+        b = o["boxes"].double() * torch.tensor([ow / w, oh / h, ow / w, oh / h], dtype=torch.float64)
+        expected[t["image_id"]] = [(cat_ids[l], [x1, y1, x2 - x1, y2 - y1], s) for (x1, y1, x2, y2), s, l in
+                                   zip(b.tolist(), o["scores"].tolist(), o["labels"].tolist())]
+    return expected
+
+
 def test_eval_runs_a_checkpoint_on_coco_tiny(coco_tiny, coco_checkpoint, tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     out = tmp_path / "m.json"
     proc = _run("eval.py", "--weight", str(coco_checkpoint), "-d", "coco", "--root", str(coco_tiny), "--split",
-                "val2017", "--out", str(out), "--save_results", str(tmp_path / "dets.json"), "--num_workers", "0",
-                "--opts", "data.test_min_size=128", "data.test_max_size=192")
+                COCO_SPLIT, "--out", str(out), "--save_results", str(tmp_path / "dets.json"), "--num_workers", "0",
+                "--batch_size", "1", "--opts", "data.test_min_size=128", "data.test_max_size=192")
+    dets = json.loads((tmp_path / "dets.json").read_text())
+    expected = _expected_detections(coco_checkpoint, coco_tiny, 128, 192)
+    assert {d["image_id"] for d in dets} == set(expected) and len(expected) == 7
+    for image_id, want in expected.items():
+        got = [d for d in dets if d["image_id"] == image_id]
+        assert len(got) == len(want) > 0, image_id
+        for d, (cat, bbox, score) in zip(got, want):
+            assert d["category_id"] == cat  # original (non-contiguous) ids
+            assert d["bbox"] == pytest.approx(bbox, abs=0.006) and d["score"] == pytest.approx(score, abs=6e-6)
+    # the metrics are pycocotools' on the written detections
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(COCO_JSON))
+        E = COCOeval(gt, gt.loadRes(str(tmp_path / "dets.json")), "bbox")
+        E.evaluate(), E.accumulate(), E.summarize()
     stats = json.loads(out.read_text())
     stats = stats.get("stats", stats)
-    for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-        assert 0.0 <= stats[k] <= 1.0 or stats[k] == -1
-    dets = json.loads((tmp_path / "dets.json").read_text())
-    assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
-    cat_ids = {c["id"] for c in json.loads((coco_tiny / "annotations/instances_val2017.json").read_text())["categories"]}
-    assert {d["category_id"] for d in dets} <= cat_ids  # original (non-contiguous) ids
-    assert "class" in proc.stdout or "AP" in proc.stdout
+    for name, want in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), E.stats):
+        assert stats[name] == pytest.approx(float(want), abs=1e-12), name
+    assert "AP" in proc.stdout
+
+
+def test_predict_and_coco_results_glue_by_hand(coco_tiny):
+    """predict() asks the model for boxes in each image's original size; to_coco_results writes xywh and
+    category ids. A hand-made model answers with a box at fixed fractions of the size it is asked for."""
+    from data.build import build_test_loader
+    from data.coco import COCODetection
+    from data.transforms import build_transforms
+    from utils.evaluator import predict, score_coco, to_coco_results
+
+    class FractionModel(torch.nn.Module):
+        def forward(self, images, output_sizes=None):
+            assert all(min(im.shape[1:]) == 96 or max(im.shape[1:]) == 128 for im in images)  # the resized inputs
+            return [{"boxes": torch.tensor([[0.25 * w, 0.5 * h, 0.75 * w, 1.0 * h]]), "scores": torch.tensor([0.5]),
+                     "labels": torch.tensor([2])} for h, w in output_sizes]
+
+    ds = COCODetection(coco_tiny / COCO_SPLIT, COCO_JSON, build_transforms(False, 96, 128))
+    preds = predict(FractionModel(), build_test_loader(ds, 3, 0), torch.device("cpu"), progress=False)
+    sizes = {im["id"]: (im["height"], im["width"]) for im in json.loads(COCO_JSON.read_text())["images"]}
+    assert [p["image_id"] for p in preds] == ds.ids  # in dataset order, across batches of 3
+    for p in preds:
+        h, w = sizes[p["image_id"]]
+        np.testing.assert_allclose(p["boxes"], [[0.25 * w, 0.5 * h, 0.75 * w, h]], rtol=1e-6)
+    # the 640 x 480 image 5001: x 160..480, y 240..480 -> [160, 240, 320, 240]; label 2 -> category 3 (car)
+    res = to_coco_results(preds, ds.label_to_cat_id)
+    assert res[0] == {"image_id": 5001, "category_id": 3, "bbox": [160.0, 240.0, 320.0, 240.0], "score": 0.5}
+    assert [r["image_id"] for r in res] == ds.ids and {r["category_id"] for r in res} == {3}
+    # numpy ids and labels become plain ints (JSON); boxes xyxy -> xywh (to the 0.01 px the file may round to)
+    odd = [{"image_id": np.int64(7), "boxes": np.array([[1.004, 2.0, 11.5, 2.5]]), "scores": np.array([0.1234567]),
+            "labels": np.array([1])}]
+    (r,) = to_coco_results(odd, [1, 90])
+    assert type(r["image_id"]) is int and type(r["category_id"]) is int and (r["image_id"], r["category_id"]) == (7, 90)
+    assert r["bbox"] == pytest.approx([1.004, 2.0, 10.496, 0.5], abs=0.006) and r["score"] == pytest.approx(0.1234567, abs=6e-6)
+    json.dumps(res + [r])  # writable as is
+    # score_coco on predictions equal to the ground truth (labels through label_to_cat_id) gives AP 1
+    perfect = []
+    for i in range(len(ds)):
+        a = ds.get_annotation(i)
+        perfect.append({"image_id": ds.ids[i], "boxes": a["boxes"], "scores": np.ones(len(a["boxes"])), "labels": a["labels"]})
+    metrics, _ = score_coco(ds, perfect)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
 
 
 def test_eval_bad_inputs_name_the_problem(coco_tiny, coco_checkpoint, tmp_path):

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from config import load_config
 from models import build_model
-from tests.conftest import REPO
+from tests.conftest import COCO_SPLIT, REPO
 from utils.engine import NonFiniteLossError, build_optimizer, effective_schedule, fit, lr_factor, train_step
 
 # Per-sample normalisation (GroupNorm) and frozen BN in the backbone: a batch splits exactly. SGD, whose
@@ -158,10 +158,36 @@ def test_resume_continues_exactly(tmp_path):
     assert any((tmp_path / "full" / "tensorboard").iterdir())
 
 
-def test_accumulate_flag_divides_the_batch(tmp_path):
+def test_accumulate_flag_divides_the_batch(tmp_path, monkeypatch):
+    """fit(accumulate=2) feeds train_step two micro-batches of 2 (not one of 4) holding the same 4 images, and the
+    update equals the one batch of 4 (per-sample norms: the split is exact)."""
+    import utils.engine as engine
+
     cfg = _synthetic_cfg(tmp_path)
-    out = fit(cfg, tmp_path / "acc", torch.device("cpu"), accumulate=2, max_iter_override=2, progress=False)
-    assert out["iteration"] == 2
+    seen, start = {}, {}
+    real_step = engine.train_step
+
+    def recording_step(model, optimizer, micro_batches, *args, **kwargs):
+        if not seen[run]:
+            start[run] = copy.deepcopy(model.state_dict())
+        seen[run].append([images for images, _ in micro_batches])
+        return real_step(model, optimizer, micro_batches, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_step", recording_step)
+    for run, acc in (("big", 1), ("acc", 2)):
+        seen[run] = []
+        out = fit(cfg, tmp_path / run, torch.device("cpu"), accumulate=acc, max_iter_override=2, progress=False)
+        assert out["iteration"] == 2
+    assert [[len(m) for m in step] for step in seen["big"]] == [[4], [4]]
+    assert [[len(m) for m in step] for step in seen["acc"]] == [[2, 2], [2, 2]]
+    for big, acc in zip(seen["big"], seen["acc"]):  # the same images, in the same order
+        assert all(torch.equal(a, b) for a, b in zip(big[0], acc[0] + acc[1]))
+    a = torch.load(tmp_path / "big" / "last.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "acc" / "last.pth", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(start["big"][k], start["acc"][k]), k
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
+    assert not torch.allclose(a["decoder.cls_score.weight"], start["big"]["decoder.cls_score.weight"])  # it moved
     with pytest.raises(ValueError, match="not divisible"):
         fit(cfg, tmp_path / "bad", torch.device("cpu"), accumulate=3, max_iter_override=1, progress=False)
 
@@ -170,10 +196,10 @@ def test_loss_goes_down_on_real_coco_images(coco_tiny):
     from data.build import build_dataset
 
     cfg = load_config(REPO / "config/quickstart.yaml", {
-        "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "data.train_split": "train2017",
+        "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "data.train_split": COCO_SPLIT,
         "solver.optimizer": "sgd",
         "data.train_min_size": [256], "data.train_max_size": 384, "data.random_shift": False, "data.flip_prob": 0.0})
-    ds = build_dataset(cfg, "train2017", is_train=True)
+    ds = build_dataset(cfg, COCO_SPLIT, is_train=True)
     batch = [ds[i] for i in range(4)]
     images, targets = [b[0] for b in batch], [b[1] for b in batch]
     torch.manual_seed(0)

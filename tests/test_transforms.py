@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,15 +16,11 @@ from data.transforms import (
     build_transforms,
     shift_image_and_boxes,
 )
-
-GOLDEN = Path(__file__).resolve().parents[2] / "shared/golden/random_shift.json"
-
+from tests.conftest import golden_path
 
 @pytest.fixture(scope="module")
 def golden():
-    if not GOLDEN.is_file():
-        pytest.skip(f"official RandomShift golden file not found at {GOLDEN} (shared folder absent)")
-    with open(GOLDEN) as f:
+    with open(golden_path("random_shift.json")) as f:
         return json.load(f)
 
 

@@ -1,4 +1,4 @@
-"""Tests for utils/voc_eval.py: hand-computed devkit cases + a coco_tiny run."""
+"""Tests for utils/voc_eval.py: hand-computed devkit cases + a run on the real COCO annotations of tests/assets."""
 from __future__ import annotations
 
 import json
@@ -19,8 +19,8 @@ from utils.voc_eval import (
     write_metrics_json,
     write_voc_results,
 )
+from tests.conftest import COCO_JSON
 
-COCO_TINY = Path(__file__).resolve().parents[2] / "shared/data/coco_tiny"
 
 
 # ----------------------------------------------------------------- IoU / coords
@@ -242,7 +242,7 @@ def test_metrics_json_and_table(tmp_path):
     assert len(t[2]) == len(t[3])
 
 
-# ------------------------------------------------------- end to end on coco_tiny
+# ------------------------------------------------------- end to end on tests/assets
 # VOC class -> COCO category name
 VOC_FROM_COCO = {
     "aeroplane": "airplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
@@ -254,17 +254,14 @@ VOC_CLASSES = list(VOC_FROM_COCO)
 
 
 @pytest.fixture(scope="module")
-def voc_like():
-    """VOC-style annotations from coco_tiny val (image ids as strings).
+def voc_like(coco_tiny):
+    """VOC-style annotations from the COCO annotations of tests/assets (image ids as strings).
 
     Boxes: COCO [x, y, w, h] (0-based continuous) -> xyxy -> devkit coords.
     Difficult: every crowd box, and every 5th non-crowd box of each VOC class
     (in annotation order).
     """
-    path = COCO_TINY / "annotations/instances_val2017.json"
-    if not path.is_file():
-        pytest.skip(f"coco_tiny sample not found at {path} (needed for the VOC end-to-end test)")
-    gt = json.loads(path.read_text())
+    gt = json.loads(COCO_JSON.read_text())
     coco2voc = {c["id"]: v for c in gt["categories"] for v, n in VOC_FROM_COCO.items() if n == c["name"]}
     anns = {str(im["id"]): {"boxes": [], "labels": [], "difficult": []} for im in gt["images"]}
     seen = {v: 0 for v in VOC_FROM_COCO}
@@ -298,12 +295,18 @@ def gt_detections(anns, with_difficult=True, score=1.0):
     return dets
 
 
+def _difficult(anns, label):
+    """(image id, devkit box) of the first difficult gt of ``label``."""
+    return next((img, anns[img]["boxes"][k]) for img in sorted(anns) for k, (lab, d) in
+                enumerate(zip(anns[img]["labels"], anns[img]["difficult"])) if lab == label and d)
+
+
 def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
     npos = {c: 0 for c in VOC_CLASSES}
     for e in voc_like.values():
         for lab, d in zip(e["labels"], e["difficult"]):
             npos[lab] += int(not d)
-    assert sum(npos.values()) > 100
+    assert sum(npos.values()) == 45  # 54 boxes of VOC classes, 9 difficult (2 person crowds + every 5th: 6 persons, 1 car)
 
     # perfect detections (difficult boxes too: they are ignored) -> mAP 1,
     # through a write / read round trip of the comp4 files
@@ -318,9 +321,9 @@ def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
         assert all(math.isnan(r.ap[c]) for c in VOC_CLASSES if npos[c] == 0)
 
     # perturbation on class X = car, with k kept out of n = npos["car"]
-    # (n = 20 on the current sample: 25 cars, 5 marked difficult).
+    # (n = 8 on tests/assets: 9 cars, the 5th marked difficult).
     # 1) keep every other non-difficult car (indices 0, 2, 4, ...): all are TPs,
-    #    k = ceil(n / 2) of them (10), precision 1 up to recall k/n (= .5):
+    #    k = ceil(n / 2) of them (4), precision 1 up to recall k/n (= .5):
     #    11-point AP = #{t in arange(0, 1.1, .1) : t <= k/n} / 11 (= 6/11)
     #    area AP = k / n (= .5)
     n = npos["car"]
@@ -335,7 +338,7 @@ def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
     r10 = evaluate_voc(perturbed, voc_like, VOC_CLASSES, use_07_metric=False)
     assert r07.ap["car"] == pytest.approx(n_t / 11, abs=1e-12)
     assert r10.ap["car"] == pytest.approx(k / n, abs=1e-12)
-    assert n == 20, "coco_tiny val changed? the numbers in the comments assume 20"
+    assert n == 8, "tests/assets changed? the numbers in the comments assume 8"
     assert r07.ap["car"] == pytest.approx(6 / 11) and r10.ap["car"] == pytest.approx(0.5)
     # other classes untouched; mAP = mean over classes with gt
     with_gt = [c for c in VOC_CLASSES if npos[c] > 0]
@@ -343,20 +346,31 @@ def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
 
     # 2) plus one FP with the highest score (a car box in an image without cars):
     #    ranked first -> precision after TP i is i / (i + 1), increasing, so
-    #    the envelope is k / (k + 1) (= 10/11) everywhere up to recall k/n:
-    #    11-point AP = n_t * k/(k+1) / 11   (= 6/11 * 10/11 = 60/121)
-    #    area AP     = k/n * k/(k+1)        (= .5 * 10/11 = 5/11)
+    #    the envelope is k / (k + 1) (= 4/5) everywhere up to recall k/n:
+    #    11-point AP = n_t * k/(k+1) / 11   (= 6/11 * 4/5 = 24/55)
+    #    area AP     = k/n * k/(k+1)        (= .5 * 4/5 = .4)
     no_car = next(img for img in sorted(voc_like) if "car" not in voc_like[img]["labels"])
     fp = (no_car, 2.0, 1.0, 1.0, 50.0, 50.0)
-    perturbed["car"] = [fp] + kept
-    r07 = evaluate_voc(perturbed, voc_like, VOC_CLASSES, use_07_metric=True)
-    r10 = evaluate_voc(perturbed, voc_like, VOC_CLASSES, use_07_metric=False)
+    with_fp = dict(perturbed, car=[fp] + kept)
+    r07 = evaluate_voc(with_fp, voc_like, VOC_CLASSES, use_07_metric=True)
+    r10 = evaluate_voc(with_fp, voc_like, VOC_CLASSES, use_07_metric=False)
     assert r07.ap["car"] == pytest.approx(n_t * k / (k + 1) / 11, abs=1e-12)
     assert r10.ap["car"] == pytest.approx(k / n * k / (k + 1), abs=1e-12)
-    assert r07.ap["car"] == pytest.approx(60 / 121) and r10.ap["car"] == pytest.approx(5 / 11)
+    assert r07.ap["car"] == pytest.approx(24 / 55) and r10.ap["car"] == pytest.approx(0.4)
 
-    # 3) a detection on a difficult person changes nothing; removing all
-    #    person detections on difficult boxes changes nothing either
-    base = evaluate_voc(gt_detections(voc_like), voc_like, VOC_CLASSES)
-    no_diff = evaluate_voc(gt_detections(voc_like, with_difficult=False), voc_like, VOC_CLASSES)
-    assert base.ap == pytest.approx(no_diff.ap, nan_ok=True)
+    # 3) a detection on a difficult car, ranked first: neither TP nor FP, so car's AP stays 6/11 (.5).
+    #    Counted as an FP it would give 24/55 (.4) as in 2); as a TP of a 9th positive, area AP 5/9 (.556).
+    img, box = _difficult(voc_like, "car")
+    on_difficult = dict(perturbed, car=[(img, 3.0, *box)] + kept)
+    for use07, want in ((True, 6 / 11), (False, 0.5)):
+        r = evaluate_voc(on_difficult, voc_like, VOC_CLASSES, use_07_metric=use07)
+        assert r.ap["car"] == pytest.approx(want, abs=1e-12) and r.npos["car"] == 8
+    # the same for a difficult person: person stays at AP 1 with the extra top-ranked detection
+    img, box = _difficult(voc_like, "person")
+    people = dict(gt_detections(voc_like, with_difficult=False), person=[(img, 3.0, *box)] +
+                  gt_detections(voc_like, with_difficult=False)["person"])
+    assert evaluate_voc(people, voc_like, VOC_CLASSES).ap["person"] == pytest.approx(1.0)
+    # control: the same detection 200 px off the box is an FP ranked first, and person's AP drops
+    off = (img, 3.0, box[0] + 200, box[1] + 200, box[2] + 200, box[3] + 200)
+    people["person"][0] = off
+    assert evaluate_voc(people, voc_like, VOC_CLASSES).ap["person"] < 0.99
