@@ -5,6 +5,7 @@
     python ablate.py ablations/synthetic.yaml --only baseline --only no_random_shift
     python ablate.py ablations/synthetic.yaml --collect      # launch nothing: copy the logs of finished runs
     python ablate.py ablations/synthetic.yaml --table-only   # README table from the logs in ablations/runs/
+    python ablate.py ablations/synthetic.yaml --table-only --plot   # and every run's curves in one picture
 
 The spec format and what "finished" means: utils/ablation.py. The README needs the
 markers <!-- ablation:NAME:start --> and <!-- ablation:NAME:end --> where the table goes.
@@ -15,7 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.ablation import DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, SpecError, load_spec, run_ablation, update_readme
+from utils.ablation import (DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs,
+                            run_ablation, update_readme)
+from utils.cli import run_script
 
 
 def parse_args(argv=None):
@@ -35,6 +38,9 @@ def parse_args(argv=None):
     p.add_argument("--table-only", action="store_true", help="only rewrite the README table from the logs")
     p.add_argument("--no-table", action="store_true", help="do not update the README table after running")
     p.add_argument("--keep-going", action="store_true", help="go on with the other runs when one fails")
+    p.add_argument("--plot", nargs="?", type=Path, const=True, default=None, metavar="PNG",
+                   help="also draw the curves of every logged run of the spec, one line per row/seed, into PNG "
+                        "(default <logs-dir>/<spec>/curves.png; tools/plot_runs.py)")
     return p.parse_args(argv)
 
 
@@ -57,6 +63,9 @@ def main(argv=None) -> int:
                 print(f"runs done, README table not written: {e}", file=sys.stderr)  # the runs are what matter here
                 return 0
             print(f"{args.readme}: table '{spec.name}' {'updated' if changed else 'unchanged'}")
+        if args.plot is not None and not args.dry_run:
+            out = args.logs_dir.resolve() / spec.name / "curves.png" if args.plot is True else args.plot
+            print(f"{out}: curves of {plot_spec(spec, args.logs_dir.resolve(), out)} run(s)")
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -66,5 +75,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def plot_spec(spec: Spec, logs_dir: Path, out: Path) -> int:
+    """One picture of every run of ``spec`` logged under ``logs_dir``; returns how many runs it shows."""
+    from tools.plot_runs import plot_runs
+
+    runs = [r for r in plan_runs(spec) if (logs_dir / spec.name / r.row.name / f"seed{r.seed}" / "metrics.jsonl").is_file()]
+    if not runs:
+        raise SpecError(f"no logged runs of '{spec.name}' under {logs_dir / spec.name} to plot")
+    plot_runs([logs_dir / spec.name / r.row.name / f"seed{r.seed}" for r in runs], out, labels=[r.label for r in runs],
+              title=f"ablation {spec.name}")
+    return len(runs)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

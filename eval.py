@@ -14,7 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
+from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
+from utils.errors import UserError
 
 logger = logging.getLogger("eval")
 
@@ -48,13 +49,18 @@ def _split_name(args, cfg) -> str:
     return split
 
 
+def _check_exists(results: Path) -> None:
+    if not results.exists():
+        raise UserError(f"--results {results}: no such file or folder")
+
+
 def _score_files(args) -> dict:
     """No model: score a detections file (COCO) or a folder of comp4 files (VOC)."""
     from utils.evaluator import write_reports
 
     kind = args.dataset or "coco"
     if args.root is None:
-        raise SystemExit("--results needs -d and --root")
+        raise UserError("--results needs -d and --root")
     if kind == "voc":
         from data.voc import VOCDetection
         from utils.evaluator import voc_annotations
@@ -62,19 +68,29 @@ def _score_files(args) -> dict:
 
         split = args.split or "test"
         dataset = VOCDetection(args.root, ((args.year, split),), keep_difficult=True)
-        dets = read_voc_results(args.results, split, dataset.class_names)
+        _check_exists(args.results)
+        try:
+            dets = read_voc_results(args.results, split, dataset.class_names)
+        except ValueError as e:  # a malformed line, named with its file and line number
+            raise UserError(str(e)) from None
         result = evaluate_voc(dets, voc_annotations(dataset), dataset.class_names,
                               use_07_metric=args.voc_metric == "11point")
         print(summary_table(result))
         write_reports(args.out, result.pr_curves, "VOC", lambda p: write_metrics_json(result, p))
         return {"mAP": result.mAP}
-    from utils.coco_eval import evaluate_coco, load_detections, summary_table, write_metrics_json
+    from utils.coco_eval import evaluate_coco, load_detections, summary_table, validate_detections, write_metrics_json
 
     split = args.split or "val2017"
     ann = Path(args.root) / "annotations" / f"instances_{split}.json"
     if not ann.is_file():
-        raise SystemExit(f"annotation file not found: {ann}")
-    result = evaluate_coco(str(ann), load_detections(args.results), backend=args.backend)
+        raise UserError(f"annotation file not found: {ann}")
+    _check_exists(args.results)
+    try:  # every problem of the file (ids, categories, boxes, scores) is named, with the file, in one line
+        dets = load_detections(args.results)
+        validate_detections(dets, str(ann), source=str(args.results))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    result = evaluate_coco(str(ann), dets, backend=args.backend)
     print(summary_table(result))
     write_reports(args.out, result.pr_curves, "COCO", lambda p: write_metrics_json(result, p))
     return dict(result.stats)
@@ -87,21 +103,25 @@ def main(argv=None) -> dict:
         metrics = _score_files(args)
     else:
         if args.weight is None:
-            raise SystemExit("pass --weight CKPT to evaluate a model, or --results FILE to score detections")
+            raise UserError("pass --weight CKPT to evaluate a model, or --results FILE to score detections")
 
         from data.build import build_dataset, build_test_loader
         from models import build_model
         from models.fuse import prepare_for_inference
-        from utils.checkpoint import load_weights_or_exit
+        from utils.checkpoint import load_model_weights
         from utils.evaluator import predict, score_coco, score_voc
 
         cfg = load_run_config(args, args.weight)
         split = _split_name(args, cfg)
         device = resolve_device(args.device)
         model = build_model(cfg).to(device)
-        load_weights_or_exit(model, args.weight)
+        ckpt = load_model_weights(model, args.weight)
         model = prepare_for_inference(model)
         dataset = build_dataset(cfg, split, is_train=False)
+        trained_on = ckpt.get("class_names")
+        if trained_on and list(trained_on) != list(dataset.class_names):
+            logger.warning("%s was trained on classes %s but %s has %s: labels are matched by position",
+                           args.weight, list(trained_on)[:10], split, list(dataset.class_names)[:10])
         workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
         loader = build_test_loader(dataset, args.batch_size, workers)
         predictions = predict(model, loader, device, args.amp)
@@ -117,4 +137,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

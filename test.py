@@ -21,7 +21,7 @@ import cv2
 
 from deploy.precision import PRECISIONS
 from deploy.predictor import BACKENDS, Predictor
-from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
+from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
 
 logger = logging.getLogger("test")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -168,4 +168,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -4,8 +4,12 @@
     torchrun --nproc_per_node 8 train.py --config config/yolof_r50_c5_1x.yaml --output_dir runs/r50 \
         --opts data.root=datasets/coco                                                # the official recipe
     python train.py --config config/yolof_r50_c5_1x.yaml --vis_targets --output_dir runs/vis
+    python train.py --config config/quickstart.yaml --output_dir runs/mine \
+        --opts data.dataset=coco data.root=my_data model.num_classes=auto           # a COCO-format set of your own
 
 Every YOLOF trick is a config switch: --opts data.random_shift=false model.matcher.name=iou_topk ...
+--resume continues a run exactly; a run killed after its last step resumes into its final evaluation.
+At the end the run's curves are drawn into OUTPUT_DIR/curves.png (tools/plot_runs.py).
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
+from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
+
+logger = logging.getLogger("train")
 
 
 def parse_args(argv=None):
@@ -45,19 +51,33 @@ def main(argv=None) -> None:
     setup_logging(rank, args.output_dir)
     cfg = load_run_config(args)
     if args.vis_targets:
+        from data.build import build_dataset, resolve_num_classes
         from utils.visualize_targets import visualize_targets
 
+        if cfg.model.num_classes == "auto":
+            cfg = resolve_num_classes(cfg, build_dataset(cfg, cfg.data.train_split, is_train=True).class_names)
         paths = visualize_targets(cfg, args.output_dir / "vis_targets", args.vis_num, device)
-        logging.getLogger("train").info("wrote %d pictures to %s", len(paths), args.output_dir / "vis_targets")
+        logger.info("wrote %d pictures to %s", len(paths), args.output_dir / "vis_targets")
         return
     from utils.engine import fit
 
     record = fit(cfg, args.output_dir, device, args.accumulate, args.resume, sys.argv, rank, world, args.max_iter,
                  args.num_workers, progress=not args.no_progress)
     if rank == 0:
+        plot_own_run(args.output_dir)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
         print(f"done: {shown}\noutputs in {args.output_dir}")
 
 
+def plot_own_run(output_dir: Path) -> None:
+    """OUTPUT_DIR/curves.png, as tools/plot_runs.py draws it (a failed plot never fails the run)."""
+    try:
+        from tools.plot_runs import plot_runs
+
+        plot_runs([output_dir], output_dir / "curves.png")
+    except Exception as e:
+        logger.warning("could not draw %s: %s", output_dir / "curves.png", e)
+
+
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,10 +24,12 @@ Each (row, seed) is one subprocess (a clean process per run)::
         --opts <common> <row overrides> train.seed=<k> [--accumulate N] [--resume] --no_progress
 
 (``python -m torch.distributed.run --nproc_per_node N train.py ...`` with torchrun).
-A run is finished when its folder holds ``done.json`` (written here after a
-successful run) or its ``metrics.jsonl`` ends with an evaluated record (``AP50``)
-at the planned last iteration; finished runs are never relaunched, unfinished
-ones are resumed from their ``last.pth`` (or restarted when there is none). A run
+A run is finished when its ``metrics.jsonl`` holds its final record (the last
+epoch record, evaluated, at the planned last iteration: :mod:`utils.metrics_log`);
+``done.json`` (written here after a finished run) only summarises it. Finished
+runs are never relaunched, unfinished ones are resumed from their ``last.pth``
+(or restarted when there is none); a run killed after its last checkpoint
+resumes straight into its final evaluation. A run
 folder whose ``config.yaml`` disagrees with the spec is an error (rename the row
 or delete the folder). After each run its small files (``config.yaml``,
 ``metrics.jsonl``, ``command.txt``, ``git_commit.txt``, ``done.json``) are copied
@@ -51,6 +53,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import yaml
 
 from config import ConfigError, config_to_dict, load_config
+from utils.errors import UserError
+from utils.metrics_log import epoch_records, final_record, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_DIR = REPO / "runs" / "ablations"
@@ -61,7 +65,7 @@ ROW_KEYS = ("name", "overrides", "accumulate")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """An ablation spec is invalid (the message names the file, the row and the key) or cannot run."""
 
 
@@ -263,18 +267,9 @@ def command(spec: Spec, run: PlannedRun, resume: bool = False, python: str = sys
     return cmd + ["--no_progress"]
 
 
-def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def is_finished(run_dir: Path, max_iter: int) -> bool:
-    """``done.json``, or a last metrics record evaluated (``AP50``) at the planned last iteration."""
-    if (run_dir / "done.json").is_file():
-        return True
-    records = read_metrics(run_dir / "metrics.jsonl")
-    return bool(records) and "AP50" in records[-1] and int(records[-1].get("iteration", -1)) >= max_iter
+    """The run's ``metrics.jsonl`` holds its final record: evaluated, at the planned last iteration."""
+    return final_record(read_metrics(Path(run_dir) / "metrics.jsonl"), max_iter) is not None
 
 
 def _config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -305,7 +300,7 @@ def copy_logs(run: PlannedRun, spec: Spec, logs_dir: Path) -> Path:
 
 
 def _write_done(run: PlannedRun) -> None:
-    last = read_metrics(run.output_dir / "metrics.jsonl")[-1]
+    last = final_record(read_metrics(run.output_dir / "metrics.jsonl"))
     done = {"row": run.row.name, "seed": run.seed, "iteration": last.get("iteration"), "opts": list(run.opts),
             **{k: last[k] for k in ("AP", "AP50", "AP75") if k in last}}
     (run.output_dir / "done.json").write_text(json.dumps(done, indent=1) + "\n")
@@ -416,7 +411,7 @@ def render_table(spec: Spec, logs_dir: Path | str = DEFAULT_LOGS_DIR) -> str:
     for run in runs:
         folder = Path(logs_dir) / spec.name / run.row.name / f"seed{run.seed}"
         if is_finished(folder, run.max_iter):
-            records = read_metrics(folder / "metrics.jsonl")
+            records = epoch_records(read_metrics(folder / "metrics.jsonl"))  # the last one is the final record
             if records:
                 by_row[run.row.name][run.seed] = records
     baseline = spec.rows[0].name

@@ -1,13 +1,18 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, and clear errors on mismatches."""
+"""Checkpoints: atomic writes, ``weights_only`` loads, and clear errors on bad files and mismatches."""
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
+
+from utils.errors import UserError
 
 
 def save_checkpoint(path: Union[str, Path], state: dict) -> None:
@@ -30,21 +35,72 @@ def save_checkpoint(path: Union[str, Path], state: dict) -> None:
         raise
 
 
-def load_checkpoint(path: Union[str, Path]) -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; errors name the file."""
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file is missing, not a PyTorch checkpoint, refused, or does not fit; the message names it."""
+
+
+class CheckpointNotFoundError(FileNotFoundError, CheckpointError):
+    pass
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _refused_global(message: str) -> Optional[str]:
+    """The global a refused pickle asked for, from torch's weights-only error text."""
+    m = _GLOBAL.search(message)
+    return m.group(1) if m else None
+
+
+def _load_error(path: Path, error: Exception) -> CheckpointError:
+    """Our one-line message for a failed ``torch.load(weights_only=True)`` (torch's text is not passed on)."""
+    name = _refused_global(str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    if name is not None:
+        return CheckpointError(f"{path}: refused: it would run code (global {name})")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head.startswith(b"PK") and head[:1] == b"\x80":  # a bare pickle (e.g. a Detectron .pkl)
+        from models.pretrained import PickleRefused, WeightsError, read_pickle
+
+        try:
+            read_pickle(path)  # numpy arrays and builtin containers only; refuses any other global unrun
+        except PickleRefused as e:
+            return CheckpointError(str(e))
+        except WeightsError:
+            pass
+        else:
+            return CheckpointError(f"{path}: a pickle of arrays (a Detectron/Caffe2 backbone file?), not a PyTorch "
+                                   f"checkpoint; backbone files go in model.backbone.weights")
+    return CheckpointError(f"{path}: not a PyTorch checkpoint (not a zip archive or truncated)")
+
+
+def torch_load(path: Union[str, Path]) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file it cannot read raises :class:`CheckpointError`.
+
+    The messages say what is wrong: "not a PyTorch checkpoint (not a zip archive or truncated)", or
+    "refused: it would run code (global X)" for a pickle that would import and call ``X`` (never run).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint (torch.load with weights_only=True failed: {e})") from e
+        with warnings.catch_warnings():  # torch's note on pickle protocols would precede our one-line error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip reader), EOFError, KeyError ... on a bad file
+        raise _load_error(path, e) from None
+
+
+def load_checkpoint(path: Union[str, Path]) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; errors name the file and the problem."""
+    path = Path(path)
+    obj = torch_load(path)
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: not a checkpoint of this project (expected a dict, got {type(obj).__name__})")
+        raise CheckpointError(f"{path}: not a checkpoint of this project (expected a dict, got {type(obj).__name__})")
     if "model" not in obj:
         if all(isinstance(v, torch.Tensor) for v in obj.values()) and obj:
             return {"model": obj}  # a bare state dict
-        raise ValueError(f"{path}: not a checkpoint of this project (no 'model' entry; keys: {sorted(obj)[:8]})")
+        raise CheckpointError(f"{path}: not a checkpoint of this project (no 'model' entry; keys: {sorted(obj)[:8]})")
     return obj
 
 
@@ -65,7 +121,7 @@ def load_model_weights(model: nn.Module, path: Union[str, Path]) -> dict[str, An
             parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-        raise ValueError(f"{path}: checkpoint does not fit the configured model: " + "; ".join(parts)
+        raise CheckpointError(f"{path}: checkpoint does not fit the configured model: " + "; ".join(parts)
                          + ". Check --config (num_classes, backbone, anchors) or convert official weights with "
                            "utils/convert_official.py.")
     model.load_state_dict(state, strict=True)
@@ -73,8 +129,14 @@ def load_model_weights(model: nn.Module, path: Union[str, Path]) -> dict[str, An
 
 
 def load_weights_or_exit(model: nn.Module, path: Union[str, Path]) -> dict[str, Any]:
-    """``load_model_weights`` for command-line scripts: a bad file ends the program with its message, no traceback."""
-    try:
-        return load_model_weights(model, path)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    """``load_model_weights``; kept for callers of the old name (a :class:`CheckpointError` is a user error, which
+    :func:`utils.cli.run_script` turns into a one-line exit)."""
+    return load_model_weights(model, path)
+
+
+def remove_stale_temporaries(folder: Union[str, Path]) -> list[Path]:
+    """Delete the temporary files of :func:`save_checkpoint` writes that a kill interrupted."""
+    stale = sorted(Path(folder).glob(".*.pth.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -1,12 +1,17 @@
-"""The argument parser shared by train.py, eval.py and test.py (argparse ``parents=``)."""
+"""What train.py, eval.py, test.py, ablate.py and tools/ share: the argument parser (argparse ``parents=``),
+the config of a run, and :func:`run_script`, the one place where a user error becomes a one-line exit."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+from utils.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,13 +27,15 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> "torch.device":
+    import torch  # here, not at import: tools/plot_runs.py runs without it
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False")
+        raise UserError(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False")
     return torch.device(name)
 
 
@@ -46,6 +53,7 @@ def load_run_config(args, weight: str | None = None):
     """The config: --config (+ --opts), or the one stored in the checkpoint (+ --opts).
 
     ``-d/--dataset`` and ``--root``, where a script has them, override ``data.dataset`` / ``data.root``.
+    ``model.num_classes: auto`` takes the class count of the checkpoint's ``class_names`` when there is one.
     """
     from config import load_config
     from config.loader import _set_dotted, config_from_dict, parse_overrides
@@ -55,19 +63,33 @@ def load_run_config(args, weight: str | None = None):
         args.opts.append(f"data.dataset={args.dataset}")
     if getattr(args, "root", None):
         args.opts.append(f"data.root={args.root}")
-    if args.config:
-        return load_config(args.config, args.opts)
-    if weight:
-        from utils.checkpoint import load_checkpoint
+    from utils.checkpoint import load_checkpoint
 
-        try:
-            ckpt = load_checkpoint(weight)
-        except (ValueError, FileNotFoundError) as e:
-            raise SystemExit(f"error: {e}") from None
-        if "config" in ckpt:
-            data = ckpt["config"]
-            for k, v in parse_overrides(args.opts).items():
-                _set_dotted(data, k, v)
-            return config_from_dict(data)
-        raise SystemExit(f"{weight} holds no config: pass --config")
-    return load_config(REPO / "config" / "quickstart.yaml", args.opts)
+    if args.config:
+        cfg = load_config(args.config, args.opts)
+        ckpt = load_checkpoint(weight) if weight and cfg.model.num_classes == "auto" else None
+    elif weight:
+        ckpt = load_checkpoint(weight)
+        if "config" not in ckpt:
+            raise UserError(f"{weight} holds no config: pass --config")
+        data = ckpt["config"]
+        for k, v in parse_overrides(args.opts).items():
+            _set_dotted(data, k, v)
+        cfg = config_from_dict(data)
+    else:
+        ckpt, cfg = None, load_config(REPO / "config" / "quickstart.yaml", args.opts)
+    if ckpt is not None and ckpt.get("class_names"):
+        from data.build import resolve_num_classes
+
+        cfg = resolve_num_classes(cfg, ckpt["class_names"])
+    return cfg
+
+
+def run_script(main: Callable[[], Any]) -> Any:
+    """Run a script's ``main``: a :class:`UserError` (bad input: a file, an id, a config value) ends the program
+    with its one-line message on stderr and exit status 2; any other exception is a bug and keeps its traceback."""
+    try:
+        return main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -22,7 +22,7 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -33,10 +33,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from config import config_to_dict
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from utils.distributed import all_reduce_sum, barrier, get_world_size, is_dist, is_main_process
 from utils.ema import ModelEMA
+from utils.errors import UserError
 from utils.evaluator import autocast_context, evaluate
+from utils.metrics_log import ITER, MetricsLog, epoch_records, final_record
 
 logger = logging.getLogger(__name__)
 
@@ -217,11 +219,6 @@ def write_run_info(output_dir: Path, cfg, argv: list[str]) -> None:
     (output_dir / "git_commit.txt").write_text(git_commit() + "\n")
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 # ----------------------------------------------------------------------------- the loop
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DDP) else model
@@ -238,159 +235,267 @@ def _micro_batches(iterator, n: int):
     return out
 
 
+@dataclass
+class Progress:
+    """Where a run is: the counters a checkpoint stores (under these names) to continue it exactly."""
+
+    iteration: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_ap: float = -1.0
+    epoch_sums: dict = field(default_factory=dict)  # loss sums of the current epoch (its record's means)
+    epoch_count: int = 0
+    log_sums: dict = field(default_factory=dict)  # loss sums since the last iteration record
+    log_count: int = 0
+    recorded_iteration: int = 0  # iteration of the last epoch record: a run is complete when it is max_iter
+    metrics_lines: Optional[int] = 0  # lines of metrics.jsonl at the checkpoint (None: not known)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, metrics: MetricsLog) -> "Progress":
+        p = cls(**{f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt})
+        p.epoch_sums, p.log_sums = dict(p.epoch_sums), dict(p.log_sums)
+        if "metrics_lines" not in ckpt:  # a checkpoint from before this bookkeeping: keep the file as it is
+            p.metrics_lines = None
+        if "recorded_iteration" not in ckpt:
+            records = epoch_records(metrics.records())
+            p.recorded_iteration = int(records[-1]["iteration"]) if records else -1
+        return p
+
+
+class Trainer:
+    """One training run: setup (data, model, optimizer, resume), the epoch loop, and the end of each epoch.
+
+    What a kill can leave, and what a resume from ``last.pth`` does with it:
+
+    * ``metrics.jsonl`` records written after the checkpoint are cut (the checkpoint counts the lines), and
+      written again when their work is redone; an epoch record is written *before* the checkpoint that
+      closes its epoch, so no epoch is left without one;
+    * before an evaluation the trained weights are checkpointed; a run killed during its last evaluation
+      resumes at ``max_iter``, evaluates, writes its final record (and ``best.pth``), and stops;
+    * checkpoints are written atomically (a killed write leaves the previous file; its temporary is removed).
+    """
+
+    def __init__(self, cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume: Optional[str] = None,
+                 argv: Optional[list[str]] = None, rank: int = 0, world_size: int = 1, max_iter: Optional[int] = None,
+                 num_workers: Optional[int] = None, progress: bool = True):
+        from data.build import build_dataset, build_test_loader, build_train_loader, resolve_num_classes
+        from models import build_model
+
+        self.output_dir, self.device, self.accumulate, self.world_size = Path(output_dir), device, accumulate, world_size
+        solver = cfg.solver
+        sched = effective_schedule(solver)
+        self.max_iter = max_iter or sched.max_iter
+        if solver.batch_size % (world_size * accumulate) != 0:
+            raise ValueError(f"solver.batch_size={solver.batch_size} is not divisible by processes x accumulate = "
+                             f"{world_size} x {accumulate}")
+        self.batch_per_process = solver.batch_size // world_size // accumulate
+
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)
+        random.seed(cfg.train.seed)
+        if is_main_process():
+            write_run_info(self.output_dir, cfg, argv or sys.argv)  # as given: num_classes may say "auto"
+            remove_stale_temporaries(self.output_dir)
+        self.train_set = build_dataset(cfg, cfg.data.train_split, is_train=True)
+        self.cfg = cfg = resolve_num_classes(cfg, self.train_set.class_names)
+        self.val_set = build_dataset(cfg, cfg.data.val_split, is_train=False)
+        self.loader, self.sampler = build_train_loader(cfg, self.train_set, self.batch_per_process, rank, world_size,
+                                                       num_workers)
+        workers = cfg.data.num_workers if num_workers is None else num_workers
+        self.val_loader = build_test_loader(self.val_set, max(1, self.batch_per_process), workers, rank, world_size)
+        self.steps_per_epoch = len(self.sampler) // (self.batch_per_process * accumulate)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{cfg.data.dataset} split {cfg.data.train_split!r} has {len(self.train_set)} training "
+                            f"images, fewer than one step of {self.batch_per_process * accumulate} per process")
+
+        model = build_model(cfg).to(device)
+        if solver.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if world_size > 1 and solver.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.optimizer = build_optimizer(model, solver, sched.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(sched, it))
+        self.scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and solver.amp == "fp16") else None
+        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", enabled=is_main_process())
+        self.p = Progress()
+        ckpt = self._load(model, resume) if resume else None
+        # train.ema: an average of the weights, evaluated and saved as "model"; restored on resume, else started here
+        self.ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_ramp) if cfg.train.ema else None
+        if self.ema is not None and ckpt is not None and "model_train" in ckpt:
+            self.ema.load_state_dict({"module": ckpt["model"], "updates": ckpt["ema_updates"]})
+        self.metrics.cut(self.p.metrics_lines)
+        self.p.metrics_lines = self.metrics.lines
+        self.model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
+        self.writer = self._tensorboard()
+        self.last_record: dict = {}
+        self.t_start = time.perf_counter()
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.max_iter, initial=min(self.p.iteration, self.max_iter),
+                        disable=not (progress and is_main_process()), dynamic_ncols=True)
+
+    def _load(self, model: nn.Module, resume: str) -> Optional[dict]:
+        path = self.output_dir / "last.pth" if resume == "auto" else Path(resume)
+        if resume == "auto" and not path.is_file():
+            return None
+        ckpt = load_checkpoint(path)
+        model.load_state_dict(ckpt.get("model_train", ckpt["model"]))  # "model" holds the EMA weights with train.ema
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.p = Progress.from_checkpoint(ckpt, self.metrics)
+        set_rng_state(ckpt["rng"])
+        logger.info("resumed from %s at epoch %d, iteration %d", path, self.p.epoch, self.p.iteration)
+        return ckpt
+
+    def _tensorboard(self):
+        if not is_main_process():
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            return SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.p.iteration)
+        except Exception as e:  # TensorBoard is a convenience; a run must not fail for it
+            logger.warning("TensorBoard disabled: %s", e)
+            return None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        self.p.metrics_lines = self.metrics.lines
+        state = {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                 **asdict(self.p), "rng": rng_state(), "config": config_to_dict(self.cfg), "git_commit": git_commit(),
+                 "class_names": list(self.train_set.class_names)}
+        if self.ema is not None:  # eval.py / test.py load "model" (the EMA weights); --resume loads "model_train"
+            state["model_train"], state["model"] = state["model"], self.ema.module.state_dict()
+            state["ema_updates"] = self.ema.updates
+        return state
+
+    def checkpoint(self, name: str) -> None:
+        if is_main_process():
+            save_checkpoint(self.output_dir / name, self.state_dict())
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        """Train to ``max_iter`` and finish the bookkeeping; returns the final record."""
+        p = self.p
+        while p.iteration < self.max_iter or p.recorded_iteration < p.iteration:
+            t_epoch = time.perf_counter()
+            steps = self.train_epoch() if p.iteration < self.max_iter else 0
+            self.end_epoch(t_epoch, trained=steps > 0)
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if not self.last_record and is_main_process():  # nothing left to do: the run was complete
+            self.last_record = final_record(self.metrics.records()) or {}
+        return self.last_record
+
+    def train_epoch(self) -> int:
+        """Steps until the epoch or the schedule ends; returns how many were taken."""
+        p = self.p
+        if p.step_in_epoch >= self.steps_per_epoch:  # resumed at the end of an epoch
+            return 0
+        self.sampler.set_epoch(p.epoch, start=p.step_in_epoch * self.batch_per_process * self.accumulate)
+        it = iter(self.loader)
+        steps = 0
+        while p.iteration < self.max_iter:
+            batches = _micro_batches(it, self.accumulate)
+            if batches is None:
+                break
+            self.step(batches)
+            steps += 1
+        return steps
+
+    def step(self, batches) -> None:
+        p, cfg = self.p, self.cfg
+        try:
+            logs = train_step(self.model, self.optimizer, batches, self.device, cfg.model.loss.normalization,
+                              self.scaler, cfg.solver.amp, cfg.solver.clip_grad_norm)
+        except NonFiniteLossError:
+            logger.error("stopping: non-finite loss at iteration %d (epoch %d)", p.iteration, p.epoch)
+            raise
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        p.iteration += 1
+        p.step_in_epoch += 1
+        for sums in (p.epoch_sums, p.log_sums):
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+        p.epoch_count += 1
+        p.log_count += 1
+        lr = self.optimizer.param_groups[-1]["lr"]
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{logs['loss']:.3f}", cls=f"{logs['loss_cls']:.3f}",
+                             box=f"{logs['loss_box_reg']:.3f}", lr=f"{lr:.2e}")
+        if p.iteration % cfg.train.log_period == 0:
+            self.log_iteration(lr)
+        if cfg.train.checkpoint_period_iters and p.iteration % cfg.train.checkpoint_period_iters == 0:
+            self.checkpoint("last.pth")
+
+    def log_iteration(self, lr: float) -> None:
+        """An iteration record (mean losses since the previous one) and the TensorBoard points."""
+        p = self.p
+        means = {k: v / max(1, p.log_count) for k, v in p.log_sums.items()}
+        self.metrics.append({"type": ITER, "iteration": p.iteration, "epoch": p.epoch,
+                             "steps_per_epoch": self.steps_per_epoch, "lr": lr, **means,
+                             "time_s": round(time.perf_counter() - self.t_start, 1)})
+        if self.writer is not None:
+            for k, v in means.items():
+                self.writer.add_scalar(f"train/{k}", v, p.iteration)
+            self.writer.add_scalar("train/lr", lr, p.iteration)
+        p.log_sums, p.log_count = {}, 0
+
+    def end_epoch(self, t_epoch: float, trained: bool) -> None:
+        """The epoch record (evaluated when due), best.pth, then the last.pth that closes the epoch."""
+        p, cfg = self.p, self.cfg
+        epoch_done = p.iteration < self.max_iter or p.step_in_epoch >= self.steps_per_epoch
+        finished = p.iteration >= self.max_iter
+        do_eval = finished or (cfg.train.eval_period > 0 and epoch_done and (p.epoch + 1) % cfg.train.eval_period == 0)
+        if do_eval and trained:
+            self.checkpoint("last.pth")  # the trained weights are safe before the (long) evaluation
+        record = {"epoch": p.epoch, "iteration": p.iteration, "lr": self.optimizer.param_groups[-1]["lr"],
+                  "time_s": round(time.perf_counter() - self.t_start, 1),
+                  "epoch_time_s": round(time.perf_counter() - t_epoch, 1)}
+        record.update({k: v / max(1, p.epoch_count) for k, v in p.epoch_sums.items()})
+        ap = -1.0
+        if do_eval:
+            metrics = self.evaluate()
+            record.update({k: v for k, v in metrics.items() if not k.startswith("AP_")})
+            ap = metrics.get("AP", metrics.get("mAP", -1.0))
+        self.metrics.append(record)
+        p.recorded_iteration = p.iteration
+        if epoch_done:
+            p.epoch += 1
+            p.step_in_epoch = 0
+            p.epoch_sums, p.epoch_count = {}, 0
+        if is_main_process() and (ap > p.best_ap or (finished and not (self.output_dir / "best.pth").is_file())):
+            p.best_ap = max(ap, p.best_ap)
+            self.checkpoint("best.pth")
+        self.checkpoint("last.pth")
+        if is_main_process():
+            logger.info("epoch %d: %s", record["epoch"], json.dumps(record))
+        self.last_record = record
+        barrier()
+
+    def evaluate(self) -> dict:
+        from models.fuse import prepare_for_inference
+
+        model = self.ema.module if self.ema is not None else _unwrap(self.model)
+        path = self.output_dir / "eval" / f"metrics_iter{self.p.iteration}.json" if is_main_process() else None
+        metrics = evaluate(prepare_for_inference(model), self.val_set, self.val_loader, self.device,
+                           self.cfg.data.dataset, self.cfg.solver.amp, metrics_path=path)
+        if self.writer is not None:
+            for k in ("AP", "AP50", "AP75", "mAP"):
+                if k in metrics:
+                    self.writer.add_scalar(f"val/{k}", metrics[k], self.p.iteration)
+        return metrics
+
+
 def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume: Optional[str] = None,
         argv: Optional[list[str]] = None, rank: int = 0, world_size: int = 1, max_iter_override: Optional[int] = None,
         num_workers: Optional[int] = None, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``output_dir``; returns the last metrics record. See train.py for the flags."""
-    from data.build import build_dataset, build_test_loader, build_train_loader
-    from models import build_model
-    from models.fuse import prepare_for_inference
-
-    output_dir = Path(output_dir)
-    solver = cfg.solver
-    sched = effective_schedule(solver)
-    max_iter = max_iter_override or sched.max_iter
-    per_step_local = solver.batch_size // world_size
-    if solver.batch_size % (world_size * accumulate) != 0:
-        raise ValueError(f"solver.batch_size={solver.batch_size} is not divisible by processes x accumulate = "
-                         f"{world_size} x {accumulate}")
-    batch_per_process = per_step_local // accumulate
-
-    torch.manual_seed(cfg.train.seed)
-    np.random.seed(cfg.train.seed)
-    random.seed(cfg.train.seed)
-    if is_main_process():
-        write_run_info(output_dir, cfg, argv or sys.argv)
-    train_set = build_dataset(cfg, cfg.data.train_split, is_train=True)
-    val_set = build_dataset(cfg, cfg.data.val_split, is_train=False)
-    loader, sampler = build_train_loader(cfg, train_set, batch_per_process, rank, world_size, num_workers)
-    workers = cfg.data.num_workers if num_workers is None else num_workers
-    val_loader = build_test_loader(val_set, max(1, batch_per_process), workers, rank, world_size)
-    steps_per_epoch = max(1, len(sampler) // (batch_per_process * accumulate))
-
-    model = build_model(cfg).to(device)
-    if solver.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if world_size > 1 and solver.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, solver, sched.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(sched, it))
-    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and solver.amp == "fp16") else None
-
-    iteration, epoch, step_in_epoch, best_ap = 0, 0, 0, -1.0
-    sums, count = {}, 0  # running loss sums of the current epoch (kept in checkpoints for exact resume)
-    ckpt = None
-    if resume:
-        path = output_dir / "last.pth" if resume == "auto" else Path(resume)
-        if resume != "auto" or path.is_file():
-            ckpt = load_checkpoint(path)
-            model.load_state_dict(ckpt.get("model_train", ckpt["model"]))  # "model" holds the EMA weights with train.ema
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            iteration, epoch, step_in_epoch = ckpt["iteration"], ckpt["epoch"], ckpt["step_in_epoch"]
-            best_ap = ckpt.get("best_ap", -1.0)
-            sums, count = dict(ckpt.get("epoch_sums", {})), int(ckpt.get("epoch_count", 0))
-            set_rng_state(ckpt["rng"])
-            logger.info("resumed from %s at epoch %d, iteration %d", path, epoch, iteration)
-    # train.ema: an average of the weights, evaluated and saved as "model"; restored on resume, else started here
-    ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_ramp) if cfg.train.ema else None
-    if ema is not None and ckpt is not None and "model_train" in ckpt:
-        ema.load_state_dict({"module": ckpt["model"], "updates": ckpt["ema_updates"]})
-    ckpt = None
-    ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
-
-    writer = None
-    if is_main_process():
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=iteration)
-        except Exception as e:  # TensorBoard is a convenience; a run must not fail for it
-            logger.warning("TensorBoard disabled: %s", e)
-
-    def checkpoint(name: str) -> None:
-        if not is_main_process():
-            return
-        state = {"model": _unwrap(ddp_model).state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                 "iteration": iteration, "epoch": epoch, "step_in_epoch": step_in_epoch, "best_ap": best_ap,
-                 "epoch_sums": dict(sums), "epoch_count": count,
-                 "rng": rng_state(), "config": config_to_dict(cfg), "git_commit": git_commit(),
-                 "class_names": list(train_set.class_names)}
-        if ema is not None:  # eval.py / test.py load "model" (the EMA weights); --resume loads "model_train"
-            state["model_train"], state["model"] = state["model"], ema.module.state_dict()
-            state["ema_updates"] = ema.updates
-        save_checkpoint(output_dir / name, state)
-
-    from tqdm import tqdm
-
-    last_record: dict = {}
-    t_start = time.perf_counter()
-    bar = tqdm(total=max_iter, initial=iteration, disable=not (progress and is_main_process()), dynamic_ncols=True)
-    while iteration < max_iter:
-        sampler.set_epoch(epoch, start=step_in_epoch * batch_per_process * accumulate)
-        it = iter(loader)
-        t_epoch = time.perf_counter()
-        while iteration < max_iter:
-            batches = _micro_batches(it, accumulate)
-            if batches is None:
-                break
-            try:
-                logs = train_step(ddp_model, optimizer, batches, device, cfg.model.loss.normalization, scaler,
-                                  solver.amp, solver.clip_grad_norm)
-            except NonFiniteLossError:
-                logger.error("stopping: non-finite loss at iteration %d (epoch %d)", iteration, epoch)
-                raise
-            scheduler.step()
-            if ema is not None:
-                ema.update(ddp_model)
-            iteration += 1
-            step_in_epoch += 1
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            lr = optimizer.param_groups[-1]["lr"]
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", cls=f"{logs['loss_cls']:.3f}", box=f"{logs['loss_box_reg']:.3f}", lr=f"{lr:.2e}")
-            if writer is not None and iteration % cfg.train.log_period == 0:
-                for k, v in logs.items():
-                    writer.add_scalar(f"train/{k}", v, iteration)
-                writer.add_scalar("train/lr", lr, iteration)
-            if cfg.train.checkpoint_period_iters and iteration % cfg.train.checkpoint_period_iters == 0:
-                checkpoint("last.pth")
-        epoch_done = iteration < max_iter or step_in_epoch >= steps_per_epoch
-        finished = iteration >= max_iter
-        epoch_index = epoch
-        if epoch_done:
-            epoch += 1
-            step_in_epoch = 0
-        record = {"epoch": epoch_index, "iteration": iteration, "lr": optimizer.param_groups[-1]["lr"],
-                  "time_s": round(time.perf_counter() - t_start, 1), "epoch_time_s": round(time.perf_counter() - t_epoch, 1)}
-        record.update({k: v / max(1, count) for k, v in sums.items()})
-        do_eval = finished or (cfg.train.eval_period > 0 and epoch_done and epoch % cfg.train.eval_period == 0)
-        if do_eval:
-            eval_model = ema.module if ema is not None else _unwrap(ddp_model)
-            metrics = evaluate(prepare_for_inference(eval_model), val_set, val_loader, device, cfg.data.dataset, solver.amp,
-                               metrics_path=output_dir / "eval" / f"metrics_iter{iteration}.json" if is_main_process() else None)
-            record.update({k: v for k, v in metrics.items() if not k.startswith("AP_")})
-            ap = metrics.get("AP", metrics.get("mAP", -1.0))
-            if is_main_process() and ap > best_ap:
-                best_ap = ap
-                checkpoint("best.pth")
-            if writer is not None:
-                for k in ("AP", "AP50", "AP75", "mAP"):
-                    if k in metrics:
-                        writer.add_scalar(f"val/{k}", metrics[k], iteration)
-        checkpoint("last.pth")
-        if is_main_process():
-            append_jsonl(output_dir / "metrics.jsonl", record)
-            logger.info("epoch %d: %s", epoch_index, json.dumps(record))
-        last_record = record
-        if epoch_done:
-            sums, count = {}, 0
-        barrier()
-    bar.close()
-    if writer is not None:
-        writer.close()
-    return last_record
+    """Train ``cfg`` into ``output_dir``; returns the final metrics record. See train.py for the flags."""
+    return Trainer(cfg, output_dir, device, accumulate, resume, argv, rank, world_size, max_iter_override,
+                   num_workers, progress).run()
