@@ -37,7 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=["pycocotools", "faster-coco-eval"], default="pycocotools")
     p.add_argument("--voc_metric", choices=["11point", "area"], default="11point")
     p.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none", help="half precision inference on CUDA")
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="images per process (default: data.test_batch_size, 1 for the official presets)")
     return p.parse_args(argv)
 
 
@@ -123,7 +124,7 @@ def main(argv=None) -> dict:
             logger.warning("%s was trained on classes %s but %s has %s: labels are matched by position",
                            args.weight, list(trained_on)[:10], split, list(dataset.class_names)[:10])
         workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
-        loader = build_test_loader(dataset, args.batch_size, workers)
+        loader = build_test_loader(dataset, args.batch_size or cfg.data.test_batch_size, workers)
         predictions = predict(model, loader, device, args.amp)
         if cfg.data.dataset == "voc":
             metrics, _ = score_voc(dataset, predictions, args.voc_metric == "11point", args.out,

@@ -148,13 +148,18 @@ def _build(cls: type, data: Mapping, prefix: str) -> Any:
 
 
 def _validate(cfg: Config) -> None:
+    from models.backbone import BACKBONES  # the families' own lists of names
+    from models.layers import ACTIVATIONS, NORMS
+
     m = cfg.model
     choices = {
-        "model.backbone.name": (m.backbone.name, {"resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext50_32x4d"}),
+        "model.backbone.name": (m.backbone.name, set(BACKBONES)),
         "model.backbone.style": (m.backbone.style, {"caffe", "pytorch"}),
         "model.backbone.norm": (m.backbone.norm, {"frozen_bn", "bn", "syncbn"}),
-        "model.encoder.norm": (m.encoder.norm, {"bn", "syncbn", "gn", "none"}),
-        "model.decoder.norm": (m.decoder.norm, {"bn", "syncbn", "gn", "none"}),
+        "model.encoder.norm": (m.encoder.norm, set(NORMS)),
+        "model.decoder.norm": (m.decoder.norm, set(NORMS)),
+        "model.encoder.activation": (m.encoder.activation, set(ACTIVATIONS)),
+        "model.decoder.activation": (m.decoder.activation, set(ACTIVATIONS)),
         "model.input_format": (m.input_format, {"BGR", "RGB"}),
         "model.box_coder.decode_method": (m.box_coder.decode_method, {"anchor", "stride"}),
         "model.matcher.name": (m.matcher.name, {"uniform", "iou_topk", "max_iou", "grid_center", "grid_neighbors",
@@ -180,6 +185,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.backbone.freeze_at': must be in 0..5, got {m.backbone.freeze_at}")
     if m.num_classes != "auto" and (isinstance(m.num_classes, str) or m.num_classes < 1):
         raise ConfigError(f"config key 'model.num_classes': must be >= 1 or 'auto', got {m.num_classes!r}")
+    if cfg.data.test_batch_size < 1:
+        raise ConfigError(f"config key 'data.test_batch_size': must be >= 1, got {cfg.data.test_batch_size}")
     if cfg.solver.batch_size < 1:
         raise ConfigError(f"config key 'solver.batch_size': must be >= 1, got {cfg.solver.batch_size}")
     if any(w <= 0 or h <= 0 for w, h in m.anchors.custom_wh):
@@ -223,9 +230,55 @@ def _validate_pipeline(d) -> None:
         fail("mosaic_min_offset", f"leaves no room for the cut point in data.mosaic_size {list(d.mosaic_size)}")
 
 
+def _validate_backbone_weights(m) -> None:
+    """The ImageNet start must fit the model it starts: style, channel order and pixel statistics."""
+    from models.pretrained import IMAGENET_FILES, TORCHVISION_MEAN, TORCHVISION_STD
+
+    weights, bb = m.backbone.weights, m.backbone
+    if weights == "none":
+        return
+
+    def fail(keys: str, why: str) -> None:
+        raise ConfigError(f"config keys 'model.backbone.weights' and {keys}: {why}")
+
+    def close(a, b) -> bool:
+        return all(abs(x - y) < 1e-3 for x, y in zip(a, b))
+
+    if bb.width_mult != 1.0:
+        fail("'model.backbone.width_mult'", f"pretrained weights need width_mult=1, got {bb.width_mult}")
+    if weights == "imagenet":  # torchvision's files
+        if bb.style != "pytorch":
+            fail("'model.backbone.style'", "torchvision weights (imagenet) are pytorch-style (stride on the 3x3 "
+                                           "conv); set model.backbone.style=pytorch")
+        if m.input_format != "RGB":
+            fail("'model.input_format'", "torchvision weights (imagenet) expect RGB input; set model.input_format=RGB")
+        if not (close(m.pixel_mean, TORCHVISION_MEAN) and close(m.pixel_std, TORCHVISION_STD)):
+            fail("'model.pixel_mean' / 'model.pixel_std'", f"torchvision weights (imagenet) expect mean "
+                 f"{list(TORCHVISION_MEAN)} and std {list(TORCHVISION_STD)} (RGB, 0-255), got {list(m.pixel_mean)} "
+                 f"and {list(m.pixel_std)}")
+        return
+    name = Path(weights).name
+    known = IMAGENET_FILES.get(name)
+    if known is None:
+        if name.endswith(".pkl") and m.input_format != "BGR":
+            fail("'model.input_format'", f"{name} is a Detectron/Caffe2 pickle, trained on BGR input; set "
+                                         f"model.input_format=BGR")
+        return
+    if bb.name not in known.backbones:
+        fail("'model.backbone.name'", f"{name} holds {' / '.join(known.backbones)}, not {bb.name}")
+    if known.style is not None and bb.style != known.style:
+        fail("'model.backbone.style'", f"{name} is {known.style}-style; set model.backbone.style={known.style}")
+    if m.input_format != known.input_format:
+        fail("'model.input_format'", f"{name} was trained on {known.input_format} input; set "
+                                     f"model.input_format={known.input_format}")
+    if known.pixel_std is not None and not close(m.pixel_std, known.pixel_std):
+        fail("'model.pixel_std'", f"{name} expects pixel_std {list(known.pixel_std)}, got {list(m.pixel_std)}")
+
+
 def config_from_dict(data: Mapping) -> Config:
     cfg = _build(Config, data, "")
     _validate(cfg)
+    _validate_backbone_weights(cfg.model)
     return cfg
 
 

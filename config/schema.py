@@ -14,11 +14,11 @@ from typing import Optional, Union
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnext101_32x8d
+    name: str = "resnet50"  # one of models.backbone.BACKBONES: resnet18 | resnet34 | resnet50 | resnet101 | resnext50_32x4d | resnext101_32x8d | resnext101_64x4d | cspdarknet53
     style: str = "caffe"  # caffe: stride on the 1x1 conv (MSRA weights); pytorch: stride on the 3x3 conv
     dilated_c5: bool = False  # DC5: last stage dilated (stride 16) instead of strided (stride 32)
-    freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything
-    norm: str = "frozen_bn"  # frozen_bn | bn | syncbn
+    freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything (cspdarknet53: k >= 1 freezes the stem and layer1..layer{k}; the official 2 = everything at stride <= 4)
+    norm: str = "frozen_bn"  # frozen_bn | bn | syncbn (SyncBatchNorm under DDP, plain BN on one process; cspdarknet53: BN eps 1e-4, momentum 0.03 as official)
     weights: str = "none"  # none | imagenet (torchvision weights, from weights/ or downloaded) | a file path
     width_mult: float = 1.0  # scales every stage width (<1 for small CPU models; 1 for pretrained weights)
 
@@ -29,7 +29,8 @@ class EncoderConfig:
     mid_channels: int = 128  # bottleneck middle channels of each residual block
     num_blocks: int = 4  # number of dilated residual blocks
     dilations: tuple[int, ...] = (2, 4, 6, 8)  # one dilation per block
-    norm: str = "bn"  # bn | syncbn | gn | none
+    norm: str = "bn"  # bn | syncbn (SyncBatchNorm under DDP, plain BN on one process) | gn | none
+    activation: str = "relu"  # relu | leaky_relu (negative slope 0.1, the official CSP-D-53 recipes)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class DecoderConfig:
     num_reg_convs: int = 4  # conv-norm-ReLU layers in the regression subnet
     pred_kernel: int = 3  # kernel of the cls/box/objectness prediction convs (1 = the seed's ablation)
     prior_prob: float = 0.01  # initial foreground probability (bias init of cls_score)
-    norm: str = "bn"  # bn | syncbn | gn | none
+    norm: str = "bn"  # bn | syncbn (SyncBatchNorm under DDP, plain BN on one process) | gn | none
+    activation: str = "relu"  # relu | leaky_relu (negative slope 0.1, the official CSP-D-53 recipes)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class DataConfig:
     mosaic_min_offset: float = 0.2  # the mosaic's cut point lies at least this fraction of each side from the border (official 0.2)
     mixup_prob: float = 0.0  # probability that a training image is blended with another one (mixup, data/mixup.py; not official: 0)
     mixup_alpha: float = 1.5  # mixup ratio lambda ~ Beta(alpha, alpha) (1.5 as in "Bag of Freebies", Zhang et al. 2019); <= 0: fixed 0.5
+    aspect_ratio_grouping: bool = True  # training batches of one aspect group (landscape / portrait), as the official sampler (data/sampler.py)
+    test_batch_size: int = 1  # images per process in evaluation; official 1: padding a batch changes the features near the right and bottom edges
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
     num_workers: int = 4  # DataLoader workers per process
     synthetic_num_train: int = 3000  # synthetic dataset: training images
@@ -177,6 +181,7 @@ class TrainConfig:
     ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved as "model" (utils/ema.py; not official)
     ema_decay: float = 0.9998  # EMA decay d; the effective decay ramps up as d * (1 - exp(-updates / ema_ramp))
     ema_ramp: int = 2000  # EMA warm-up time constant in optimizer steps (0: constant decay from the first step)
+    init_from: str = ""  # start from this whole-detector checkpoint (this project's format, e.g. utils/convert_official.py output) instead of model.backbone.weights; optimizer and schedule start fresh (the official stage-2 recipe starts from the 9x model); "" = off
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from config import ConfigError
 from data.coco import COCODetection, DatasetError
 from data.collate import collate
+from data.sampler import ResumableSampler, build_train_sampler  # noqa: F401 (ResumableSampler: re-exported)
 from data.pipelines import build_per_image_train_steps, build_pipeline
 from data.transforms import ClipAndFilterBoxes, Compose
 from data.voc import VOCDetection
@@ -110,39 +111,9 @@ class SeededDataset(Dataset):
         return self.dataset[index]
 
 
-class ResumableSampler(Sampler):
-    """Shuffled, rank-sharded sampler with per-epoch order and a start offset, yielding (index, seed).
-
-    Like ``DistributedSampler`` (pads to a multiple of ``world_size``), plus
-    ``start`` to skip the samples this rank already consumed in the epoch.
-    """
-
-    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
-        self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle
-        self.epoch = 0
-        self.start = 0
-        self.num_samples = (size + world_size - 1) // world_size
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def __len__(self) -> int:
-        return max(0, self.num_samples - self.start)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
-        total = self.num_samples * self.world_size
-        order = torch.cat([order, order[: total - self.size]]) if total > self.size else order
-        mine = order[self.rank : total : self.world_size].tolist()
-        for pos in range(self.start, len(mine)):
-            # a distinct augmentation seed per (run seed, epoch, global position)
-            yield mine[pos], (self.seed * 1_000_003 + self.epoch) * 10_000_019 + pos * self.world_size + self.rank
-
-
 def build_train_loader(cfg, dataset: Dataset, batch_per_process: int, rank: int, world_size: int,
-                       num_workers: Optional[int] = None) -> tuple[DataLoader, ResumableSampler]:
-    sampler = ResumableSampler(len(dataset), cfg.train.seed, rank, world_size, shuffle=True)
+                       num_workers: Optional[int] = None) -> tuple[DataLoader, Sampler]:
+    sampler = build_train_sampler(cfg, dataset, batch_per_process, rank, world_size)
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(SeededDataset(dataset), batch_size=batch_per_process, sampler=sampler, drop_last=True,
                         num_workers=workers, collate_fn=collate, persistent_workers=False,

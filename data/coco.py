@@ -125,6 +125,11 @@ class DetectionDatasetBase(Dataset):
     def __len__(self) -> int:
         return len(self._file_names)
 
+    @property
+    def image_sizes(self) -> np.ndarray:
+        """(N, 2) int64 (height, width) of every image, from the annotations (-1 where they give none)."""
+        return self._hw
+
     def _image_id(self, i: int):
         v = self._image_ids[i]
         return int(v) if self._image_ids.dtype.kind == "i" else str(v)

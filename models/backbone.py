@@ -11,22 +11,18 @@ so torchvision's ImageNet weights load by name. Two things are YOLOF's:
   ``replace_stride_with_dilation`` leaves the first block undilated).
 
 ``width_mult`` scales the stage widths for small CPU models; weights can only
-be loaded at ``width_mult=1``.
+be loaded at ``width_mult=1``. Backbones are built with random weights: the
+ImageNet start is loaded by the trainer (``models/pretrained.py``), since a
+trained checkpoint holds everything.
 """
 from __future__ import annotations
-
-import logging
-from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import FrozenBatchNorm2d
 
-logger = logging.getLogger(__name__)
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+from models.cspdarknet import CSPDarkNet53
 
 # name -> (block, layers, groups, width_per_group, torchvision weights enum)
 _SPECS = {
@@ -36,7 +32,10 @@ _SPECS = {
     "resnet101": (tv_resnet.Bottleneck, (3, 4, 23, 3), 1, 64, tv_resnet.ResNet101_Weights.IMAGENET1K_V1),
     "resnext50_32x4d": (tv_resnet.Bottleneck, (3, 4, 6, 3), 32, 4, tv_resnet.ResNeXt50_32X4D_Weights.IMAGENET1K_V1),
     "resnext101_32x8d": (tv_resnet.Bottleneck, (3, 4, 23, 3), 32, 8, tv_resnet.ResNeXt101_32X8D_Weights.IMAGENET1K_V1),
+    "resnext101_64x4d": (tv_resnet.Bottleneck, (3, 4, 23, 3), 64, 4, tv_resnet.ResNeXt101_64X4D_Weights.IMAGENET1K_V1),
 }
+_CSP = ("cspdarknet53",)  # models/cspdarknet.py (ignores model.backbone.style)
+BACKBONES = tuple(_SPECS) + _CSP  # every model.backbone.name; config validation reads this list
 
 
 def _norm_layer(norm: str):
@@ -51,7 +50,7 @@ class ResNetBackbone(nn.Module):
     """torchvision ResNet body (conv1 .. layer4) returning the last feature map.
 
     Args:
-        name: one of ``resnet18/34/50/101``, ``resnext50_32x4d``, ``resnext101_32x8d``.
+        name: one of ``resnet18/34/50/101``, ``resnext50_32x4d``, ``resnext101_32x8d``, ``resnext101_64x4d``.
         style: ``"pytorch"`` or ``"caffe"`` (stride on the first 1x1 conv).
         dilated_c5: DC5, output stride 16 instead of 32.
         freeze_at: 0 none, 1 stem, 2 stem + layer1, ..., 5 everything.
@@ -124,7 +123,7 @@ class ResNetBackbone(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(False)
             for m in stage.modules():  # frozen stages keep BN statistics fixed even with norm=bn
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):  # BN and a converted SyncBatchNorm
                     m.eval()
                     m.track_running_stats = True
         self.freeze_at = freeze_at
@@ -134,7 +133,7 @@ class ResNetBackbone(nn.Module):
         stages = [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
         for stage in stages[: getattr(self, "freeze_at", 0)]:
             for m in stage.modules():
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):  # BN and a converted SyncBatchNorm
                     m.eval()
         return self
 
@@ -143,50 +142,16 @@ class ResNetBackbone(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def _weights_file(name: str) -> tuple[str, Path]:
-    url = _SPECS[name][4].url
-    return url, WEIGHTS_DIR / url.rsplit("/", 1)[-1]
-
-
-def load_imagenet_weights(backbone: ResNetBackbone, name: str, source: str) -> None:
-    """Load ImageNet weights: ``source`` is ``"imagenet"`` (torchvision's file) or a path.
-
-    For ``"imagenet"`` the file is looked up in ``weights/`` first, then fetched by
-    torchvision's downloader; when that fails, the error says what to download
-    and where to put it.
-    """
-    if source == "imagenet":
-        url, local = _weights_file(name)
-        if local.is_file():
-            state = torch.load(local, map_location="cpu", weights_only=True)
-        else:
-            try:
-                state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
-            except Exception as e:  # no network, proxy, ...
-                raise RuntimeError(
-                    f"Could not download the ImageNet weights for {name}; download {url} "
-                    f"and put it at {local} (or set model.backbone.weights to its path)."
-                ) from e
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(
-            f"backbone weights do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]} "
-            "(weights need model.backbone.width_mult=1)"
-        )
-    logger.info("loaded ImageNet weights for %s from %s", name, source)
+def torchvision_weights_url(name: str) -> str:
+    """Where torchvision publishes the ImageNet weights of ResNet ``name``."""
+    if name not in _SPECS:
+        raise ValueError(f"no torchvision ImageNet weights for backbone {name!r}")
+    return _SPECS[name][4].url
 
 
 def build_backbone(name: str, style: str, dilated_c5: bool, freeze_at: int, norm: str,
-                   weights: Optional[str] = None, width_mult: float = 1.0) -> ResNetBackbone:
-    backbone = ResNetBackbone(name, style, dilated_c5, 0, norm, width_mult)
-    if weights and weights != "none":
-        load_imagenet_weights(backbone, name, weights)
-    backbone.freeze(freeze_at)
-    return backbone
+                   width_mult: float = 1.0) -> nn.Module:
+    """A randomly initialised backbone; ImageNet weights are the trainer's start (models/pretrained.py)."""
+    if name in _CSP:
+        return CSPDarkNet53(dilated_c5, freeze_at, norm, width_mult)
+    return ResNetBackbone(name, style, dilated_c5, freeze_at, norm, width_mult)

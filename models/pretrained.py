@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,12 +68,13 @@ IMAGENET_FILES: dict[str, ImageNetFile] = {
     "X-101-64x4d.pkl": ImageNetFile(f"{_D2}/FBResNeXt/X-101-64x4d.pkl", "~668 MB (estimated)", ("resnext101_64x4d",),
                                     "pytorch", "BGR", (1.0, 1.0, 1.0)),
     "cspdarknet53.pth": ImageNetFile(
-        "https://github.com/megvii-model/YOLOF (README, 'CSPDarkNet-53 pretrained on ImageNet')", "~110 MB",
+        "https://1drv.ms/u/s!AgM0VtBH3kV9imGxZX3n_TMQGtbP?e=YMgpGJ (linked from the official YOLOF README)",
+        "~110 MB (estimated)",
         ("cspdarknet53",), None, "BGR", None),
 }
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file is missing, unreadable, refused or does not fit; the message names the file."""
 
 
@@ -200,12 +203,10 @@ def missing_weights_message(path: Union[str, Path], url: Optional[str] = None) -
 
 def _read_state(path: Path, backbone: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     head = path.read_bytes()[:4]
-    if head.startswith(b"PK"):  # torch.save zip archive
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise WeightsError(f"{path}: not a loadable PyTorch state dict ({type(e).__name__})") from None
-        return _torch_state(obj, path, backbone)
+    if head.startswith(b"PK"):  # torch.save zip archive: torch.load(weights_only=True), with its clear errors
+        from utils.checkpoint import torch_load
+
+        return _torch_state(torch_load(path), path, backbone)
     obj = read_pickle(path)
     if isinstance(obj, dict) and isinstance(obj.get("blobs"), dict):
         obj = obj["blobs"]

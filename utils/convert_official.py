@@ -11,8 +11,9 @@ ours one to one::
     encoder.dilated_encoder_blocks.i.conv{n}.{0,1}.* -> encoder.blocks.i.{conv{n},norm{n}}.*
     encoder.{lateral,fpn}_{conv,norm}.*, decoder.*, pixel_mean, pixel_std: unchanged
     anchor_generator.cell_anchors.0: dropped (checked against ours)
+    CSP-D-53 (yolof.cspdarknet53.*): backbone.* unchanged (models/cspdarknet.py uses the official names)
 
-The preset (R50/R101, C5/DC5) is recognised from the shapes, and the written
+The preset (R50/R101 C5/DC5, X101-64x4d C5) is recognised from the shapes, and the written
 checkpoint carries the matching resolved config, so ``eval.py --weight OUT``
 needs no ``--config``.
 """
@@ -66,11 +67,30 @@ def convert_key(key: str) -> str | None:
     raise KeyError(f"official checkpoint key {key!r} has no counterpart in this project")
 
 
+# CSPDarkNet-53 (yolof.cspdarknet53.*): models/cspdarknet.py keeps the official module names
+def is_official_csp(official: Mapping[str, torch.Tensor]) -> bool:
+    """True for an official CSP-D-53 checkpoint (its backbone has cross-stage-partial stages)."""
+    return any(k.startswith("backbone.layer1.partial_transition1.") for k in official)
+
+
+def convert_csp_key(key: str) -> str | None:
+    """Our name for a key of an official CSP-D-53 checkpoint: ``backbone.*`` unchanged, the head as for ResNets."""
+    return key if key.startswith("backbone.") else convert_key(key)
+
+
+def detect_csp_preset(official: Mapping[str, torch.Tensor]) -> str:
+    """3x, 9x and 9x-stage2 are one model (they differ in training only): the 3x preset describes all three."""
+    if int(official["decoder.object_pred.weight"].shape[0]) != 6 or "backbone.layer5.base_layer.0.weight" not in official:
+        raise ValueError("an official CSPDarkNet checkpoint that is not CSP-D-53-DC5 (6 anchors) has no preset here")
+    return "yolof_csp_d53_dc5_3x"
+
+
 def convert_state_dict(official: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(our state dict, dropped entries) from an official YOLOF state dict."""
     ours, dropped = {}, {}
+    convert = convert_csp_key if is_official_csp(official) else convert_key
     for k, v in official.items():
-        new = convert_key(k)
+        new = convert(k)
         if new is None:
             dropped[k] = torch.as_tensor(v)
         else:
@@ -79,12 +99,31 @@ def convert_state_dict(official: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
 
 
 def detect_preset(official: Mapping[str, torch.Tensor]) -> str:
-    """The config preset that fits an official state dict: yolof_r{50,101}_{c5,dc5}_1x."""
+    """The config preset that fits an official state dict, recognised from its shapes.
+
+    yolof_r{50,101}_{c5,dc5}_1x or yolof_x101_64x4d_c5_1x: depth from the number of
+    res4 blocks, ResNeXt from the grouped 3x3 conv, DC5 from the 6 anchors of the head.
+    """
+    if is_official_csp(official):
+        return detect_csp_preset(official)
     depth = 101 if any(k.startswith("backbone.res4.22.") for k in official) else 50
-    cell = official.get("anchor_generator.cell_anchors.0")
-    num_anchors = int(cell.shape[0]) if cell is not None else int(official["decoder.object_pred.weight"].shape[0])
-    dc5 = num_anchors == 6
-    return f"yolof_r{depth}_{'dc5' if dc5 else 'c5'}_1x"
+    num_anchors = int(official["decoder.object_pred.weight"].shape[0])
+    conv2 = official["backbone.res2.0.conv2.weight"]
+    if int(conv2.shape[0]) // int(conv2.shape[1]) == 64:  # 256 channels in 64 groups of 4
+        if depth != 101 or num_anchors != 5:
+            raise ValueError("an official ResNeXt checkpoint that is not X101-64x4d-C5 has no preset here")
+        return "yolof_x101_64x4d_c5_1x"
+    return f"yolof_r{depth}_{'dc5' if num_anchors == 6 else 'c5'}_1x"
+
+
+def check_anchors(official_anchors: torch.Tensor, ours: torch.Tensor, name: str) -> None:
+    """The official cell anchors must be ours. X101's official config lists aspect ratios 0.5/1/2, so its buffer
+    holds 15 anchors (size-major) for a 5-anchor head; its square ones (every third, from index 1) must be ours."""
+    v = official_anchors.float()
+    if v.shape[0] == 3 * ours.shape[0]:
+        v = v[1::3]
+    if v.shape != ours.shape or not torch.allclose(v, ours):
+        raise ValueError(f"{name} = {official_anchors.tolist()} differs from this project's anchors {ours.tolist()}")
 
 
 def load_official(path: Path) -> dict[str, torch.Tensor]:
@@ -97,8 +136,9 @@ def load_official(path: Path) -> dict[str, torch.Tensor]:
         ) from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
-    if not isinstance(obj, dict) or not any(k.startswith("backbone.res") for k in obj):
-        raise ValueError(f"{path}: does not look like an official YOLOF checkpoint (no 'backbone.res*' keys)")
+    if not isinstance(obj, dict) or not (any(k.startswith("backbone.res") for k in obj) or is_official_csp(obj)):
+        raise ValueError(f"{path}: does not look like an official YOLOF checkpoint (no 'backbone.res*' keys, "
+                         "no CSPDarkNet 'backbone.layer*.partial_transition*' keys)")
     return obj
 
 
@@ -114,8 +154,7 @@ def convert_checkpoint(src: Path, dst: Path) -> dict:
     ours, dropped = convert_state_dict(official)
     model = build_model(cfg)
     for k, v in dropped.items():  # the official anchors must be ours
-        if not torch.allclose(v.float(), model.anchor_generator.cell_anchors.cpu()):
-            raise ValueError(f"{src}: {k} = {v.tolist()} differs from this project's anchors for {preset}")
+        check_anchors(v, model.anchor_generator.cell_anchors.cpu(), f"{src}: {k} ({preset})")
     model.load_state_dict(ours, strict=True)
     save_checkpoint(dst, {"model": model.state_dict(), "config": config_to_dict(cfg), "source": str(src), "preset": preset})
     return {"preset": preset, "num_keys": len(ours), "dropped": sorted(dropped)}

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from config import config_to_dict
-from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from utils.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
 from utils.distributed import all_reduce_sum, barrier, get_world_size, is_dist, is_main_process
 from utils.ema import ModelEMA
 from utils.errors import UserError
@@ -290,6 +290,14 @@ class Trainer:
                              f"{world_size} x {accumulate}")
         self.batch_per_process = solver.batch_size // world_size // accumulate
 
+        resuming = bool(resume) and (resume != "auto" or (self.output_dir / "last.pth").is_file())
+        if not resuming and not cfg.train.init_from:  # a missing ImageNet file stops the run before any data is read
+            from models.pretrained import pretrained_path
+
+            pretrained_path(cfg.model.backbone)
+        if not resuming and cfg.train.init_from and not Path(cfg.train.init_from).is_file():
+            raise UserError(f"train.init_from: checkpoint {cfg.train.init_from} not found (the detector this run "
+                            f"starts from; e.g. the 9x model for the stage-2 recipe)")
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
         random.seed(cfg.train.seed)
@@ -302,17 +310,32 @@ class Trainer:
         self.loader, self.sampler = build_train_loader(cfg, self.train_set, self.batch_per_process, rank, world_size,
                                                        num_workers)
         workers = cfg.data.num_workers if num_workers is None else num_workers
-        self.val_loader = build_test_loader(self.val_set, max(1, self.batch_per_process), workers, rank, world_size)
+        self.val_loader = build_test_loader(self.val_set, cfg.data.test_batch_size, workers, rank, world_size)
         self.steps_per_epoch = len(self.sampler) // (self.batch_per_process * accumulate)
         if self.steps_per_epoch == 0:
             raise UserError(f"{cfg.data.dataset} split {cfg.data.train_split!r} has {len(self.train_set)} training "
                             f"images, fewer than one step of {self.batch_per_process * accumulate} per process")
 
-        model = build_model(cfg).to(device)
+        model = build_model(cfg)
+        # the start: a whole detector (train.init_from) or ImageNet backbone weights (model.backbone.weights)
+        if resuming:  # the checkpoint holds the start
+            pass
+        elif cfg.train.init_from:
+            load_model_weights(model, cfg.train.init_from)
+        else:
+            from models.pretrained import load_pretrained
+
+            load_pretrained(model, cfg.model.backbone)
+        model = model.to(device)
         if solver.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if world_size > 1 and solver.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN, same maths)
+            from models.build import sync_batchnorm_parts
+            from models.layers import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), device.type)
         self.optimizer = build_optimizer(model, solver, sched.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(sched, it))
         self.scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and solver.amp == "fp16") else None

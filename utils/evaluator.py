@@ -52,14 +52,13 @@ def predict(model, loader, device: torch.device, amp: str = "none", progress: bo
 
 
 def to_coco_results(predictions: list[dict], label_to_cat_id) -> list[dict]:
-    """COCO results json entries (bbox [x, y, w, h], original category ids)."""
+    """COCO results json entries (bbox [x, y, w, h] unrounded, original category ids)."""
     out = []
     for p in predictions:
         b = p["boxes"]
         for (x1, y1, x2, y2), s, l in zip(b.tolist(), p["scores"].tolist(), p["labels"].tolist()):
             out.append({"image_id": int(p["image_id"]), "category_id": int(label_to_cat_id[l]),
-                        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                        "score": round(float(s), 5)})
+                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})  # unrounded, as official
     return out
 
 
