@@ -1,6 +1,6 @@
 """Slow end-to-end check: YOLOF from scratch overfits a handful of real COCO images.
 
-The bar: after training on 4 images of coco_tiny (no augmentation), COCO AP50 on
+The bar: after training on 4 of the real COCO images of tests/assets (no augmentation), COCO AP50 on
 those same images, computed by pycocotools, is at least 0.5.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from config import load_config
 from models import build_model
-from tests.conftest import REPO
+from tests.conftest import COCO_SPLIT, REPO
 from utils.engine import build_optimizer, train_step
 
 NUM_IMAGES = 4
@@ -30,7 +30,7 @@ def test_overfit_four_coco_images(coco_tiny, tmp_path):
         "model.backbone.width_mult": 0.5,
         "data.train_min_size": [320], "data.train_max_size": 480, "data.test_min_size": 320, "data.test_max_size": 480,
         "data.random_shift": False, "data.flip_prob": 0.0, "model.test.score_thresh": 0.05})
-    train = build_dataset(cfg, "train2017", is_train=True)
+    train = build_dataset(cfg, COCO_SPLIT, is_train=True)
     # the first images with at most 8 boxes: a handful of objects to memorise
     picked = [i for i in range(len(train)) if len(train.get_annotation(i)["boxes"]) <= 8][:NUM_IMAGES]
     batch = [train[i] for i in picked]
