@@ -23,6 +23,9 @@ case "$MODEL" in  # preset, images per GPU of the official recipe; official COCO
   r101_c5)  PRESET=yolof_r101_c5_1x;       PER_GPU=8 ;;  # 39.8 AP, weights/R-101.pkl, batch 64, lr 0.12, 22.5k it
   r101_dc5) PRESET=yolof_r101_dc5_1x;      PER_GPU=4 ;;  # 40.5 AP, weights/R-101.pkl, batch 32, lr 0.06, 45k it
   x101_c5)  PRESET=yolof_x101_64x4d_c5_1x; PER_GPU=4 ;;  # 42.2 AP, weights/X-101-64x4d.pkl, batch 32, lr 0.06, 45k it
+  csp_d53_dc5_3x)           PRESET=yolof_csp_d53_dc5_3x;           PER_GPU=8 ;;  # 41.2 AP, weights/cspdarknet53.pth
+  csp_d53_dc5_9x)           PRESET=yolof_csp_d53_dc5_9x;           PER_GPU=8 ;;  # 42.8 AP, weights/cspdarknet53.pth
+  csp_d53_dc5_9x_stage2_3x) PRESET=yolof_csp_d53_dc5_9x_stage2_3x; PER_GPU=8 ;;  # 43.2 AP, from the 9x detector
   *)        PRESET=yolof_${MODEL};         PER_GPU=${PER_GPU:-8} ;;  # any other preset in config/ by its name
 esac
 CONFIG=${CONFIG:-config/${PRESET}.yaml}
