@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from data.coco import AnnotationFileNotFoundError, DetectionDatasetBase
+from data.coco import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _text(node: ET.Element, tag: str, xml_path: Path, required: bool = True) -> 
     child = node.find(tag)
     if child is None or child.text is None:
         if required:
-            raise ValueError(f"VOC annotation {xml_path}: missing <{tag}>")
+            raise DatasetError(f"VOC annotation {xml_path}: missing <{tag}>")
         return None
     return child.text.strip()
 
@@ -109,7 +109,7 @@ class VOCDetection(DetectionDatasetBase):
         try:
             tree = ET.parse(xml_path)
         except ET.ParseError as e:
-            raise ValueError(f"VOC annotation {xml_path} is not valid XML: {e}") from e
+            raise DatasetError(f"VOC annotation {xml_path} is not valid XML: {e}") from e
         node = tree.getroot()
         height = width = -1
         size = node.find("size")
@@ -118,22 +118,22 @@ class VOCDetection(DetectionDatasetBase):
                 height = int(float(_text(size, "height", xml_path)))
                 width = int(float(_text(size, "width", xml_path)))
             except ValueError as e:
-                raise ValueError(f"VOC annotation {xml_path}: malformed <size>: {e}") from e
+                raise DatasetError(f"VOC annotation {xml_path}: malformed <size>: {e}") from e
         boxes, labels, difficult, bad = [], [], [], []
         for k, obj in enumerate(node.findall("object")):
             name = _text(obj, "name", xml_path)
             if name not in self._class_to_label:
-                raise ValueError(f"VOC annotation {xml_path}: unknown class name {name!r} in object #{k} "
+                raise DatasetError(f"VOC annotation {xml_path}: unknown class name {name!r} in object #{k} "
                                  f"(expected one of the 20 VOC classes)")
             diff_text = _text(obj, "difficult", xml_path, required=False)
             is_difficult = bool(int(float(diff_text))) if diff_text else False
             bnd = obj.find("bndbox")
             if bnd is None:
-                raise ValueError(f"VOC annotation {xml_path}: object #{k} ({name}) has no <bndbox>")
+                raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has no <bndbox>")
             try:
                 xmin, ymin, xmax, ymax = (float(_text(bnd, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax"))
             except ValueError as e:
-                raise ValueError(f"VOC annotation {xml_path}: object #{k} ({name}) has a malformed <bndbox>: {e}") from e
+                raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has a malformed <bndbox>: {e}") from e
             box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
             if height > 0 and width > 0:
                 box = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
