@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from config import ConfigError
 from data.coco import COCODetection, DatasetError
 from data.collate import collate
-from data.sampler import ResumableSampler, build_train_sampler  # noqa: F401 (ResumableSampler: re-exported)
+from data.sampler import build_train_sampler
 from data.pipelines import build_per_image_train_steps, build_pipeline
 from data.transforms import ClipAndFilterBoxes, Compose
 from data.voc import VOCDetection
@@ -94,7 +94,7 @@ def resolve_num_classes(cfg, class_names):
 class SeededDataset(Dataset):
     """Wraps a dataset so that item ``(index, seed)`` is augmented with ``default_rng(seed)``.
 
-    With :class:`ResumableSampler` the augmentation of every image is a pure
+    With :class:`data.sampler.ResumableSampler` the augmentation of every image is a pure
     function of (run seed, epoch, position): independent of the number of
     workers, and identical after ``--resume``.
     """

@@ -128,6 +128,20 @@ def _per_box_keys(target: Target) -> list[str]:
     return keys
 
 
+def resize_to(image: np.ndarray, target: Target, shape: tuple[int, int], interp: int) -> tuple[np.ndarray, Target]:
+    """Resize ``image`` to ``shape`` (h, w); boxes and the recorded padding scale with x and y separately."""
+    h, w = image.shape[:2]
+    newh, neww = shape
+    if (newh, neww) != (h, w):
+        image = cv2.resize(_contiguous(image), (neww, newh), interpolation=interp)
+        if image.ndim == 2:  # cv2 drops a trailing channel axis of size 1
+            image = image[:, :, None]
+    sx, sy = neww / w, newh / h
+    scale = np.array([sx, sy, sx, sy])
+    target = _map_boxes(target, lambda b: (b * scale).astype(b.dtype, copy=False))
+    return image, _scale_pad(target, sx, sy)
+
+
 def _contiguous(image: np.ndarray) -> np.ndarray:
     return image if image.flags["C_CONTIGUOUS"] else np.ascontiguousarray(image)
 
@@ -204,15 +218,7 @@ class ResizeShortestEdge:
         if size == 0:
             return image, target
         h, w = image.shape[:2]
-        newh, neww = self.get_output_shape(h, w, size, self.max_size)
-        if (newh, neww) != (h, w):
-            image = cv2.resize(_contiguous(image), (neww, newh), interpolation=self.interp)
-            if image.ndim == 2:  # cv2 drops a trailing channel axis of size 1
-                image = image[:, :, None]
-        sx, sy = neww / w, newh / h
-        scale = np.array([sx, sy, sx, sy])
-        target = _map_boxes(target, lambda b: (b * scale).astype(b.dtype, copy=False))
-        return image, _scale_pad(target, sx, sy)
+        return resize_to(image, target, self.get_output_shape(h, w, size, self.max_size), self.interp)
 
     def __repr__(self) -> str:
         return (f"ResizeShortestEdge(short_edge_length={self.short_edge_length}, "

@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from data.transforms import PAD_KEY, RNG, Target, _contiguous, _map_boxes, _randint, _scale_pad
+from data.transforms import PAD_KEY, RNG, Target, _contiguous, _map_boxes, _randint, resize_to
 
 __all__ = ["JitterCrop", "Resize", "RandomDistortion"]
 
@@ -129,16 +129,7 @@ class Resize:
         return int(self.shape[0] * s), int(self.shape[1] * s)
 
     def __call__(self, image: np.ndarray, target: Target, rng: RNG):
-        h, w = image.shape[:2]
-        new_h, new_w = self.sample_shape(rng)
-        if (new_h, new_w) != (h, w):
-            image = cv2.resize(_contiguous(image), (new_w, new_h), interpolation=self.interp)
-            if image.ndim == 2:  # cv2 drops a trailing channel axis of size 1
-                image = image[:, :, None]
-        sx, sy = new_w / w, new_h / h
-        scale = np.array([sx, sy, sx, sy])
-        target = _map_boxes(target, lambda b: (b * scale).astype(b.dtype, copy=False))
-        return image, _scale_pad(target, sx, sy)
+        return resize_to(image, target, self.sample_shape(rng), self.interp)
 
     def __repr__(self) -> str:
         return f"Resize(shape={self.shape}, scale_jitter={self.scale_jitter})"

@@ -135,7 +135,6 @@ class Predictor:
         if isinstance(source, Config):
             return resolve_config({}, source if config is None else config, opts), None, None
         if is_onnx:
-            from config.loader import config_from_dict
             from deploy.onnx_export import read_metadata
 
             if not Path(source).is_file():

@@ -14,10 +14,9 @@ update as one process with the whole batch, for both loss normalisations:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
-import os
 import random
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from config import config_to_dict
 from utils.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
-from utils.distributed import all_reduce_sum, barrier, get_world_size, is_dist, is_main_process
+from utils.distributed import all_reduce_sum, barrier, get_world_size, is_main_process
 from utils.ema import ModelEMA
 from utils.errors import UserError
 from utils.evaluator import autocast_context, evaluate
@@ -129,7 +128,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
         last = j == len(micro_batches) - 1
-        sync = model.no_sync() if (isinstance(model, DDP) and not last) else _null()
+        sync = model.no_sync() if (isinstance(model, DDP) and not last) else contextlib.nullcontext()
         with sync:
             with autocast_context(device, amp):
                 out = model(images, targets, reduce_over_ranks=False)
@@ -171,14 +170,6 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     if grad_norm is not None:
         logs["grad_norm"] = grad_norm
     return logs
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 # ----------------------------------------------------------------------------- run bookkeeping
