@@ -41,6 +41,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     from utils.distributed import init_distributed
     import os
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
         return
     from utils.engine import fit
 
-    record = fit(cfg, args.output_dir, device, args.accumulate, args.resume, sys.argv, rank, world, args.max_iter,
+    record = fit(cfg, args.output_dir, device, args.accumulate, args.resume, argv, rank, world, args.max_iter,
                  args.num_workers, progress=not args.no_progress)
     if rank == 0:
         plot_own_run(args.output_dir)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -320,7 +323,13 @@ def test_ablation_runs_tabulates_and_skips_finished_runs(tmp_path, monkeypatch, 
         copied = logs / "tiny" / row / "seed0"
         assert sorted(p.name for p in copied.iterdir()) == sorted(ablation.LOG_FILES)
         assert not list(copied.glob("*.pth"))
-    assert "model.matcher.name=grid_center" in (runs / "tiny" / "grid" / "seed0" / "command.txt").read_text()
+    command = (runs / "tiny" / "grid" / "seed0" / "command.txt").read_text()
+    assert "model.matcher.name=grid_center" in command
+    # portable: rerunnable from the repository root on another machine, quoted for a shell
+    assert command.startswith("python train.py --config ") and sys.executable not in command
+    assert shlex.split(command)[1:] == ablation.command(spec, ablation.plan_runs(spec, runs)[1])[1:]
+    machine = json.loads((logs / "tiny" / "grid" / "seed0" / "machine.json").read_text())
+    assert machine["cpu"] and machine["torch_threads"] >= 1 and machine["torch"] == torch.__version__
 
     readme = _readme(tmp_path)
     assert ablate.main([str(spec.path), "--table-only", "--readme", str(readme), "--logs-dir", str(logs)]) == 0
@@ -345,6 +354,11 @@ def test_ablation_runs_tabulates_and_skips_finished_runs(tmp_path, monkeypatch, 
     capsys.readouterr()
     ablation.run_ablation(spec, runs, logs, dry_run=True)
     assert capsys.readouterr().out.count("# finished") == 2
+    # another session: the run folders are gone, the committed logs say the runs are finished
+    shutil.rmtree(runs)
+    assert ablation.run_ablation(spec, runs, logs) == {"baseline/seed0": "done", "grid/seed0": "done"}
+    assert not runs.exists()
+    assert "Machine: `" in ablation.render_table(spec, logs) and "all 2 runs" in ablation.render_table(spec, logs)
     # a changed row is not silently mixed with old results
     rows[1]["overrides"]["data.random_shift"] = True
     with pytest.raises(ablation.SpecError, match="data.random_shift"):

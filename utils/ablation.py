@@ -32,9 +32,11 @@ runs are never relaunched, unfinished ones are resumed from their ``last.pth``
 resumes straight into its final evaluation. A run
 folder whose ``config.yaml`` disagrees with the spec is an error (rename the row
 or delete the folder). After each run its small files (``config.yaml``,
-``metrics.jsonl``, ``command.txt``, ``git_commit.txt``, ``done.json``) are copied
+``metrics.jsonl``, ``command.txt``, ``git_commit.txt``, ``machine.json``, ``done.json``) are copied
 to ``ablations/runs/<spec>/<row>/seed<k>/``, the logs that are committed and
 from which :func:`render_table` makes the README table (a pure function of them).
+A run whose logs there are finished (and hold the planned config) counts as done
+even when its run folder is gone, so a study spans sessions and machines.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -59,7 +61,7 @@ from utils.metrics_log import epoch_records, final_record, read_metrics
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_DIR = REPO / "runs" / "ablations"
 DEFAULT_LOGS_DIR = REPO / "ablations" / "runs"
-LOG_FILES = ("config.yaml", "metrics.jsonl", "command.txt", "git_commit.txt", "done.json")
+LOG_FILES = ("config.yaml", "metrics.jsonl", "command.txt", "git_commit.txt", "machine.json", "done.json")
 SPEC_KEYS = ("name", "base", "seeds", "common", "accumulate", "launcher", "nproc_per_node", "rows")
 ROW_KEYS = ("name", "overrides", "accumulate")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -326,6 +328,13 @@ def run_ablation(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: 
     status: dict[str, str] = {}
     failures = []
     for i, run in enumerate(runs, 1):
+        logged = Path(logs_dir) / spec.name / run.row.name / f"seed{run.seed}"
+        if not is_finished(run.output_dir, run.max_iter) and is_finished(logged, run.max_iter):
+            check_existing(replace(run, output_dir=logged))
+            status[run.label] = "done"  # finished in an earlier session (its run folder may be gone)
+            if dry_run:
+                log(f"# finished (logged): {run.label} ({_display(logged)})")
+            continue
         if is_finished(run.output_dir, run.max_iter):
             status[run.label] = "done"
             if dry_run:
@@ -404,6 +413,27 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def machines_line(folders: Sequence[Path]) -> str:
+    """Which machines the finished runs ran on (their ``machine.json``): a seed is one run only on one machine."""
+    counts: dict[str, int] = {}
+    for folder in folders:
+        try:
+            info = json.loads((folder / "machine.json").read_text())
+            key = f"`{info.get('cpu', '?')}`, torch threads {info.get('torch_threads', '?')}"
+            if info.get("cuda"):
+                key += f", `{info['cuda']}`"
+        except (OSError, ValueError):
+            key = "not recorded (these runs predate machine.json)"
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return "Machine: – (no finished runs)."
+    if len(counts) == 1:
+        return f"Machine: {next(iter(counts))}; all {sum(counts.values())} runs."
+    parts = "; ".join(f"{k}: {n} runs" for k, n in sorted(counts.items()))
+    return (f"Machines: {parts}. Rows run on different machines are not paired by seed: floating-point order "
+            "differs between CPUs.")
+
+
 def render_table(spec: Spec, logs_dir: Path | str = DEFAULT_LOGS_DIR) -> str:
     """The Markdown table of ``spec`` from the logs under ``logs_dir`` (finished runs only); deterministic."""
     runs = plan_runs(spec, DEFAULT_RUNS_DIR)
@@ -427,7 +457,8 @@ def render_table(spec: Spec, logs_dir: Path | str = DEFAULT_LOGS_DIR) -> str:
               "COCO AP in %, mean ± sample std over the finished seeds; Δ AP50: the row minus "
               f"`{baseline}` seed by seed, mean ± std over the seeds both finished; time: the last record's "
               "`time_s` (summed over resumed processes), mean over seeds.")
-    lines = [header]
+    lines = [header, "", machines_line([Path(logs_dir) / spec.name / row / f"seed{seed}"
+                                        for row in by_row for seed in sorted(by_row[row])])]
     if spec.common:
         lines += ["", "Common overrides: " + ", ".join(f"`{_cell(o)}`" for o in
                                                          (f"{k}={format_value(v)}" for k, v in spec.common.items()))]

@@ -17,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import platform
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -203,11 +206,31 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def machine_info() -> dict:
+    """What a seed's result depends on besides the code: the CPU model, torch's threads, the accelerator."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "cuda": None}
+    if torch.cuda.is_available():
+        info["cuda"] = torch.cuda.get_device_name()
+    return info
+
+
 def write_run_info(output_dir: Path, cfg, argv: list[str]) -> None:
+    """config.yaml, command.txt (``python train.py ARGS``, rerunnable from the repository root), git_commit.txt and
+    machine.json (:func:`machine_info`). ``argv``: train.py's arguments, without the program name."""
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    (output_dir / "command.txt").write_text(" ".join([sys.executable] + argv) + "\n")
+    (output_dir / "command.txt").write_text(shlex.join(["python", "train.py", *argv]) + "\n")
     (output_dir / "git_commit.txt").write_text(git_commit() + "\n")
+    (output_dir / "machine.json").write_text(json.dumps(machine_info(), indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -293,7 +316,7 @@ class Trainer:
         np.random.seed(cfg.train.seed)
         random.seed(cfg.train.seed)
         if is_main_process():
-            write_run_info(self.output_dir, cfg, argv or sys.argv)  # as given: num_classes may say "auto"
+            write_run_info(self.output_dir, cfg, sys.argv[1:] if argv is None else argv)  # as given: num_classes may say "auto"
             remove_stale_temporaries(self.output_dir)
         self.train_set = build_dataset(cfg, cfg.data.train_split, is_train=True)
         self.cfg = cfg = resolve_num_classes(cfg, self.train_set.class_names)
