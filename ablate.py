@@ -7,7 +7,7 @@
     python ablate.py ablations/synthetic.yaml --table-only   # README table from the logs in ablations/runs/
     python ablate.py ablations/synthetic.yaml --table-only --plot   # and every run's curves in one picture
 
-The spec format and what "finished" means: utils/ablation.py. The README needs the
+The spec format and what "finished" means: tools/ablation.py. The README needs the
 markers <!-- ablation:NAME:start --> and <!-- ablation:NAME:end --> where the table goes.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.ablation import (DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs,
+from tools.ablation import (DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs,
                             run_ablation, update_readme)
 from utils.cli import run_script
 

@@ -57,15 +57,15 @@ def _check_exists(results: Path) -> None:
 
 def _score_files(args) -> dict:
     """No model: score a detections file (COCO) or a folder of comp4 files (VOC)."""
-    from utils.evaluator import write_reports
+    from evaluation.evaluator import write_reports
 
     kind = args.dataset or "coco"
     if args.root is None:
         raise UserError("--results needs -d and --root")
     if kind == "voc":
         from data.voc import VOCDetection
-        from utils.evaluator import voc_annotations
-        from utils.voc_eval import evaluate_voc, read_voc_results, summary_table, write_metrics_json
+        from evaluation.evaluator import voc_annotations
+        from evaluation.voc_eval import evaluate_voc, read_voc_results, summary_table, write_metrics_json
 
         split = args.split or "test"
         dataset = VOCDetection(args.root, ((args.year, split),), keep_difficult=True)
@@ -79,7 +79,7 @@ def _score_files(args) -> dict:
         print(summary_table(result))
         write_reports(args.out, result.pr_curves, "VOC", lambda p: write_metrics_json(result, p))
         return {"mAP": result.mAP}
-    from utils.coco_eval import evaluate_coco, load_detections, summary_table, validate_detections, write_metrics_json
+    from evaluation.coco_eval import evaluate_coco, load_detections, summary_table, validate_detections, write_metrics_json
 
     split = args.split or "val2017"
     ann = Path(args.root) / "annotations" / f"instances_{split}.json"
@@ -109,8 +109,8 @@ def main(argv=None) -> dict:
         from data.build import build_dataset, build_test_loader
         from models import build_model
         from models.fuse import prepare_for_inference
-        from utils.checkpoint import load_model_weights
-        from utils.evaluator import predict, score_coco, score_voc
+        from engine.checkpoint import load_model_weights
+        from evaluation.evaluator import predict, score_coco, score_voc
 
         cfg = load_run_config(args, args.weight)
         split = _split_name(args, cfg)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from deploy.precision import PRECISIONS
+from utils.precision import PRECISIONS
 from deploy.predictor import BACKENDS, Predictor
 from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
 

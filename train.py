@@ -43,7 +43,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    from utils.distributed import init_distributed
+    from engine.distributed import init_distributed
     import os
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -53,14 +53,14 @@ def main(argv=None) -> None:
     cfg = load_run_config(args)
     if args.vis_targets:
         from data.build import build_dataset, resolve_num_classes
-        from utils.visualize_targets import visualize_targets
+        from tools.visualize_targets import visualize_targets
 
         if cfg.model.num_classes == "auto":
             cfg = resolve_num_classes(cfg, build_dataset(cfg, cfg.data.train_split, is_train=True).class_names)
         paths = visualize_targets(cfg, args.output_dir / "vis_targets", args.vis_num, device)
         logger.info("wrote %d pictures to %s", len(paths), args.output_dir / "vis_targets")
         return
-    from utils.engine import fit
+    from engine.trainer import fit
 
     record = fit(cfg, args.output_dir, device, args.accumulate, args.resume, argv, rank, world, args.max_iter,
                  args.num_workers, progress=not args.no_progress)

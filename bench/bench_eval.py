@@ -4,7 +4,7 @@ Builds a ground truth of ``--images`` images by repeating the coco_tiny val
 images (and their annotations) under new image / annotation ids, plus
 ``--dets-per-image`` detections per image (jittered copies of ~80% of the
 objects with random scores, padded with random false positives), writes both
-as json into a temp dir, and times ``utils.coco_eval.evaluate_coco`` end to
+as json into a temp dir, and times ``evaluation.coco_eval.evaluate_coco`` end to
 end (reading both files, validation, evaluate, accumulate, summarize) for
 each back-end. Prints the times, the ratio and the largest stat difference.
 
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.coco_eval import BACKENDS, STAT_NAMES, evaluate_coco  # noqa: E402
+from evaluation.coco_eval import BACKENDS, STAT_NAMES, evaluate_coco  # noqa: E402
 
 COCO_TINY = ROOT.parent / "shared/data/coco_tiny/annotations/instances_val2017.json"
 

@@ -90,7 +90,7 @@ def bench_deploy(device: torch.device, repeats: int, height: int, width: int) ->
     """Body (fp32 contiguous / channels_last / bf16) vs YOLOF through the Predictor (fp32, bf16, ONNX Runtime)."""
     import numpy as np
 
-    from deploy.precision import autocast, resolve_precision
+    from utils.precision import autocast, resolve_precision
     from deploy.predictor import Predictor
 
     cfg = load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"data.test_min_size": min(height, width),

@@ -20,7 +20,8 @@ from common import REPO, median_time, resnet50_body, sync
 
 from config import load_config
 from models import build_model
-from utils.engine import build_optimizer, train_step
+from engine.optim import build_optimizer
+from engine.step import train_step
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ class AnchorConfig:
     sizes: tuple[float, ...] = (32, 64, 128, 256, 512)  # anchor side lengths in input pixels
     aspect_ratios: tuple[float, ...] = (1.0,)  # h / w
     offset: float = 0.0  # anchor centre = (x + offset) * stride; official YOLOF uses 0.0
-    custom_wh: tuple[tuple[float, float], ...] = ()  # explicit (w, h) cell anchors used instead of sizes x aspect_ratios when non-empty (k-means priors: python -m utils.kmeans_anchors)
+    custom_wh: tuple[tuple[float, float], ...] = ()  # explicit (w, h) cell anchors used instead of sizes x aspect_ratios when non-empty (k-means priors: python -m tools.kmeans_anchors)
 
 
 @dataclass(frozen=True)
@@ -178,10 +178,10 @@ class TrainConfig:
     checkpoint_period_iters: int = 0  # also checkpoint every N iterations (0: only each epoch)
     log_period: int = 20  # iterations between log lines / TensorBoard points
     max_skip_fraction: float = 0.01  # fail when more than this fraction of images cannot be read
-    ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved as "model" (utils/ema.py; not official)
+    ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved as "model" (engine/ema.py; not official)
     ema_decay: float = 0.9998  # EMA decay d; the effective decay ramps up as d * (1 - exp(-updates / ema_ramp))
     ema_ramp: int = 2000  # EMA warm-up time constant in optimizer steps (0: constant decay from the first step)
-    init_from: str = ""  # start from this whole-detector checkpoint (this project's format, e.g. utils/convert_official.py output) instead of model.backbone.weights; optimizer and schedule start fresh (the official stage-2 recipe starts from the 9x model); "" = off
+    init_from: str = ""  # start from this whole-detector checkpoint (this project's format, e.g. tools/convert_official.py output) instead of model.backbone.weights; optimizer and schedule start fresh (the official stage-2 recipe starts from the 9x model); "" = off
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from config import ConfigError
-from data.coco import COCODetection, DatasetError
+from data.coco import COCODetection
+from data.dataset_base import DatasetError
 from data.collate import collate
 from data.sampler import build_train_sampler
 from data.pipelines import build_per_image_train_steps, build_pipeline

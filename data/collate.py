@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import torch
 
-from utils.image_list import pad_images
+from models.image_list import pad_images
 
 __all__ = ["collate", "collate_padded", "worker_init_fn"]
 
@@ -13,7 +13,7 @@ __all__ = ["collate", "collate_padded", "worker_init_fn"]
 def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
     """``[(image, target), ...] -> ([image, ...], [target, ...])`` without padding.
 
-    Images keep their own sizes; the model pads them (``utils.image_list.pad_images``).
+    Images keep their own sizes; the model pads them (``models.image_list.pad_images``).
     """
     images = [b[0] for b in batch]
     targets = [b[1] for b in batch]

@@ -115,7 +115,7 @@ def place_mosaic(parts: Sequence[tuple[np.ndarray, Target]], cut_xy: tuple[int, 
 
 
 class RawSamples:
-    """Untransformed numpy ``(image, target)`` pairs of a :class:`data.coco.DetectionDatasetBase`.
+    """Untransformed numpy ``(image, target)`` pairs of a :class:`data.dataset_base.DetectionDatasetBase`.
 
     An unreadable image is counted by the dataset (its usual skip limit applies) and
     replaced by the next readable one, as ``dataset[i]`` does.

@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from data.coco import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
+from data.dataset_base import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
 
 logger = logging.getLogger(__name__)
 

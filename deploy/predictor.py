@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from deploy.precision import autocast, resolve_precision
+from utils.precision import autocast, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Predictor:
     def _load(self, source, config, opts, is_onnx):
         """(config, state dict or None, class names or None) from the source."""
         from config import Config
-        from utils.checkpoint import load_checkpoint
+        from engine.checkpoint import load_checkpoint
 
         if isinstance(source, Config):
             return resolve_config({}, source if config is None else config, opts), None, None

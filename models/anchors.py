@@ -20,7 +20,7 @@ class AnchorGenerator(nn.Module):
     outputs. Anchors are never clipped.
 
     ``custom_wh``: explicit ``(w, h)`` cell anchors (e.g. k-means priors from
-    ``utils/kmeans_anchors.py``), used in their given order instead of
+    ``tools/kmeans_anchors.py``), used in their given order instead of
     ``sizes x aspect_ratios`` when non-empty.
     """
 

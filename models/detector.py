@@ -11,7 +11,7 @@ from models.box_coder import BoxCoder
 from models.criterion import YOLOFCriterion
 from models.matcher import Match
 from models.postprocess import postprocess
-from utils.image_list import pad_images
+from models.image_list import pad_images
 
 
 def flatten_head_output(x: torch.Tensor, k: int) -> torch.Tensor:

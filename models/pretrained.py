@@ -38,10 +38,10 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = REPO_ROOT / "weights"
 
 # torchvision's ImageNet normalisation on the 0-255 scale, RGB
@@ -204,7 +204,7 @@ def missing_weights_message(path: Union[str, Path], url: Optional[str] = None) -
 def _read_state(path: Path, backbone: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     head = path.read_bytes()[:4]
     if head.startswith(b"PK"):  # torch.save zip archive: torch.load(weights_only=True), with its clear errors
-        from utils.checkpoint import torch_load
+        from engine.checkpoint import torch_load
 
         return _torch_state(torch_load(path), path, backbone)
     obj = read_pickle(path)

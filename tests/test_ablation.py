@@ -19,9 +19,9 @@ from data.mixup import MixupDataset, mix_samples
 from models.anchors import AnchorGenerator
 from models.matcher import GridMatcher, build_matcher
 from tests.conftest import REPO
-from utils import ablation
-from utils.ema import ModelEMA
-from utils.kmeans_anchors import kmeans_anchors, mean_best_iou
+from tools import ablation
+from engine.ema import ModelEMA
+from tools.kmeans_anchors import kmeans_anchors, mean_best_iou
 
 
 # ----------------------------------------------------------------------------- grid matchers
@@ -124,7 +124,7 @@ def test_kmeans_recovers_known_clusters():
 
 
 def test_kmeans_cli_writes_a_config(tmp_path, capsys):
-    from utils.kmeans_anchors import main
+    from tools.kmeans_anchors import main
 
     out = tmp_path / "kmeans.yaml"
     main(["--config", str(REPO / "config/quickstart.yaml"), "-k", "3", "--write", str(out), "--opts",
@@ -242,7 +242,7 @@ TINY_DATA = {"data.synthetic_num_train": 16, "data.synthetic_num_val": 4, "data.
 
 
 def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
-    from utils.engine import fit
+    from engine.trainer import fit
 
     torch.set_num_threads(1)
     cfg = load_config(REPO / "config/quickstart.yaml", {

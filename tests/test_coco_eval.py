@@ -1,7 +1,7 @@
-"""Tests for utils/coco_eval.py on the real COCO annotations shipped in tests/assets.
+"""Tests for evaluation/coco_eval.py on the real COCO annotations shipped in tests/assets.
 
 The independent truth is pycocotools itself, called directly here
-(COCO / loadRes / COCOeval), never through utils.coco_eval.
+(COCO / loadRes / COCOeval), never through evaluation.coco_eval.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.coco_eval import (
+from evaluation.coco_eval import (
     BACKENDS,
     STAT_NAMES,
     CocoResult,

@@ -2,7 +2,7 @@
 
 The official seeded weights come from the fixture's own generator, run here as the README says
 (``make_weights_generic.py official_zoo.json yolof.cspdarknet53.DC5.3x --seed 7``); they are converted
-with ``utils/convert_official.py`` and loaded into the 3x preset, whose forward on the fixture's
+with ``tools/convert_official.py`` and loaded into the 3x preset, whose forward on the fixture's
 320x320 BGR image must give the official res5, encoder, decoder, anchors and detections.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from models import build_model
 from models.cspdarknet import CSPDarkNet53
 from models.layers import convert_sync_batchnorm
 from tests.conftest import GOLDEN, REPO, golden_path, load_golden
-from utils.checkpoint import load_model_weights
-from utils.convert_official import convert_checkpoint, detect_preset, is_official_csp
+from engine.checkpoint import load_model_weights
+from tools.convert_official import convert_checkpoint, detect_preset, is_official_csp
 
 ZOO = "yolof.cspdarknet53.DC5.3x"
 OFFICIAL = {"yolof_csp_d53_dc5_3x": ZOO, "yolof_csp_d53_dc5_9x": "yolof.cspdarknet53.DC5.9x",

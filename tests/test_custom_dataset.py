@@ -35,7 +35,7 @@ def _write_split(root, split, n, rng):
 
 def test_num_classes_auto_trains_evaluates_and_names_the_classes(tmp_path, capsys):
     import eval as eval_script
-    from utils.engine import fit
+    from engine.trainer import fit
 
     rng = np.random.default_rng(0)
     root = tmp_path / "my_data"

@@ -6,7 +6,7 @@ import torch
 
 from config import load_config
 from tests.conftest import REPO
-from utils.evaluator import to_coco_results
+from evaluation.evaluator import to_coco_results
 
 OFFICIAL = ["yolof_r50_c5_1x", "yolof_r50_dc5_1x", "yolof_r101_c5_1x", "yolof_r101_dc5_1x", "yolof_x101_64x4d_c5_1x"]
 

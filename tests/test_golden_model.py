@@ -16,7 +16,7 @@ from models.detector import flatten_head_output
 from models.encoder import DilatedEncoder
 from models.postprocess import postprocess
 from tests.conftest import load_golden
-from utils.convert_official import convert_state_dict
+from tools.convert_official import convert_state_dict
 
 T = torch.from_numpy
 

@@ -13,7 +13,8 @@ import torch
 from config import load_config
 from models import build_model
 from tests.conftest import COCO_SPLIT, REPO
-from utils.engine import build_optimizer, train_step
+from engine.optim import build_optimizer
+from engine.step import train_step
 
 NUM_IMAGES = 4
 STEPS = 300
@@ -23,7 +24,7 @@ STEPS = 300
 def test_overfit_four_coco_images(coco_tiny, tmp_path):
     from data.build import build_dataset
     from models.fuse import prepare_for_inference
-    from utils.coco_eval import evaluate_coco
+    from evaluation.coco_eval import evaluate_coco
 
     cfg = load_config(REPO / "config/quickstart.yaml", {
         "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "solver.optimizer": "sgd",

@@ -84,7 +84,7 @@ def test_a_run_without_iteration_records_plots_its_epoch_records(tmp_path):
 
 
 def test_two_trained_runs_and_the_command_line(tmp_path, capsys):
-    from utils.engine import fit
+    from engine.trainer import fit
 
     torch.set_num_threads(1)
     runs = []

@@ -10,12 +10,12 @@ import torch
 
 from config import load_config
 from deploy.compare import matched_fraction
-from deploy.precision import cpu_bf16_support, resolve_precision
+from utils.precision import cpu_bf16_support, resolve_precision
 from deploy.predictor import Predictor
 from models import build_model
 from tests.conftest import REPO
 from tests.converted_checkpoint import images_of_different_shapes, write_converted_r50
-from utils.checkpoint import load_model_weights
+from engine.checkpoint import load_model_weights
 
 BF16_OK, BF16_REASON = cpu_bf16_support()
 BF16_DEVICE = ("cuda" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else

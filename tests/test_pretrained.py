@@ -215,7 +215,7 @@ def official_cell_anchors(anchor_cfg: dict) -> torch.Tensor:
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_converter_detects_and_maps_seeded_official_weights(tmp_path, preset):
-    from utils.convert_official import convert_checkpoint, convert_key
+    from tools.convert_official import convert_checkpoint, convert_key
 
     official_name = PRESETS[preset]
     entry = _zoo()[official_name]

@@ -44,8 +44,8 @@ HOOK = textwrap.dedent("""
             return out
         return wrapper
 
-    import utils.engine as engine
-    import utils.metrics_log as metrics_log
+    import engine.trainer as engine
+    import engine.metrics_log as metrics_log
     if point in ("evaluate", "train_step"):
         setattr(engine, point, die_on_call(getattr(engine, point)))
     elif point == "record":  # after the append of an epoch record (no "type")
@@ -136,7 +136,7 @@ def test_killed_at_every_bad_moment_then_resumed_ends_as_an_uninterrupted_run(tm
 
     # a complete run resumed once more does nothing: the same final record, no new line, same weights
     from config import load_config
-    from utils.engine import fit
+    from engine.trainer import fit
 
     cfg = load_config(REPO / "config/quickstart.yaml", _opts(tmp_path / "synth"))
     again = fit(cfg, out, torch.device("cpu"), resume="auto", progress=False)

@@ -15,7 +15,7 @@ import torch
 from config import config_to_dict, load_config
 from models import build_model
 from tests.conftest import COCO_JSON, COCO_SPLIT, REPO
-from utils.checkpoint import save_checkpoint
+from engine.checkpoint import save_checkpoint
 
 SMALL = {"model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8,
          "model.test.score_thresh": 0.0, "data.num_workers": 0}
@@ -60,7 +60,7 @@ def _expected_detections(checkpoint, coco_tiny, min_size, max_size):
     from data.coco import COCODetection
     from data.transforms import build_transforms
     from models.fuse import prepare_for_inference
-    from utils.checkpoint import load_model_weights
+    from engine.checkpoint import load_model_weights
 
     cfg = load_config(REPO / "config/quickstart.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
     model = build_model(cfg)
@@ -116,7 +116,7 @@ def test_predict_and_coco_results_glue_by_hand(coco_tiny):
     from data.build import build_test_loader
     from data.coco import COCODetection
     from data.transforms import build_transforms
-    from utils.evaluator import predict, score_coco, to_coco_results
+    from evaluation.evaluator import predict, score_coco, to_coco_results
 
     class FractionModel(torch.nn.Module):
         def forward(self, images, output_sizes=None):
@@ -216,7 +216,7 @@ def _voc_devkit(root, coco_tiny):
 
 def test_voc_evaluation_glue_round_trips_devkit_coordinates(coco_tiny, tmp_path):
     from data.voc import VOCDetection
-    from utils.evaluator import score_voc
+    from evaluation.evaluator import score_voc
 
     objects = _voc_devkit(tmp_path / "VOCdevkit", coco_tiny)
     ds = VOCDetection(tmp_path / "VOCdevkit", (("2007", "test"),), keep_difficult=True)

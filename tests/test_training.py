@@ -13,7 +13,9 @@ import torch.multiprocessing as mp
 from config import load_config
 from models import build_model
 from tests.conftest import COCO_SPLIT, REPO
-from utils.engine import NonFiniteLossError, build_optimizer, effective_schedule, fit, lr_factor, train_step
+from engine.optim import build_optimizer, effective_schedule, lr_factor
+from engine.step import NonFiniteLossError, train_step
+from engine.trainer import fit
 
 # Per-sample normalisation (GroupNorm) and frozen BN in the backbone: a batch splits exactly. SGD, whose
 # update is linear in the gradient (Adam's first step is ~sign(g) and amplifies float noise where g ~ 0).
@@ -161,7 +163,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_accumulate_flag_divides_the_batch(tmp_path, monkeypatch):
     """fit(accumulate=2) feeds train_step two micro-batches of 2 (not one of 4) holding the same 4 images, and the
     update equals the one batch of 4 (per-sample norms: the split is exact)."""
-    import utils.engine as engine
+    import engine.trainer as engine
 
     cfg = _synthetic_cfg(tmp_path)
     seen, start = {}, {}

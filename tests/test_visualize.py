@@ -1,11 +1,11 @@
-"""Tests for utils/visualize.py (pixel-exact outlines) and utils/plots.py."""
+"""Tests for utils/visualize.py (pixel-exact outlines) and evaluation/plots.py."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from utils.plots import curve_ap, interpolated_precision, plot_pr_curves
+from evaluation.plots import curve_ap, interpolated_precision, plot_pr_curves
 from utils.visualize import class_color, draw_anchor_assignment, draw_boxes, draw_detections
 
 H, W = 120, 160

@@ -1,4 +1,4 @@
-"""Tests for utils/voc_eval.py: hand-computed devkit cases + a run on the real COCO annotations of tests/assets."""
+"""Tests for evaluation/voc_eval.py: hand-computed devkit cases + a run on the real COCO annotations of tests/assets."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.voc_eval import (
+from evaluation.voc_eval import (
     VocResult,
     evaluate_voc,
     iou_devkit,

@@ -65,7 +65,7 @@ def main(argv=None) -> Path:
     from deploy.onnx_export import OPSET, export_onnx
     from deploy.predictor import resolve_config
     from models import build_model
-    from utils.checkpoint import load_checkpoint, load_model_weights
+    from engine.checkpoint import load_checkpoint, load_model_weights
 
     args = parse_args(argv)
     try:

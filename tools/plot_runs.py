@@ -3,7 +3,7 @@
     python tools/plot_runs.py runs/a runs/b --out curves.png            # x: iteration
     python -m tools.plot_runs runs/a runs/b --out curves.png --x epoch  # x: epoch (runs of different batch sizes)
 
-Reads each run's ``metrics.jsonl`` (:mod:`utils.metrics_log`): the losses and lr from the iteration
+Reads each run's ``metrics.jsonl`` (:mod:`engine.metrics_log`): the losses and lr from the iteration
 records (every ``train.log_period`` steps; the epoch records for runs that have none), the AP metrics
 from the evaluated epoch records. A line is labelled by its run's folder name. ``train.py`` draws
 its own run into ``OUTPUT_DIR/curves.png``; ``ablate.py SPEC --plot`` draws every run of a spec.
@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import UserError  # noqa: E402
-from utils.metrics_log import epoch_records, is_iteration_record, read_metrics  # noqa: E402
+from engine.metrics_log import epoch_records, is_iteration_record, read_metrics  # noqa: E402
 
 TRAIN_KEYS = ("loss", "loss_cls", "loss_box_reg", "lr")
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "mAP")

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from utils.errors import UserError
+from utils.paths import REPO_ROOT
 
 if TYPE_CHECKING:
     import torch
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def load_run_config(args, weight: str | None = None):
         args.opts.append(f"data.dataset={args.dataset}")
     if getattr(args, "root", None):
         args.opts.append(f"data.root={args.root}")
-    from utils.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint
 
     if args.config:
         cfg = load_config(args.config, args.opts)
@@ -77,7 +77,7 @@ def load_run_config(args, weight: str | None = None):
             _set_dotted(data, k, v)
         cfg = config_from_dict(data)
     else:
-        ckpt, cfg = None, load_config(REPO / "config" / "quickstart.yaml", args.opts)
+        ckpt, cfg = None, load_config(REPO_ROOT / "config" / "quickstart.yaml", args.opts)
     if ckpt is not None and ckpt.get("class_names"):
         from data.build import resolve_num_classes
 

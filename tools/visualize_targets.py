@@ -41,7 +41,7 @@ def assignment_for_batch(model, images, targets):
 def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device, weight: str | None = None) -> list[Path]:
     from data.build import build_dataset
     from models import build_model
-    from utils.checkpoint import load_model_weights
+    from engine.checkpoint import load_model_weights
     from utils.visualize import draw_anchor_assignment
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ def load_model_weights(model: nn.Module, path: Union[str, Path]) -> dict[str, An
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
         raise CheckpointError(f"{path}: checkpoint does not fit the configured model: " + "; ".join(parts)
                          + ". Check --config (num_classes, backbone, anchors) or convert official weights with "
-                           "utils/convert_official.py.")
+                           "tools/convert_official.py.")
     model.load_state_dict(state, strict=True)
     return ckpt
 

@@ -1,6 +1,6 @@
 """Convert an official YOLOF (cvpods) checkpoint into this project's format.
 
-    python utils/convert_official.py YOLOF_R_50_C5_1x.pth weights/yolof_r50_c5_1x.pth
+    python tools/convert_official.py YOLOF_R_50_C5_1x.pth weights/yolof_r50_c5_1x.pth
 
 The official state-dict names (cvpods ResNet + YOLOF encoder/decoder) map to
 ours one to one::
@@ -145,12 +145,13 @@ def load_official(path: Path) -> dict[str, torch.Tensor]:
 def convert_checkpoint(src: Path, dst: Path) -> dict:
     from config import config_to_dict, load_config
     from models import build_model
-    from utils.checkpoint import save_checkpoint
+    from engine.checkpoint import save_checkpoint
+    from utils.paths import REPO_ROOT
 
     official = load_official(src)
     preset = detect_preset(official)
     num_classes = int(official["decoder.cls_score.weight"].shape[0]) // int(official["decoder.object_pred.weight"].shape[0])
-    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / f"{preset}.yaml", {"model.num_classes": num_classes})
+    cfg = load_config(REPO_ROOT / "config" / f"{preset}.yaml", {"model.num_classes": num_classes})
     ours, dropped = convert_state_dict(official)
     model = build_model(cfg)
     for k, v in dropped.items():  # the official anchors must be ours

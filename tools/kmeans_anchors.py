@@ -6,8 +6,8 @@ they would with a Euclidean distance. The clusters' centres are the means of
 their members' (w, h) (YOLOv2's k-means), started from k-means++ seeds drawn
 with the same distance.
 
-    python -m utils.kmeans_anchors --config config/quickstart.yaml -k 5
-    python -m utils.kmeans_anchors --config config/quickstart.yaml -k 5 --write ablations/kmeans_quickstart.yaml
+    python -m tools.kmeans_anchors --config config/quickstart.yaml -k 5
+    python -m tools.kmeans_anchors --config config/quickstart.yaml -k 5 --write ablations/kmeans_quickstart.yaml
 
 The boxes are those of the training split after the deterministic (test-time)
 resize, ``data.test_min_size`` / ``data.test_max_size``, computed from the
@@ -27,6 +27,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import yaml
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def shape_iou(wh: np.ndarray, anchors_wh: np.ndarray) -> np.ndarray:
@@ -127,7 +130,7 @@ def _yaml_path(path: Path, relative_to: Path) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from config import load_config
 
-    p = argparse.ArgumentParser(prog="python -m utils.kmeans_anchors", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.kmeans_anchors", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", "-c", required=True, help="the config whose training split is clustered")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -150,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"  as square sizes sqrt(w*h): {sorted(np.round(np.sqrt(sizes.prod(axis=1)), 1).tolist())}")
     if a.write is not None:
         a.write.parent.mkdir(parents=True, exist_ok=True)
-        header = (f"# k-means anchor priors (python -m utils.kmeans_anchors --config {a.config} -k {a.k}"
+        header = (f"# k-means anchor priors (python -m tools.kmeans_anchors --config {a.config} -k {a.k}"
                   f"{' --opts ' + ' '.join(a.opts) if a.opts else ''}): mean best IoU "
                   f"{mean_best_iou(wh, sizes):.4f} vs {mean_best_iou(wh, default_wh):.4f} for the configured anchors\n")
         body = {"_base_": _yaml_path(Path(a.config), a.write.parent),

@@ -25,7 +25,7 @@ Each (row, seed) is one subprocess (a clean process per run)::
 
 (``python -m torch.distributed.run --nproc_per_node N train.py ...`` with torchrun).
 A run is finished when its ``metrics.jsonl`` holds its final record (the last
-epoch record, evaluated, at the planned last iteration: :mod:`utils.metrics_log`);
+epoch record, evaluated, at the planned last iteration: :mod:`engine.metrics_log`);
 ``done.json`` (written here after a finished run) only summarises it. Finished
 runs are never relaunched, unfinished ones are resumed from their ``last.pth``
 (or restarted when there is none); a run killed after its last checkpoint
@@ -54,11 +54,16 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import yaml
 
-from config import ConfigError, config_to_dict, load_config
-from utils.errors import UserError
-from utils.metrics_log import epoch_records, final_record, read_metrics
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REPO = Path(__file__).resolve().parents[1]
+
+from config import ConfigError, config_to_dict, load_config  # noqa: E402
+from utils.errors import UserError
+from utils.paths import REPO_ROOT
+from engine.metrics_log import epoch_records, final_record, read_metrics
+
+REPO = REPO_ROOT
 DEFAULT_RUNS_DIR = REPO / "runs" / "ablations"
 DEFAULT_LOGS_DIR = REPO / "ablations" / "runs"
 LOG_FILES = ("config.yaml", "metrics.jsonl", "command.txt", "git_commit.txt", "machine.json", "done.json")
@@ -221,7 +226,7 @@ def base_path(spec: Spec) -> Path:
 
 def plan_runs(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> list[PlannedRun]:
     """Every (row, seed) run with its resolved config; a bad override fails here, before any run starts."""
-    from utils.engine import effective_schedule
+    from engine.optim import effective_schedule
 
     base = base_path(spec)
     if not base.is_file():
@@ -501,3 +506,10 @@ def update_readme(spec: Spec, readme: Path | str, logs_dir: Path | str = DEFAULT
         return False
     readme.write_text(new)
     return True
+
+
+if __name__ == "__main__":  # python tools/ablation.py SPEC ... is ablate.py
+    from ablate import main
+    from utils.cli import run_script
+
+    sys.exit(run_script(main))

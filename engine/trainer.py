@@ -1,27 +1,9 @@
-"""Training: optimizer, schedule, one exact (accumulated, distributed) step, and the epoch loop.
-
-The step is written so that ``--accumulate N`` with micro-batches of ``b`` gives
-the same update as one batch of ``N*b``, and ``W`` DDP processes give the same
-update as one process with the whole batch, for both loss normalisations:
-
-* every micro-batch back-propagates its *un-normalised* loss sum divided by a
-  constant ``S`` (the images this process sees per step);
-* after the last micro-batch the foreground counts of all micro-batches and all
-  ranks are summed, and the gradients are multiplied by ``S / max(1, fg/W)``
-  (``batch`` normalisation, the official one) or left as they are
-  (``per_image``: the per-image losses are already normalised, and ``S * W`` is
-  the number of images).
-"""
+"""The trainer: set-up, the epoch loop, evaluation, checkpoints and exact resume (see engine/step.py for the step)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import platform
 import random
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -30,207 +12,21 @@ from typing import Optional
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from config import config_to_dict
-from utils.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
-from utils.distributed import all_reduce_sum, barrier, get_world_size, is_main_process
-from utils.ema import ModelEMA
+from engine.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
+from engine.distributed import barrier, is_main_process
+from engine.ema import ModelEMA
 from utils.errors import UserError
-from utils.evaluator import autocast_context, evaluate
-from utils.metrics_log import ITER, MetricsLog, epoch_records, final_record
+from evaluation.evaluator import evaluate
+from engine.metrics_log import ITER, MetricsLog, epoch_records, final_record
+from engine.optim import effective_schedule, lr_factor, build_optimizer
+from engine.step import NonFiniteLossError, train_step
+from engine.run_info import git_commit, rng_state, set_rng_state, write_run_info
 
 logger = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------- schedule
-@dataclass(frozen=True)
-class Schedule:
-    lr: float
-    max_iter: int
-    steps: tuple[int, ...]
-    warmup_iters: int
-    warmup_factor: float
-    gamma: float
-
-
-def effective_schedule(solver) -> Schedule:
-    """Apply the 1x/2x/3x multiplier and the linear scaling rule.
-
-    With ``scale_lr`` the learning rate is ``base_lr * batch_size / reference_batch_size``
-    and the iteration counts (max_iter, steps, warmup) scale by the inverse, so a
-    run sees the same number of epochs at any batch size (detectron2's
-    auto-scaling). Without it, the numbers are used as written.
-    """
-    mult = {"1x": 1, "2x": 2, "3x": 3}[solver.schedule]
-    ratio = solver.batch_size / solver.reference_batch_size if solver.scale_lr else 1.0
-    lr = solver.base_lr * ratio
-    it = lambda n: max(1, int(round(n / ratio)))  # noqa: E731
-    return Schedule(lr, it(solver.max_iter * mult), tuple(it(s * mult) for s in solver.steps),
-                    int(round(solver.warmup_iters / ratio)), solver.warmup_factor, solver.gamma)
-
-
-def lr_factor(schedule: Schedule, iteration: int) -> float:
-    """Linear warm-up from ``warmup_factor`` then x``gamma`` at each step (detectron2 WarmupMultiStepLR)."""
-    factor = schedule.gamma ** sum(1 for s in schedule.steps if iteration >= s)
-    if iteration < schedule.warmup_iters:
-        alpha = iteration / schedule.warmup_iters
-        factor *= schedule.warmup_factor * (1 - alpha) + alpha
-    return factor
-
-
-_NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
-
-
-def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.Optimizer:
-    """SGD (or AdamW) with the backbone at ``lr * backbone_lr_factor`` and norm layers at ``weight_decay_norm``."""
-    groups: dict[tuple[bool, bool], list] = {}
-    seen = set()
-    for module_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            key = (module_name.startswith("backbone") or module_name.startswith("module.backbone"),
-                   isinstance(module, _NORM_TYPES))
-            groups.setdefault(key, []).append(p)
-    param_groups = []
-    for (is_backbone, is_norm), params in sorted(groups.items()):
-        factor = solver.backbone_lr_factor if is_backbone else 1.0
-        param_groups.append({"params": params, "lr": lr * factor, "initial_lr": lr * factor,
-                             "weight_decay": solver.weight_decay_norm if is_norm else solver.weight_decay,
-                             "name": f"{'backbone' if is_backbone else 'head'}{'_norm' if is_norm else ''}"})
-    if getattr(solver, "optimizer", "sgd") == "adamw":
-        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay)
-    return torch.optim.SGD(param_groups, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
-
-
-# ----------------------------------------------------------------------------- one step
-class NonFiniteLossError(FloatingPointError):
-    pass
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches, device: torch.device,
-               normalization: str = "batch", scaler: Optional[torch.amp.GradScaler] = None, amp: str = "none",
-               clip_grad_norm: float = 0.0, channels_last: bool = False) -> dict[str, float]:
-    """One optimizer step over ``micro_batches`` (a list of (images, targets)); returns logged values.
-
-    Exact gradient accumulation and DDP averaging, see the module docstring. A
-    non-finite loss on any rank raises :class:`NonFiniteLossError` on every rank.
-    """
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    s = float(sum(len(images) for images, _ in micro_batches))  # images this process sees per step
-    logs = {"loss_cls": 0.0, "loss_box_reg": 0.0}
-    fg = torch.zeros((), device=device)
-    finite = torch.ones((), device=device)
-    bad_parts: dict = {}
-    for j, (images, targets) in enumerate(micro_batches):
-        images = [im.to(device, non_blocking=True) for im in images]
-        targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        last = j == len(micro_batches) - 1
-        sync = model.no_sync() if (isinstance(model, DDP) and not last) else contextlib.nullcontext()
-        with sync:
-            with autocast_context(device, amp):
-                out = model(images, targets, reduce_over_ranks=False)
-            loss = out["loss_sum"] / s
-            if not torch.isfinite(loss):
-                finite.zero_()
-                bad_parts = {k: float(out[k].detach()) for k in ("loss_cls", "loss_box_reg")}
-                bad_parts["micro_batch"] = j
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-        fg += out["num_foreground"]
-        weight = len(images) / s
-        logs["loss_cls"] += float(out["loss_cls"].detach()) * weight
-        logs["loss_box_reg"] += float(out["loss_box_reg"].detach()) * weight
-    # every rank learns whether any rank saw a non-finite loss (no rank may skip alone: that hangs the others)
-    stats = all_reduce_sum(torch.stack([fg, finite, torch.tensor(float(len(micro_batches)), device=device)]))
-    world = get_world_size()
-    if stats[1] < world:
-        raise NonFiniteLossError(f"non-finite loss on {int(world - stats[1])} of {world} process(es); "
-                                 f"loss parts on this process: {bad_parts or 'finite here'}")
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    if normalization == "batch":
-        factor = s / max(1.0, float(stats[0]) / world)
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.mul_(factor)
-    grad_norm = None
-    if clip_grad_norm > 0:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None], clip_grad_norm))
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    logs["loss"] = logs["loss_cls"] + logs["loss_box_reg"]
-    logs["num_foreground"] = float(stats[0])
-    if grad_norm is not None:
-        logs["grad_norm"] = grad_norm
-    return logs
-
-
-# ----------------------------------------------------------------------------- run bookkeeping
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
-    except Exception:
-        return "unknown"
-
-
-def rng_state() -> dict:
-    version, internal, gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-             "python": [version, list(internal), gauss]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.seed(0)
-    st = np.random.get_state()
-    np.random.set_state((st[0], np.array(state["numpy"], dtype=np.uint32), *st[2:]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def machine_info() -> dict:
-    """What a seed's result depends on besides the code: the CPU model, torch's threads, the accelerator."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "cuda": None}
-    if torch.cuda.is_available():
-        info["cuda"] = torch.cuda.get_device_name()
-    return info
-
-
-def write_run_info(output_dir: Path, cfg, argv: list[str]) -> None:
-    """config.yaml, command.txt (``python train.py ARGS``, rerunnable from the repository root), git_commit.txt and
-    machine.json (:func:`machine_info`). ``argv``: train.py's arguments, without the program name."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    (output_dir / "command.txt").write_text(shlex.join(["python", "train.py", *argv]) + "\n")
-    (output_dir / "git_commit.txt").write_text(git_commit() + "\n")
-    (output_dir / "machine.json").write_text(json.dumps(machine_info(), indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------- the loop

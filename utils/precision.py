@@ -1,4 +1,5 @@
-"""Inference precision: the one list of names, bf16 support detection, and the autocast context.
+"""Precision: the inference names and bf16 support detection, the autocast contexts of inference and of
+training / evaluation (``train.amp``).
 
 bf16 on CPU runs convolutions through oneDNN in bfloat16 only where the CPU has
 native bf16 instructions (AVX512_BF16 or AMX_BF16); elsewhere oneDNN emulates it,
@@ -62,3 +63,10 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def amp_context(device: torch.device, amp: str):
+    """The autocast of ``train.amp`` (``none`` | ``fp16`` | ``bf16``) in the train step and the evaluator: CUDA only."""
+    if device.type == "cuda" and amp in ("fp16", "bf16"):
+        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    return contextlib.nullcontext()

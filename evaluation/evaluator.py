@@ -2,12 +2,11 @@
 
 Inference and scoring are separate: :func:`predict` returns detections in
 original-image pixels; :func:`score_coco` / :func:`score_voc` turn them into
-metrics with the pure metric code of :mod:`utils.coco_eval` and
-:mod:`utils.voc_eval` (pycocotools / the VOC devkit's rules).
+metrics with the pure metric code of :mod:`evaluation.coco_eval` and
+:mod:`evaluation.voc_eval` (pycocotools / the VOC devkit's rules).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -18,15 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.distributed import all_gather_object, is_main_process
+from engine.distributed import all_gather_object, is_main_process
+from utils.precision import amp_context
 
 logger = logging.getLogger(__name__)
-
-
-def autocast_context(device: torch.device, amp: str):
-    if device.type == "cuda" and amp in ("fp16", "bf16"):
-        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -40,7 +34,7 @@ def predict(model, loader, device: torch.device, amp: str = "none", progress: bo
     for images, targets in tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False):
         images = [im.to(device, non_blocking=True) for im in images]
         out_sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]
-        with autocast_context(device, amp):
+        with amp_context(device, amp):
             outputs = model(images, output_sizes=out_sizes)
         for t, o in zip(targets, outputs):
             results.append({"image_id": t["image_id"], "boxes": o["boxes"].float().cpu().numpy(),
@@ -64,7 +58,7 @@ def to_coco_results(predictions: list[dict], label_to_cat_id) -> list[dict]:
 
 def score_coco(dataset, predictions: list[dict], backend: str = "pycocotools", metrics_path: Optional[Path] = None,
                save_results: Optional[Path] = None) -> tuple[dict, object]:
-    from utils.coco_eval import evaluate_coco, summary_table, write_metrics_json
+    from evaluation.coco_eval import evaluate_coco, summary_table, write_metrics_json
 
     dets = to_coco_results(predictions, dataset.label_to_cat_id)
     if save_results is not None:
@@ -79,7 +73,7 @@ def score_coco(dataset, predictions: list[dict], backend: str = "pycocotools", m
 
 def voc_annotations(dataset) -> dict:
     """Ground truth of a VOCDetection in the devkit's 1-based pixel convention."""
-    from utils.voc_eval import to_devkit_coords
+    from evaluation.voc_eval import to_devkit_coords
 
     ann = {}
     for i in range(len(dataset)):
@@ -90,7 +84,7 @@ def voc_annotations(dataset) -> dict:
 
 
 def voc_detections(predictions: list[dict], class_names) -> dict:
-    from utils.voc_eval import to_devkit_coords
+    from evaluation.voc_eval import to_devkit_coords
 
     dets = {c: [] for c in class_names}
     for p in predictions:
@@ -102,7 +96,7 @@ def voc_detections(predictions: list[dict], class_names) -> dict:
 
 def score_voc(dataset, predictions: list[dict], use_07_metric: bool = True, metrics_path: Optional[Path] = None,
               split: str = "test", results_dir: Optional[Path] = None) -> tuple[dict, object]:
-    from utils.voc_eval import evaluate_voc, summary_table, write_metrics_json, write_voc_results
+    from evaluation.voc_eval import evaluate_voc, summary_table, write_metrics_json, write_voc_results
 
     dets = voc_detections(predictions, dataset.class_names)
     if results_dir is not None:
@@ -118,7 +112,7 @@ def score_voc(dataset, predictions: list[dict], use_07_metric: bool = True, metr
 
 def write_reports(metrics_path: Path, pr_curves: dict, title: str, write_json) -> None:
     """``metrics_path`` (JSON) and, next to it, ``<stem>_pr_curve.png``."""
-    from utils.plots import plot_pr_curves
+    from evaluation.plots import plot_pr_curves
 
     metrics_path = Path(metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)

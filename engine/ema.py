@@ -13,7 +13,7 @@ remembering the random initialisation; with ``decay=0.9998, ramp=2000`` it reach
 0.99 of ``decay`` after ~9200 steps. The average lives on the model's device in
 the model's dtype.
 
-With ``train.ema`` on, :func:`utils.engine.fit` evaluates the EMA weights, stores
+With ``train.ema`` on, :func:`engine.trainer.fit` evaluates the EMA weights, stores
 them as ``"model"`` in ``last.pth`` / ``best.pth`` (what eval.py and test.py
 load) and the training weights as ``"model_train"`` (what ``--resume`` loads),
 with ``"ema_updates"``.

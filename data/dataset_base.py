@@ -1,0 +1,265 @@
+"""The dataset machinery shared by the COCO and VOC readers: packed records, image decoding with logged skips,
+the dataset errors, and the augmentation RNG.
+
+Output of ``dataset[i]`` is ``(image, target)``:
+
+* ``image``: torch ``uint8`` tensor (3, H, W) in ``input_format`` channel order
+  ("BGR" as decoded by OpenCV, or "RGB"). No mean/std normalisation: the model
+  normalises.
+* ``target`` dict: ``boxes`` float32 (N, 4) XYXY absolute pixels of the
+  transformed image; ``labels`` int64 (N,) contiguous 0..K-1; ``image_id``;
+  ``orig_size`` int64 (2,) = (h, w) as decoded; ``size`` int64 (2,) = (h, w)
+  after transforms; ``file_name`` (str path); ``crowd_boxes`` float32 (M, 4).
+
+An image that cannot be read at ``__getitem__`` time is logged, counted and
+replaced by the next readable sample; too many of them raise
+:class:`UnreadableImagesError`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+__all__ = ["DetectionDatasetBase", "AnnotationFileNotFoundError", "DatasetError", "UnreadableImagesError"]
+
+
+class DatasetError(UserError, ValueError):
+    """An annotation file or data folder is malformed or missing; the message names the file and the problem."""
+
+
+class AnnotationFileNotFoundError(FileNotFoundError, DatasetError):
+    """A required annotation / image-set file does not exist.
+
+    Subclasses both FileNotFoundError and ValueError so either can be caught.
+    """
+
+
+class UnreadableImagesError(UserError, RuntimeError):
+    """Too many images of a dataset cannot be read (a wrong image folder or damaged data)."""
+
+
+# ============================================================================ shared base
+class DetectionDatasetBase(Dataset):
+    """Common machinery: packed per-image records, image decoding, bad-image skipping, rng.
+
+    Subclasses call :meth:`_pack_records` with a list of per-image dicts holding
+    ``file_name`` (full path), ``image_id``, ``height``/``width`` (-1 if unknown),
+    ``boxes`` (N,4) float64, ``labels`` (N,) int64, optional extra per-box arrays
+    named in ``per_box_extra`` and ``crowd_boxes`` (M,4).
+
+    Records are stored as a few flat numpy arrays (not a list of Python dicts) so
+    that forked DataLoader workers do not slowly copy the whole annotation set
+    through reference-count writes.
+
+    Randomness: in training, :class:`data.build.SeededDataset` hands every sample its own
+    ``numpy.random.Generator``, seeded from (run seed, epoch, position) by
+    :class:`data.sampler.ResumableSampler`, so augmentation does not depend on the
+    number of workers and is identical after ``--resume``. Used alone (tools, tests),
+    a dataset creates its generator lazily from ``torch.initial_seed()``. The
+    bad-image counter is per process (each worker counts its own).
+    """
+
+    per_box_extra: tuple[str, ...] = ()
+
+    def __init__(self, transforms: Optional[Callable] = None, input_format: str = "BGR",
+                 max_skip_fraction: float = 0.01):
+        super().__init__()
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise ValueError(f"max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
+        self.transforms = transforms
+        self.input_format = input_format
+        self.max_skip_fraction = float(max_skip_fraction)
+        self._rng: Optional[np.random.Generator] = None
+        self._rng_seed: Optional[int] = None
+        self._bad: dict[int, str] = {}
+        self._size_warned: set[int] = set()
+
+    # ------------------------------------------------------------------ records
+    def _pack_records(self, records: Sequence[dict], id_is_int: bool) -> None:
+        n = len(records)
+        self._file_names = np.array([r["file_name"] for r in records], dtype=np.str_) if n else np.array([], dtype=np.str_)
+        if id_is_int:
+            self._image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
+        else:
+            self._image_ids = np.array([r["image_id"] for r in records], dtype=np.str_) if n else np.array([], dtype=np.str_)
+        self._hw = np.array([[r.get("height", -1), r.get("width", -1)] for r in records], dtype=np.int64).reshape(n, 2)
+
+        def offsets(counts):
+            return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+        self._box_start = offsets([len(r["boxes"]) for r in records])
+        self._crowd_start = offsets([len(r["crowd_boxes"]) for r in records])
+
+        def cat(key, shape, dtype):
+            arrs = [np.asarray(r[key], dtype=dtype).reshape(shape) for r in records]
+            return np.concatenate(arrs) if arrs else np.zeros((0,) + shape[1:], dtype)
+
+        self._boxes = cat("boxes", (-1, 4), np.float64)
+        self._labels = cat("labels", (-1,), np.int64)
+        self._crowd = cat("crowd_boxes", (-1, 4), np.float64)
+        self._extra = {k: cat(k, (-1,), np.asarray(records[0][k]).dtype if n else np.bool_)
+                       for k in self.per_box_extra}
+
+    def __len__(self) -> int:
+        return len(self._file_names)
+
+    @property
+    def image_sizes(self) -> np.ndarray:
+        """(N, 2) int64 (height, width) of every image, from the annotations (-1 where they give none)."""
+        return self._hw
+
+    def _image_id(self, i: int):
+        v = self._image_ids[i]
+        return int(v) if self._image_ids.dtype.kind == "i" else str(v)
+
+    def get_file_name(self, i: int) -> str:
+        return str(self._file_names[i])
+
+    def get_annotation(self, i: int) -> dict:
+        """Untransformed numpy annotation of image i (boxes in the json/xml image frame)."""
+        s, e = self._box_start[i], self._box_start[i + 1]
+        cs, ce = self._crowd_start[i], self._crowd_start[i + 1]
+        target = {"boxes": self._boxes[s:e].copy(), "labels": self._labels[s:e].copy()}
+        for k, arr in self._extra.items():
+            target[k] = arr[s:e].copy()
+        target["crowd_boxes"] = self._crowd[cs:ce].copy()
+        return target
+
+    # ------------------------------------------------------------------ rng
+    def _get_rng(self) -> np.random.Generator:
+        seed = torch.initial_seed()
+        if self._rng is None or self._rng_seed != seed:
+            self._rng = np.random.default_rng(seed)
+            self._rng_seed = seed
+        return self._rng
+
+    def reseed(self, seed: Optional[int] = None) -> None:
+        """(Re)create the augmentation rng from ``seed`` (default ``torch.initial_seed()``)."""
+        self._rng = np.random.default_rng(torch.initial_seed() if seed is None else seed)
+        self._rng_seed = torch.initial_seed()
+
+    def set_rng(self, rng: Any) -> None:
+        """Use a caller-provided ``numpy.random.Generator`` (or RandomState) in this process."""
+        self._rng = rng
+        self._rng_seed = torch.initial_seed()
+
+    @property
+    def rng(self):
+        return self._get_rng()
+
+    # ------------------------------------------------------------------ images
+    @property
+    def skip_limit(self) -> int:
+        return max(10, int(math.floor(self.max_skip_fraction * len(self))))
+
+    @property
+    def num_skipped(self) -> int:
+        """Number of distinct unreadable images met so far in this process."""
+        return len(self._bad)
+
+    @staticmethod
+    def read_image(path: str) -> tuple[Optional[np.ndarray], str]:
+        """Decode with ``cv2.imread(path, cv2.IMREAD_COLOR)`` -> (HWC uint8 BGR or None, reason)."""
+        if not os.path.exists(path):
+            return None, "file does not exist"
+        try:
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+        except cv2.error as e:  # pragma: no cover - cv2 normally returns None
+            return None, f"OpenCV error: {e}"
+        if image is None:
+            return None, "file is unreadable or corrupt (OpenCV could not decode it)"
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            return None, f"decoded to an unexpected shape {image.shape}"
+        if logger.isEnabledFor(logging.DEBUG):
+            raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if raw is not None and (raw.ndim == 2 or raw.shape[2] != 3):
+                ch = 1 if raw.ndim == 2 else raw.shape[2]
+                logger.debug("%s has %d channel(s); converted to 3-channel BGR by cv2.IMREAD_COLOR", path, ch)
+        return image, ""
+
+    def _register_bad(self, i: int, path: str, reason: str) -> None:
+        self._bad[i] = reason
+        count = len(self._bad)
+        limit = self.skip_limit
+        logger.warning("%s: skipping image %s (index %d): %s; returning another sample instead "
+                       "(%d unreadable image(s) so far in this process, limit %d)",
+                       type(self).__name__, path, i, reason, count, limit)
+        if count > limit:
+            examples = "; ".join(f"{self.get_file_name(j)}: {r}" for j, r in list(self._bad.items())[:5])
+            raise UnreadableImagesError(
+                f"{type(self).__name__}: {count} images could not be read, more than the allowed "
+                f"max(10, max_skip_fraction={self.max_skip_fraction} * {len(self)} images) = {limit}. "
+                f"The image folder or the annotation file is probably wrong or the data is damaged. "
+                f"Examples: {examples}")
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+    # ------------------------------------------------------------------ getitem
+    def __getitem__(self, idx: int):
+        idx = int(idx)
+        n = len(self)
+        if n == 0:
+            raise IndexError("dataset is empty")
+        if idx < 0:
+            idx += n
+        if not 0 <= idx < n:
+            raise IndexError(f"index {idx} out of range for dataset of length {n}")
+        for attempt in range(n):
+            i = (idx + attempt) % n
+            if i in self._bad:
+                continue
+            path = self.get_file_name(i)
+            image, reason = self.read_image(path)
+            if image is None:
+                self._register_bad(i, path, reason)
+                continue
+            return self._make_sample(i, image)
+        raise UnreadableImagesError(f"{type(self).__name__}: none of the {n} images could be read "
+                           f"(e.g. {self.get_file_name(idx)}: {self._bad.get(idx)})")
+
+    def _make_sample(self, i: int, image: np.ndarray):
+        path = self.get_file_name(i)
+        h0, w0 = image.shape[:2]
+        eh, ew = (int(v) for v in self._hw[i])
+        if eh > 0 and ew > 0 and (eh, ew) != (h0, w0) and i not in self._size_warned:
+            self._size_warned.add(i)
+            logger.warning("%s: image %s decodes to (h, w) = (%d, %d) but the annotations say (%d, %d); "
+                           "boxes are used as annotated and clipped to the decoded image",
+                           type(self).__name__, path, h0, w0, eh, ew)
+        target = self.get_annotation(i)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target, self._get_rng())
+        h, w = image.shape[:2]
+        out = {
+            "boxes": torch.from_numpy(np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4).copy()),
+            "labels": torch.from_numpy(np.asarray(target["labels"], dtype=np.int64).reshape(-1).copy()),
+            "image_id": self._image_id(i),
+            "orig_size": torch.tensor([h0, w0], dtype=torch.int64),
+            "size": torch.tensor([h, w], dtype=torch.int64),
+            "file_name": path,
+            "crowd_boxes": torch.from_numpy(
+                np.asarray(target.get("crowd_boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4).copy()),
+        }
+        for k in self.per_box_extra:
+            out[k] = torch.from_numpy(np.asarray(target[k]).copy())
+        return self._to_tensor(image), out
+
+
+# ============================================================================ COCO

@@ -1,0 +1,75 @@
+"""The optimizer and the learning-rate schedule (warm-up, steps, the 1x/2x/3x multiplier, linear scaling)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- schedule
+@dataclass(frozen=True)
+class Schedule:
+    lr: float
+    max_iter: int
+    steps: tuple[int, ...]
+    warmup_iters: int
+    warmup_factor: float
+    gamma: float
+
+
+def effective_schedule(solver) -> Schedule:
+    """Apply the 1x/2x/3x multiplier and the linear scaling rule.
+
+    With ``scale_lr`` the learning rate is ``base_lr * batch_size / reference_batch_size``
+    and the iteration counts (max_iter, steps, warmup) scale by the inverse, so a
+    run sees the same number of epochs at any batch size (detectron2's
+    auto-scaling). Without it, the numbers are used as written.
+    """
+    mult = {"1x": 1, "2x": 2, "3x": 3}[solver.schedule]
+    ratio = solver.batch_size / solver.reference_batch_size if solver.scale_lr else 1.0
+    lr = solver.base_lr * ratio
+    it = lambda n: max(1, int(round(n / ratio)))  # noqa: E731
+    return Schedule(lr, it(solver.max_iter * mult), tuple(it(s * mult) for s in solver.steps),
+                    int(round(solver.warmup_iters / ratio)), solver.warmup_factor, solver.gamma)
+
+
+def lr_factor(schedule: Schedule, iteration: int) -> float:
+    """Linear warm-up from ``warmup_factor`` then x``gamma`` at each step (detectron2 WarmupMultiStepLR)."""
+    factor = schedule.gamma ** sum(1 for s in schedule.steps if iteration >= s)
+    if iteration < schedule.warmup_iters:
+        alpha = iteration / schedule.warmup_iters
+        factor *= schedule.warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+_NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.Optimizer:
+    """SGD (or AdamW) with the backbone at ``lr * backbone_lr_factor`` and norm layers at ``weight_decay_norm``."""
+    groups: dict[tuple[bool, bool], list] = {}
+    seen = set()
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            key = (module_name.startswith("backbone") or module_name.startswith("module.backbone"),
+                   isinstance(module, _NORM_TYPES))
+            groups.setdefault(key, []).append(p)
+    param_groups = []
+    for (is_backbone, is_norm), params in sorted(groups.items()):
+        factor = solver.backbone_lr_factor if is_backbone else 1.0
+        param_groups.append({"params": params, "lr": lr * factor, "initial_lr": lr * factor,
+                             "weight_decay": solver.weight_decay_norm if is_norm else solver.weight_decay,
+                             "name": f"{'backbone' if is_backbone else 'head'}{'_norm' if is_norm else ''}"})
+    if getattr(solver, "optimizer", "sgd") == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay)
+    return torch.optim.SGD(param_groups, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
+
+
