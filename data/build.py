@@ -19,6 +19,8 @@ from data.pipelines import build_per_image_train_steps, build_pipeline
 from data.transforms import ClipAndFilterBoxes, Compose
 from data.voc import VOCDetection
 
+DATASETS = ("coco", "voc", "synthetic")  # every data.dataset; config validation and the scripts' -d read this
+
 logger = logging.getLogger(__name__)
 
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+OPTIMIZERS = ("sgd", "adamw")  # every solver.optimizer; config validation reads this
+SCHEDULES = {"1x": 1, "2x": 2, "3x": 3}  # solver.schedule: multiplier of max_iter and steps
+
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ def effective_schedule(solver) -> Schedule:
     run sees the same number of epochs at any batch size (detectron2's
     auto-scaling). Without it, the numbers are used as written.
     """
-    mult = {"1x": 1, "2x": 2, "3x": 3}[solver.schedule]
+    mult = SCHEDULES[solver.schedule]
     ratio = solver.batch_size / solver.reference_batch_size if solver.scale_lr else 1.0
     lr = solver.base_lr * ratio
     it = lambda n: max(1, int(round(n / ratio)))  # noqa: E731

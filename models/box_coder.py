@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 
 import torch
 
+DECODE_METHODS = ("anchor", "stride")  # model.box_coder.decode_method
+
 
 class BoxCoder:
     def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = math.log(1000.0 / 16),

@@ -30,6 +30,8 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 
 from models.matcher import Match
 
+NORMALIZATIONS = ("batch", "per_image")  # model.loss.normalization
+
 
 def _last_write_wins(num: int, index: torch.Tensor, values: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """``base[index] = values`` where, for repeated indices, the last occurrence wins (on every device)."""

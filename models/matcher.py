@@ -30,7 +30,7 @@ sort), so CPU and CUDA assign the same anchors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torchvision.ops import box_convert, box_iou
@@ -217,15 +217,27 @@ class GridMatcher:
         return matches
 
 
+def _grid(rule: str):
+    def build(topk, pos_thresh, neg_thresh, *, stride, offset, num_anchors, grid_anchors):
+        return GridMatcher(rule, stride, num_anchors, offset, grid_anchors)
+    return build
+
+
+# every model.matcher.name and its builder; config validation reads this dict (one file to touch for a new matcher)
+MATCHERS: dict[str, Callable] = {
+    "uniform": lambda topk, pos_thresh, neg_thresh, **_: UniformMatcher(topk),
+    "iou_topk": lambda topk, pos_thresh, neg_thresh, **_: IoUTopKMatcher(topk),
+    "max_iou": lambda topk, pos_thresh, neg_thresh, **_: MaxIoUMatcher(pos_thresh, neg_thresh),
+    "grid_center": _grid("center"),
+    "grid_neighbors": _grid("neighbors"),
+    "grid_inside": _grid("inside"),
+}
+
+
 def build_matcher(name: str, topk: int = 4, pos_thresh: float = 0.5, neg_thresh: float = 0.4, *,
                   stride: float = 32, offset: float = 0.0, num_anchors: int = 1, grid_anchors: str = "best"):
     """The matcher called ``name``; ``stride``, ``offset`` and ``num_anchors`` (per cell) are for the grid ones."""
-    if name.startswith("grid_"):
-        return GridMatcher(name[len("grid_"):], stride, num_anchors, offset, grid_anchors)
-    if name == "uniform":
-        return UniformMatcher(topk)
-    if name == "iou_topk":
-        return IoUTopKMatcher(topk)
-    if name == "max_iou":
-        return MaxIoUMatcher(pos_thresh, neg_thresh)
-    raise ValueError(f"unknown matcher {name!r}")
+    if name not in MATCHERS:
+        raise ValueError(f"unknown matcher {name!r}; choose one of {', '.join(MATCHERS)}")
+    return MATCHERS[name](topk, pos_thresh, neg_thresh, stride=stride, offset=offset, num_anchors=num_anchors,
+                          grid_anchors=grid_anchors)

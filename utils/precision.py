@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+AMP_MODES = ("none", "fp16", "bf16")  # solver.amp and eval.py --amp (CUDA autocast)
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp16: CUDA only
