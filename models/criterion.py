@@ -33,6 +33,23 @@ from models.matcher import Match
 NORMALIZATIONS = ("batch", "per_image")  # model.loss.normalization
 
 
+def foreground_normalizer(num_foreground, world_size: int):
+    """``max(1, num_foreground / world_size)``: the divisor of ``normalization="batch"``.
+
+    ``num_foreground`` is the foreground-anchor count summed over all DDP ranks
+    (and micro-batches), ``world_size`` the number of ranks; the result is the
+    per-rank average, at least 1. A tensor gives a tensor of the same dtype and
+    device (``(n / w).clamp(min=1.0)``, the criterion's loss divisor); a Python
+    number gives a Python float (``max(1.0, float(n) / w)``, the gradient factor
+    of :func:`engine.step.train_step`). Both compute ``n / w`` then the lower
+    bound, so each caller gets exactly the arithmetic it had before this
+    function existed.
+    """
+    if torch.is_tensor(num_foreground):
+        return (num_foreground / world_size).clamp(min=1.0)
+    return max(1.0, float(num_foreground) / world_size)
+
+
 def _last_write_wins(num: int, index: torch.Tensor, values: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """``base[index] = values`` where, for repeated indices, the last occurrence wins (on every device)."""
     order = torch.arange(index.numel(), device=index.device)
@@ -132,11 +149,11 @@ class YOLOFCriterion:
         num_fg = fg_per_image.sum()
 
         if self.normalization == "batch":
-            normalizer = num_fg.clone()
+            total, world = num_fg.clone(), 1
             if reduce_over_ranks and dist.is_available() and dist.is_initialized():
-                dist.all_reduce(normalizer)
-                normalizer = normalizer / dist.get_world_size()
-            normalizer = normalizer.clamp(min=1.0)
+                dist.all_reduce(total)
+                world = dist.get_world_size()
+            normalizer = foreground_normalizer(total, world)
             loss_cls = cls_per_image.sum() / normalizer
             loss_box = box_per_image.sum() / normalizer
             loss_sum = self.cls_weight * cls_per_image.sum() + self.box_weight * box_per_image.sum()
