@@ -326,7 +326,7 @@ def test_grayscale_and_rgba_png(tmp_path, caplog):
     js["images"][1]["file_name"] = "rgba.png"
     ann.write_text(json.dumps(js))
     ds = COCODetection(img_dir, ann)
-    with caplog.at_level(logging.DEBUG, logger="data.coco"):
+    with caplog.at_level(logging.DEBUG, logger="data.dataset_base"):
         g, _ = ds[0]
         c, _ = ds[1]
     assert g.shape == (3, 40, 60) and c.shape == (3, 40, 60)
