@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Collection, Iterable, Mapping, Optional, Union
 
 import yaml
 
@@ -147,87 +148,109 @@ def _build(cls: type, data: Mapping, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _validate(cfg: Config) -> None:
-    from models.backbone import BACKBONES  # the families' own lists of names
-    from models.layers import ACTIVATIONS, NORMS
+# Switches of one module that keep no list of their own (yet): the values their code branches on.
+_SWITCHES: dict[str, tuple[str, ...]] = {
+    "model.backbone.style": ("caffe", "pytorch"),  # models/backbone.py: where the stride-2 conv sits
+    "model.backbone.norm": ("frozen_bn", "bn", "syncbn"),  # models/backbone.py, models/cspdarknet.py
+    "model.input_format": ("BGR", "RGB"),
+    "model.matcher.grid_anchors": ("best", "all"),  # models/matcher.py GridMatcher
+}
 
-    m = cfg.model
-    choices = {
-        "model.backbone.name": (m.backbone.name, set(BACKBONES)),
-        "model.backbone.style": (m.backbone.style, {"caffe", "pytorch"}),
-        "model.backbone.norm": (m.backbone.norm, {"frozen_bn", "bn", "syncbn"}),
-        "model.encoder.norm": (m.encoder.norm, set(NORMS)),
-        "model.decoder.norm": (m.decoder.norm, set(NORMS)),
-        "model.encoder.activation": (m.encoder.activation, set(ACTIVATIONS)),
-        "model.decoder.activation": (m.decoder.activation, set(ACTIVATIONS)),
-        "model.input_format": (m.input_format, {"BGR", "RGB"}),
-        "model.box_coder.decode_method": (m.box_coder.decode_method, {"anchor", "stride"}),
-        "model.matcher.name": (m.matcher.name, {"uniform", "iou_topk", "max_iou", "grid_center", "grid_neighbors",
-                                                 "grid_inside"}),
-        "model.matcher.grid_anchors": (m.matcher.grid_anchors, {"best", "all"}),
-        "model.loss.normalization": (m.loss.normalization, {"batch", "per_image"}),
-        "data.dataset": (cfg.data.dataset, {"coco", "voc", "synthetic"}),
-        "solver.schedule": (cfg.solver.schedule, {"1x", "2x", "3x"}),
-        "solver.amp": (cfg.solver.amp, {"none", "fp16", "bf16"}),
-        "solver.optimizer": (cfg.solver.optimizer, {"sgd", "adamw"}),
+
+def _families() -> dict[str, Collection[str]]:
+    """Each config key that names one member of a family -> that family's own list of names.
+
+    Imported here, not at the top: these modules import torch, and some of them import ``config``.
+    """
+    from data.build import DATASETS
+    from data.pipelines import PIPELINES
+    from engine.optim import OPTIMIZERS, SCHEDULES
+    from models.backbone import BACKBONES
+    from models.box_coder import DECODE_METHODS
+    from models.criterion import NORMALIZATIONS
+    from models.layers import ACTIVATIONS, NORMS
+    from models.matcher import MATCHERS
+    from utils.precision import AMP_MODES
+
+    return {
+        "model.backbone.name": BACKBONES,
+        "model.encoder.norm": NORMS,
+        "model.decoder.norm": NORMS,
+        "model.encoder.activation": ACTIVATIONS,
+        "model.decoder.activation": ACTIVATIONS,
+        "model.box_coder.decode_method": DECODE_METHODS,
+        "model.matcher.name": MATCHERS,
+        "model.loss.normalization": NORMALIZATIONS,
+        "data.dataset": DATASETS,
+        "data.pipeline": PIPELINES,
+        "solver.schedule": SCHEDULES,
+        "solver.amp": AMP_MODES,
+        "solver.optimizer": OPTIMIZERS,
+        **_SWITCHES,
     }
-    for key, (value, allowed) in choices.items():
+
+
+def _validate_choices(cfg: Config) -> None:
+    for key, allowed in _families().items():
+        value = functools.reduce(getattr, key.split("."), cfg)
         if value not in allowed:
             raise ConfigError(f"config key '{key}': {value!r} is not one of {sorted(allowed)}")
+
+
+def _check(ok: bool, key: str, why: str, *, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {why}, got {got!r}")
+
+
+def _validate_model(m) -> None:
     if len(m.encoder.dilations) != m.encoder.num_blocks:
         raise ConfigError(
             f"config key 'model.encoder.dilations': {len(m.encoder.dilations)} dilations for "
             f"model.encoder.num_blocks={m.encoder.num_blocks}"
         )
-    if m.decoder.pred_kernel not in (1, 3):
-        raise ConfigError(f"config key 'model.decoder.pred_kernel': must be 1 or 3, got {m.decoder.pred_kernel}")
-    if not 0 <= m.backbone.freeze_at <= 5:
-        raise ConfigError(f"config key 'model.backbone.freeze_at': must be in 0..5, got {m.backbone.freeze_at}")
-    if m.num_classes != "auto" and (isinstance(m.num_classes, str) or m.num_classes < 1):
-        raise ConfigError(f"config key 'model.num_classes': must be >= 1 or 'auto', got {m.num_classes!r}")
-    if cfg.data.test_batch_size < 1:
-        raise ConfigError(f"config key 'data.test_batch_size': must be >= 1, got {cfg.data.test_batch_size}")
-    if cfg.solver.batch_size < 1:
-        raise ConfigError(f"config key 'solver.batch_size': must be >= 1, got {cfg.solver.batch_size}")
-    if any(w <= 0 or h <= 0 for w, h in m.anchors.custom_wh):
-        raise ConfigError(f"config key 'model.anchors.custom_wh': widths and heights must be > 0, got {m.anchors.custom_wh}")
-    if not 0.0 <= cfg.data.mixup_prob <= 1.0:
-        raise ConfigError(f"config key 'data.mixup_prob': must be in [0, 1], got {cfg.data.mixup_prob}")
-    _validate_pipeline(cfg.data)
-    if not 0.0 <= cfg.train.ema_decay < 1.0:
-        raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
-    if cfg.train.ema_ramp < 0:
-        raise ConfigError(f"config key 'train.ema_ramp': must be >= 0, got {cfg.train.ema_ramp}")
-    if list(cfg.solver.steps) != sorted(cfg.solver.steps):
-        raise ConfigError(f"config key 'solver.steps': must be increasing, got {cfg.solver.steps}")
+    _check(m.decoder.pred_kernel in (1, 3), "model.decoder.pred_kernel", "must be 1 or 3", got=m.decoder.pred_kernel)
+    _check(0 <= m.backbone.freeze_at <= 5, "model.backbone.freeze_at", "must be in 0..5", got=m.backbone.freeze_at)
+    _check(m.num_classes == "auto" or (not isinstance(m.num_classes, str) and m.num_classes >= 1),
+           "model.num_classes", "must be >= 1 or 'auto'", got=m.num_classes)
+    _check(all(w > 0 and h > 0 for w, h in m.anchors.custom_wh), "model.anchors.custom_wh",
+           "widths and heights must be > 0", got=m.anchors.custom_wh)
 
 
-def _validate_pipeline(d) -> None:
-    """``data.pipeline`` and the parameters of its steps (data/pipelines.py, data/yolo_transforms.py, data/mosaic.py)."""
-    from data.pipelines import PIPELINES
+def _validate_data(d) -> None:
+    """The data keys, with the parameters of the pipeline's steps (data/pipelines.py, data/yolo_transforms.py,
+    data/mosaic.py)."""
 
-    def fail(key: str, why: str) -> None:
-        raise ConfigError(f"config key 'data.{key}': {why}, got {getattr(d, key)!r}")
+    def check(ok: bool, key: str, why: str) -> None:
+        _check(ok, f"data.{key}", why, got=getattr(d, key))
 
-    if d.pipeline not in PIPELINES:
-        fail("pipeline", f"must be one of {sorted(PIPELINES)}")
-    if not 0.0 <= d.jitter_ratio < 0.5:
-        fail("jitter_ratio", "must be in [0, 0.5)")
+    check(d.test_batch_size >= 1, "test_batch_size", "must be >= 1")
+    check(0.0 <= d.mixup_prob <= 1.0, "mixup_prob", "must be in [0, 1]")
+    check(0.0 <= d.jitter_ratio < 0.5, "jitter_ratio", "must be in [0, 0.5)")
     for key in ("resize_shape", "test_resize_shape", "mosaic_size"):
-        if min(getattr(d, key)) < 1:
-            fail(key, "needs two positive sides (h, w)")
-    if not 0.0 < d.scale_jitter[0] <= d.scale_jitter[1]:
-        fail("scale_jitter", "must be [low, high] with 0 < low <= high")
-    if not 0.0 <= d.hue <= 0.5:
-        fail("hue", "must be in [0, 0.5] (a fraction of the hue circle)")
+        check(min(getattr(d, key)) >= 1, key, "needs two positive sides (h, w)")
+    check(0.0 < d.scale_jitter[0] <= d.scale_jitter[1], "scale_jitter", "must be [low, high] with 0 < low <= high")
+    check(0.0 <= d.hue <= 0.5, "hue", "must be in [0, 0.5] (a fraction of the hue circle)")
     for key in ("saturation", "exposure"):
-        if getattr(d, key) < 1.0:
-            fail(key, "must be >= 1 (the scale is drawn in [1 / s, s])")
-    if not 0.0 <= d.mosaic_prob <= 1.0:
-        fail("mosaic_prob", "must be in [0, 1]")
-    if not 0.0 <= d.mosaic_min_offset < 0.5 or any(
-            int(s * d.mosaic_min_offset) >= int(s * (1 - d.mosaic_min_offset)) for s in d.mosaic_size):
-        fail("mosaic_min_offset", f"leaves no room for the cut point in data.mosaic_size {list(d.mosaic_size)}")
+        check(getattr(d, key) >= 1.0, key, "must be >= 1 (the scale is drawn in [1 / s, s])")
+    check(0.0 <= d.mosaic_prob <= 1.0, "mosaic_prob", "must be in [0, 1]")
+    check(0.0 <= d.mosaic_min_offset < 0.5 and all(
+        int(s * d.mosaic_min_offset) < int(s * (1 - d.mosaic_min_offset)) for s in d.mosaic_size),
+        "mosaic_min_offset", f"leaves no room for the cut point in data.mosaic_size {list(d.mosaic_size)}")
+
+
+def _validate_solver_and_train(s, t) -> None:
+    _check(s.batch_size >= 1, "solver.batch_size", "must be >= 1", got=s.batch_size)
+    _check(list(s.steps) == sorted(s.steps), "solver.steps", "must be increasing", got=s.steps)
+    _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)", got=t.ema_decay)
+    _check(t.ema_ramp >= 0, "train.ema_ramp", "must be >= 0", got=t.ema_ramp)
+
+
+def _validate(cfg: Config) -> None:
+    """Checks beyond the types: choices from each family's list, ranges, consistency between keys."""
+    _validate_choices(cfg)
+    _validate_model(cfg.model)
+    _validate_data(cfg.data)
+    _validate_solver_and_train(cfg.solver, cfg.train)
 
 
 def _validate_backbone_weights(m) -> None:

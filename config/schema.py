@@ -4,6 +4,12 @@ Defaults are the official YOLOF R50-C5 1x recipe (megvii-model/YOLOF,
 ``yolof.res50.C5.1x``) unless a comment says otherwise. Every trick that YOLOF
 uses and RetinaNet does not is a switch here, so one ablation row is one set
 of overrides.
+
+This file is the one place of defaults: the YAML presets in ``config/`` state
+only what differs from it (or from the preset they derive from through
+``_base_``). ``python -m config PRESET`` prints a preset's whole resolved
+config with the comment of each key; ``config/README.md`` is that listing for
+every preset (generated: ``python -m config --write-listing``).
 """
 from __future__ import annotations
 
@@ -14,12 +20,12 @@ from typing import Union
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: str = "resnet50"  # one of models.backbone.BACKBONES: resnet18 | resnet34 | resnet50 | resnet101 | resnext50_32x4d | resnext101_32x8d | resnext101_64x4d | cspdarknet53
+    name: str = "resnet50"  # one of models.backbone.BACKBONES (the ResNets, ResNeXts and cspdarknet53)
     style: str = "caffe"  # caffe: stride on the 1x1 conv (MSRA weights); pytorch: stride on the 3x3 conv
     dilated_c5: bool = False  # DC5: last stage dilated (stride 16) instead of strided (stride 32)
     freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything (cspdarknet53: k >= 1 freezes the stem and layer1..layer{k}; the official 2 = everything at stride <= 4)
     norm: str = "frozen_bn"  # frozen_bn | bn | syncbn (SyncBatchNorm under DDP, plain BN on one process; cspdarknet53: BN eps 1e-4, momentum 0.03 as official)
-    weights: str = "none"  # none | imagenet (torchvision weights, from weights/ or downloaded) | a file path
+    weights: str = "none"  # none | imagenet (torchvision's file, from weights/; never downloaded) | a file path
     width_mult: float = 1.0  # scales every stage width (<1 for small CPU models; 1 for pretrained weights)
 
 
@@ -29,8 +35,8 @@ class EncoderConfig:
     mid_channels: int = 128  # bottleneck middle channels of each residual block
     num_blocks: int = 4  # number of dilated residual blocks
     dilations: tuple[int, ...] = (2, 4, 6, 8)  # one dilation per block
-    norm: str = "bn"  # bn | syncbn (SyncBatchNorm under DDP, plain BN on one process) | gn | none
-    activation: str = "relu"  # relu | leaky_relu (negative slope 0.1, the official CSP-D-53 recipes)
+    norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
+    activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
 
 
 @dataclass(frozen=True)
@@ -39,13 +45,13 @@ class DecoderConfig:
     num_reg_convs: int = 4  # conv-norm-ReLU layers in the regression subnet
     pred_kernel: int = 3  # kernel of the cls/box/objectness prediction convs (1 = the seed's ablation)
     prior_prob: float = 0.01  # initial foreground probability (bias init of cls_score)
-    norm: str = "bn"  # bn | syncbn (SyncBatchNorm under DDP, plain BN on one process) | gn | none
-    activation: str = "relu"  # relu | leaky_relu (negative slope 0.1, the official CSP-D-53 recipes)
+    norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
+    activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
 
 
 @dataclass(frozen=True)
 class AnchorConfig:
-    sizes: tuple[float, ...] = (32, 64, 128, 256, 512)  # anchor side lengths in input pixels
+    sizes: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)  # anchor side lengths in input pixels
     aspect_ratios: tuple[float, ...] = (1.0,)  # h / w
     offset: float = 0.0  # anchor centre = (x + offset) * stride; official YOLOF uses 0.0
     custom_wh: tuple[tuple[float, float], ...] = ()  # explicit (w, h) cell anchors used instead of sizes x aspect_ratios when non-empty (k-means priors: python -m tools.kmeans_anchors)
@@ -56,12 +62,12 @@ class BoxCoderConfig:
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # (wx, wy, ww, wh)
     scale_clamp: float = math.log(1000.0 / 16)  # upper clamp of dw, dh before exp()
     ctr_clamp: float = 32.0  # max centre shift in pixels when decoding; <= 0 turns it off
-    decode_method: str = "anchor"  # anchor: offset scaled by anchor size (official); stride: by the stride (seed's method 1)
+    decode_method: str = "anchor"  # one of models.box_coder.DECODE_METHODS: anchor: offset scaled by anchor size (official); stride: by the stride (seed's method 1)
 
 
 @dataclass(frozen=True)
 class MatcherConfig:
-    name: str = "uniform"  # uniform (L1 top-k, official) | iou_topk (seed) | max_iou (RetinaNet) | grid_center | grid_neighbors | grid_inside (single-level YOLO grid assignments, models/matcher.py)
+    name: str = "uniform"  # one of models.matcher.MATCHERS: uniform (L1 top-k) is official; the others are ablations (models/matcher.py)
     grid_anchors: str = "best"  # grid_* matchers: best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
     topk: int = 4  # k for uniform / iou_topk
     max_iou_pos_thresh: float = 0.5  # max_iou: IoU >= this is positive
@@ -77,7 +83,7 @@ class LossConfig:
     focal_gamma: float = 2.0
     cls_weight: float = 1.0
     box_weight: float = 1.0
-    normalization: str = "batch"  # batch: by total positives in the batch over all ranks (official); per_image: per image, then averaged (seed's method 1)
+    normalization: str = "batch"  # one of models.criterion.NORMALIZATIONS: batch: by total positives in the batch over all ranks (official); per_image: per image, then averaged (seed's method 1)
     image_mask: bool = False  # ignore anchors whose centre lies in padding (not in the official code)
 
 
@@ -108,7 +114,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "coco"  # coco | voc | synthetic
+    dataset: str = "coco"  # one of data.build.DATASETS
     root: str = "datasets/coco"  # coco: holds annotations/instances_<split>.json and <split>/; voc: VOCdevkit; synthetic: cache folder
     train_split: str = "train2017"  # coco split name; voc: "2007_trainval+2012_trainval"
     val_split: str = "val2017"  # coco split name; voc: "2007_test"
@@ -120,7 +126,7 @@ class DataConfig:
     random_shift: bool = True  # RandomShift augmentation (YOLOF)
     shift_max: int = 32  # RandomShift range in pixels: shifts in [-shift_max, shift_max - 1]
     shift_prob: float = 0.5  # RandomShift probability
-    pipeline: str = "resize_shortest_edge"  # one of data.pipelines.PIPELINES: resize_shortest_edge (the ResNet recipes: train_/test_min_size ...) | yolo (the CSP-D-53 recipes: JitterCrop -> Resize with scale jitter -> RandomDistortion -> flip -> shift; test: a fixed test_resize_shape)
+    pipeline: str = "resize_shortest_edge"  # one of data.pipelines.PIPELINES: resize_shortest_edge (the ResNet recipes: train_/test_min_size ...); yolo (the CSP-D-53 recipes: JitterCrop -> Resize with scale jitter -> RandomDistortion -> flip -> shift; test: a fixed test_resize_shape)
     jitter_crop: bool = True  # yolo pipeline: JitterCrop (YOLOv4) first
     jitter_ratio: float = 0.3  # yolo pipeline: each side of the image moves in or out by up to this fraction of it (official 0.3)
     resize_shape: tuple[int, int] = (640, 640)  # yolo pipeline: training resize (h, w), the aspect ratio is not kept (official 640 x 640)
@@ -138,7 +144,7 @@ class DataConfig:
     aspect_ratio_grouping: bool = True  # training batches of one aspect group (landscape / portrait), as the official sampler (data/sampler.py)
     test_batch_size: int = 1  # images per process in evaluation; official 1: padding a batch changes the features near the right and bottom edges
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
-    num_workers: int = 4  # DataLoader workers per process
+    num_workers: int = 8  # DataLoader workers per process (official 8; the X101 recipe: 4)
     synthetic_num_train: int = 3000  # synthetic dataset: training images
     synthetic_num_val: int = 300  # synthetic dataset: held-out images
     synthetic_image_size: tuple[int, int] = (256, 256)  # synthetic dataset: (h, w)
@@ -154,7 +160,7 @@ class SolverConfig:
     base_lr: float = 0.12  # learning rate at reference_batch_size
     reference_batch_size: int = 64  # batch size base_lr was tuned for
     scale_lr: bool = True  # lr = base_lr * batch_size / reference_batch_size (linear scaling rule)
-    optimizer: str = "sgd"  # sgd (official) | adamw (converges faster from scratch: the CPU quickstart)
+    optimizer: str = "sgd"  # one of engine.optim.OPTIMIZERS: sgd (official); adamw converges faster from scratch (the CPU quickstart)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0  # weight decay of normalisation layers (official 0)
@@ -162,11 +168,11 @@ class SolverConfig:
     max_iter: int = 22500  # optimizer steps for a 1x schedule
     steps: tuple[int, ...] = (15000, 20000)  # lr x gamma at these steps
     gamma: float = 0.1
-    schedule: str = "1x"  # 1x | 2x | 3x: multiplies max_iter and steps
+    schedule: str = "1x"  # one of engine.optim.SCHEDULES: multiplies max_iter and steps (2x: by 2)
     warmup_iters: int = 1500
     warmup_factor: float = 0.00066667  # lr factor at step 0, rising linearly to 1 at warmup_iters
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
-    amp: str = "none"  # none | fp16 | bf16 (CUDA only)
+    amp: str = "none"  # one of utils.precision.AMP_MODES (fp16 and bf16: CUDA only)
     channels_last: bool = False  # channels_last memory format for the model and images
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
 
