@@ -19,9 +19,11 @@ from pathlib import Path
 
 import cv2
 
-from utils.precision import PRECISIONS
+from data.build import DATASETS
 from deploy.predictor import BACKENDS, Predictor
 from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
+from utils.errors import UserError
+from utils.precision import PRECISIONS
 
 logger = logging.getLogger("test")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -33,7 +35,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--weight", "-w", required=True, help="checkpoint")
     p.add_argument("--input", "-i", type=Path, default=None, help="an image, a folder of images, or a video")
-    p.add_argument("-d", "--dataset", choices=["coco", "voc", "synthetic"], default=None,
+    p.add_argument("-d", "--dataset", choices=list(DATASETS), default=None,
                    help="run on a dataset split instead of --input")
     p.add_argument("--root", default=None, help="dataset root (default: the config's)")
     p.add_argument("--split", default=None, help="dataset split (default: the config's val split)")
@@ -77,10 +79,10 @@ def _iter_inputs(args, cfg):
         return
     path = args.input
     if not path.exists():
-        raise SystemExit(f"--input {path} does not exist")
+        raise UserError(f"--input {path} does not exist")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS) if path.is_dir() else [path]
     if path.is_dir() and not files:
-        raise SystemExit(f"--input {path}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
+        raise UserError(f"--input {path}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
     for f in files:
         image = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if image is None:
@@ -92,7 +94,7 @@ def _iter_inputs(args, cfg):
 def run_video(args, predictor, draw) -> None:
     cap = cv2.VideoCapture(str(args.input))
     if not cap.isOpened():
-        raise SystemExit(f"cannot open video {args.input}")
+        raise UserError(f"cannot open video {args.input}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     out_path = args.save_dir / (args.input.stem + "_det.mp4")
     writer = None
@@ -129,8 +131,8 @@ def main(argv=None) -> None:
             cfg = load_run_config(args, args.weight)
             predictor = Predictor(args.weight, config=cfg, device=device, precision=args.precision,
                                   backend=args.backend)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except (ValueError, FileNotFoundError) as e:  # the Predictor's errors name the file and the problem
+        raise UserError(str(e)) from None
     from utils.visualize import draw_detections
 
     def draw(image, det):
@@ -163,7 +165,7 @@ def main(argv=None) -> None:
             if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
                 show = False
     if n == 0:
-        raise SystemExit("no images were processed")
+        raise UserError("no images were processed")
     print(f"{n} images, {total:.2f} s inference, {total / n * 1000:.1f} ms/image, {n / total:.1f} FPS")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -19,12 +19,10 @@ from data.pipelines import build_per_image_train_steps, build_pipeline
 from data.transforms import ClipAndFilterBoxes, Compose
 from data.voc import VOCDetection
 
-DATASETS = ("coco", "voc", "synthetic")  # every data.dataset; config validation and the scripts' -d read this
-
 logger = logging.getLogger(__name__)
 
 
-def _voc_image_sets(split: str) -> tuple[tuple[str, str], ...]:
+def voc_image_sets(split: str) -> tuple[tuple[str, str], ...]:
     """``"2007_trainval+2012_trainval"`` -> (("2007", "trainval"), ("2012", "trainval"))."""
     sets = []
     for part in split.split("+"):
@@ -35,46 +33,76 @@ def _voc_image_sets(split: str) -> tuple[tuple[str, str], ...]:
     return tuple(sets)
 
 
-def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
-    """The dataset of ``split`` with the training or test transforms of ``cfg``.
+def _coco(cfg, split: str, is_train: bool, transforms) -> Dataset:
+    """``<root>/annotations/instances_<split>.json`` and images in ``<root>/<split>/``."""
+    root = Path(cfg.data.root)
+    ann = root / "annotations" / f"instances_{split}.json"
+    ds = COCODetection(root / split, ann, transforms, cfg.model.input_format,
+                       filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction)
+    if len(ds) and not (root / split).is_dir() and not Path(ds.get_file_name(0)).is_file():
+        raise DatasetError(f"image folder not found: {root / split} (it holds the images of {ann})")
+    return ds
 
-    coco: ``<root>/annotations/instances_<split>.json`` and images in ``<root>/<split>/``.
-    voc: ``<root>`` is a VOCdevkit, ``split`` like ``2007_trainval+2012_trainval``.
-    synthetic: generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``).
+
+def _synthetic(cfg, split: str, is_train: bool, transforms) -> Dataset:
+    """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``), then read as COCO."""
+    from data.synthetic import generate_synthetic_coco
+
+    d = cfg.data
+    generate_synthetic_coco(Path(d.root), num_train=d.synthetic_num_train, num_val=d.synthetic_num_val,
+                            image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed,
+                            num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
+                            max_box=d.synthetic_max_box or None)
+    return _coco(cfg, split, is_train, transforms)
+
+
+def _voc(cfg, split: str, is_train: bool, transforms) -> Dataset:
+    """``<root>`` is a VOCdevkit, ``split`` like ``2007_trainval+2012_trainval``; difficult objects kept for testing."""
+    return VOCDetection(cfg.data.root, voc_image_sets(split), transforms, cfg.model.input_format,
+                        keep_difficult=not is_train, max_skip_fraction=cfg.train.max_skip_fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFormat:
+    """One ``data.dataset``: how a split is read, how it is scored, and the split ``eval.py --results`` scores
+    when neither ``--split`` nor ``--config`` names one."""
+
+    build: Callable[..., Dataset]  # (cfg, split, is_train, transforms) -> dataset with class_names
+    metric: str  # "coco" (pycocotools) or "voc" (the devkit): evaluation.evaluator.METRICS
+    val_split: str
+
+
+# every data.dataset: config validation and the scripts' -d read the names; adding a format is one entry here
+DATASETS: dict[str, DatasetFormat] = {
+    "coco": DatasetFormat(_coco, metric="coco", val_split="val2017"),
+    "voc": DatasetFormat(_voc, metric="voc", val_split="test"),  # + eval.py --year
+    "synthetic": DatasetFormat(_synthetic, metric="coco", val_split="val"),
+}
+
+
+def _check_num_classes(cfg, ds: Dataset, split: str) -> None:
+    if cfg.model.num_classes != "auto" and len(ds.class_names) != cfg.model.num_classes:
+        raise ConfigError(
+            f"{cfg.data.dataset} split {split!r} has {len(ds.class_names)} classes but model.num_classes is "
+            f"{cfg.model.num_classes}; set model.num_classes={len(ds.class_names)} (or auto)"
+        )
+
+
+def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
+    """The dataset of ``split`` with the training or test transforms of ``cfg`` (``DATASETS[data.dataset]``).
+
     Training sets are wrapped in :class:`data.mixup.MixupDataset` when ``data.mixup_prob > 0``.
     The transforms are ``data.pipeline``'s (:mod:`data.pipelines`) unless given; training
     images become mosaics (:class:`data.mosaic.Mosaic`) when ``data.mosaic_prob > 0``.
     """
     d = cfg.data
+    if d.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {d.dataset!r}")
     mosaic = transforms is None and is_train and d.mosaic_prob > 0
     if transforms is None:
         transforms = build_pipeline(d, is_train)
-    fmt = cfg.model.input_format
-    skip = cfg.train.max_skip_fraction
-    root = Path(d.root)
-    if d.dataset == "synthetic":
-        from data.synthetic import generate_synthetic_coco
-
-        generate_synthetic_coco(root, num_train=d.synthetic_num_train, num_val=d.synthetic_num_val,
-                                image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed,
-                                num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
-                                max_box=d.synthetic_max_box or None)
-    if d.dataset in ("coco", "synthetic"):
-        ann = root / "annotations" / f"instances_{split}.json"
-        ds = COCODetection(root / split, ann, transforms, fmt, filter_empty=is_train and d.filter_empty,
-                           max_skip_fraction=skip)
-        if len(ds) and not (root / split).is_dir() and not Path(ds.get_file_name(0)).is_file():
-            raise DatasetError(f"image folder not found: {root / split} (it holds the images of {ann})")
-    elif d.dataset == "voc":
-        ds = VOCDetection(root, _voc_image_sets(split), transforms, fmt, keep_difficult=not is_train,
-                          max_skip_fraction=skip)
-    else:
-        raise ValueError(f"unknown dataset {d.dataset!r}")
-    if cfg.model.num_classes != "auto" and len(ds.class_names) != cfg.model.num_classes:
-        raise ConfigError(
-            f"{d.dataset} split {split!r} has {len(ds.class_names)} classes but model.num_classes is "
-            f"{cfg.model.num_classes}; set model.num_classes={len(ds.class_names)} (or auto)"
-        )
+    ds = DATASETS[d.dataset].build(cfg, split, is_train, transforms)
+    _check_num_classes(cfg, ds, split)
     if mosaic:  # the mosaic draws its other three images from the dataset itself
         from data.mosaic import Mosaic, RawSamples
 

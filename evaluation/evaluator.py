@@ -1,8 +1,9 @@
 """Run a detector over a dataset split and score it: the evaluator shared by train.py and eval.py.
 
 Inference and scoring are separate: :func:`predict` returns detections in
-original-image pixels; :func:`score_coco` / :func:`score_voc` turn them into
-metrics with the pure metric code of :mod:`evaluation.coco_eval` and
+original-image pixels; :func:`score` turns them into metrics with the dataset's metric
+(``data.build.DATASETS[name].metric``, a key of :data:`METRICS`): :func:`score_coco` /
+:func:`score_voc`, over the pure metric code of :mod:`evaluation.coco_eval` and
 :mod:`evaluation.voc_eval` (pycocotools / the VOC devkit's rules).
 """
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict(model, loader, device: torch.device, amp: str = "none", progress: bool = True) -> list[dict]:
+def predict(model, loader, device: torch.device, *, amp: str = "none", progress: bool = True) -> list[dict]:
     """Detections per image: dicts with ``image_id``, ``boxes`` (N, 4) xyxy in original pixels,
     ``scores``, ``labels`` (numpy), gathered from all ranks (rank 0 gets the full list)."""
     was_training = model.training
@@ -56,8 +58,9 @@ def to_coco_results(predictions: list[dict], label_to_cat_id) -> list[dict]:
     return out
 
 
-def score_coco(dataset, predictions: list[dict], backend: str = "pycocotools", metrics_path: Optional[Path] = None,
-               save_results: Optional[Path] = None) -> tuple[dict, object]:
+def score_coco(dataset, predictions: list[dict], *, backend: str = "pycocotools",
+               metrics_path: Optional[Path] = None, save_results: Optional[Path] = None) -> tuple[dict, object]:
+    """COCO metrics of ``predictions`` against ``dataset.coco`` (and the detections JSON at ``save_results``)."""
     from evaluation.coco_eval import evaluate_coco, summary_table, write_metrics_json
 
     dets = to_coco_results(predictions, dataset.label_to_cat_id)
@@ -67,7 +70,8 @@ def score_coco(dataset, predictions: list[dict], backend: str = "pycocotools", m
     result = evaluate_coco(dataset.coco, dets, backend=backend)
     logger.info("\n%s", summary_table(result))
     if metrics_path is not None:
-        write_reports(metrics_path, result.pr_curves, "COCO", lambda p: write_metrics_json(result, p))
+        write_reports(metrics_path, pr_curves=result.pr_curves, title="COCO",
+                      write_json=lambda p: write_metrics_json(result, p))
     return dict(result.stats), result
 
 
@@ -94,8 +98,9 @@ def voc_detections(predictions: list[dict], class_names) -> dict:
     return dets
 
 
-def score_voc(dataset, predictions: list[dict], use_07_metric: bool = True, metrics_path: Optional[Path] = None,
+def score_voc(dataset, predictions: list[dict], *, use_07_metric: bool = True, metrics_path: Optional[Path] = None,
               split: str = "test", results_dir: Optional[Path] = None) -> tuple[dict, object]:
+    """VOC devkit metrics of ``predictions`` against a VOCDetection (and comp4 files for ``split`` in ``results_dir``)."""
     from evaluation.voc_eval import evaluate_voc, summary_table, write_metrics_json, write_voc_results
 
     dets = voc_detections(predictions, dataset.class_names)
@@ -106,12 +111,13 @@ def score_voc(dataset, predictions: list[dict], use_07_metric: bool = True, metr
     metrics = {"mAP": float(result.mAP), "AP50": float(result.mAP)}
     metrics.update({f"AP_{k}": float(v) for k, v in result.ap.items()})
     if metrics_path is not None:
-        write_reports(metrics_path, result.pr_curves, "VOC", lambda p: write_metrics_json(result, p))
+        write_reports(metrics_path, pr_curves=result.pr_curves, title="VOC",
+                      write_json=lambda p: write_metrics_json(result, p))
     return metrics, result
 
 
-def write_reports(metrics_path: Path, pr_curves: dict, title: str, write_json) -> None:
-    """``metrics_path`` (JSON) and, next to it, ``<stem>_pr_curve.png``."""
+def write_reports(metrics_path: Path, *, pr_curves: dict, title: str, write_json) -> None:
+    """``metrics_path`` (JSON, written by ``write_json(path)``) and, next to it, ``<stem>_pr_curve.png``."""
     from evaluation.plots import plot_pr_curves
 
     metrics_path = Path(metrics_path)
@@ -124,12 +130,42 @@ def write_reports(metrics_path: Path, pr_curves: dict, title: str, write_json) -
         logger.warning("could not draw the PR curve: %s", e)
 
 
-def evaluate(model, dataset, loader, device, dataset_kind: str, amp: str = "none", metrics_path: Optional[Path] = None,
-             **kwargs) -> dict:
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What a scorer may be asked for besides the metrics: where to write them, the detections, and the
+    metric's own switches (each metric reads the ones it has)."""
+
+    metrics_path: Optional[Path] = None  # metrics JSON (+ PR curve PNG next to it)
+    save_results: Optional[Path] = None  # COCO: detections JSON; VOC: a folder of devkit comp4 files
+    backend: str = "pycocotools"  # COCO: evaluation.coco_eval.BACKENDS
+    use_07_metric: bool = True  # VOC: 11-point (VOC07) or area (VOC2010+) AP
+
+
+def voc_split_name(dataset) -> str:
+    """The split name of a VOCDetection's comp4 files: ``test`` for ``(("2007", "test"),)``."""
+    return "+".join(name for _, name in dataset.image_sets)
+
+
+# metric name (data.build.DATASETS[name].metric) -> scorer(dataset, predictions, options) -> (metrics, result)
+METRICS: dict[str, Callable] = {
+    "coco": lambda ds, preds, o: score_coco(ds, preds, backend=o.backend, metrics_path=o.metrics_path,
+                                            save_results=o.save_results),
+    "voc": lambda ds, preds, o: score_voc(ds, preds, use_07_metric=o.use_07_metric, metrics_path=o.metrics_path,
+                                          split=voc_split_name(ds), results_dir=o.save_results),
+}
+
+
+def score(dataset, predictions: list[dict], *, dataset_kind: str, options: ScoreOptions = ScoreOptions()):
+    """(flat metrics dict, full result) of ``predictions`` with the metric of ``data.build.DATASETS[dataset_kind]``."""
+    from data.build import DATASETS
+
+    return METRICS[DATASETS[dataset_kind].metric](dataset, predictions, options)
+
+
+def evaluate(model, dataset, loader, device, dataset_kind: str, amp: str = "none",
+             metrics_path: Optional[Path] = None) -> dict:
     """Predict on ``loader`` and score against ``dataset``; returns a flat metrics dict (rank 0; {} elsewhere)."""
-    predictions = predict(model, loader, device, amp)
+    predictions = predict(model, loader, device, amp=amp)
     if not is_main_process():
         return {}
-    if dataset_kind == "voc":
-        return score_voc(dataset, predictions, metrics_path=metrics_path, **kwargs)[0]
-    return score_coco(dataset, predictions, metrics_path=metrics_path, **kwargs)[0]
+    return score(dataset, predictions, dataset_kind=dataset_kind, options=ScoreOptions(metrics_path=metrics_path))[0]

@@ -26,3 +26,29 @@ def test_detections_are_written_unrounded():
     assert res["image_id"] == 7 and res["category_id"] == 3
     assert res["bbox"] == [10.123456, 20.987654, 110.5555555 - 10.123456, 70.0000001 - 20.987654]
     assert res["score"] == 0.123456789
+
+
+def test_every_dataset_is_scored_by_a_metric_and_named_by_the_scripts():
+    """data.build.DATASETS is the one list: each entry names a scorer of evaluation.evaluator.METRICS, and
+    eval.py / test.py -d offer exactly its names; eval.py --backend and --amp offer their families' names."""
+    import importlib.util
+
+    import eval as eval_script
+    from data.build import DATASETS
+    from evaluation.coco_eval import BACKENDS
+    from evaluation.evaluator import METRICS
+    from utils.precision import AMP_MODES
+
+    spec = importlib.util.spec_from_file_location("test_script", REPO / "test.py")  # "test" is the stdlib's
+    test_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_script)
+    assert {f.metric for f in DATASETS.values()} <= set(METRICS)
+    assert DATASETS["voc"].metric == "voc" and DATASETS["coco"].metric == DATASETS["synthetic"].metric == "coco"
+    for name in DATASETS:
+        assert eval_script.parse_args(["-d", name]).dataset == name
+        assert test_script.parse_args(["-w", "x.pth", "-d", name]).dataset == name
+    for parse in (eval_script.parse_args, lambda a: test_script.parse_args(["-w", "x.pth", *a])):
+        with pytest.raises(SystemExit):  # argparse: not one of the choices
+            parse(["-d", "imagenet"])
+    assert [eval_script.parse_args(["--backend", b]).backend for b in BACKENDS] == list(BACKENDS)
+    assert [eval_script.parse_args(["--amp", a]).amp for a in AMP_MODES] == list(AMP_MODES)

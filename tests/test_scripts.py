@@ -54,6 +54,31 @@ def test_eval_scores_a_detections_file_without_a_model(coco_tiny, tmp_path):
     assert (tmp_path / "metrics_pr_curve.png").is_file()
 
 
+def test_eval_results_on_synthetic_data_score_the_synthetic_val_split(coco_tiny, tmp_path):
+    """The synthetic data's held-out split is ``val`` (data.build.DATASETS), from -d synthetic or from the config's
+    data.val_split; a decoy ``val2017`` file whose boxes are moved by their own size (IoU 0) gives AP 0."""
+    gt = json.loads((coco_tiny / "annotations/instances_val2017.json").read_text())
+    root = tmp_path / "synthetic"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations/instances_val.json").write_text(json.dumps(gt))
+    decoy = json.loads(json.dumps(gt))
+    for a in decoy["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["bbox"] = [x + w, y + h, w, h]
+    (root / "annotations/instances_val2017.json").write_text(json.dumps(decoy))
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+            for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    for how in (["-d", "synthetic"], ["--config", "config/quickstart.yaml"]):
+        out = tmp_path / f"metrics_{how[0].strip('-')}.json"
+        _run("eval.py", *how, "--root", str(root), "--results", str(tmp_path / "dets.json"), "--out", str(out))
+        stats = json.loads(out.read_text())["stats"]
+        assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0), how
+    proc = _run("eval.py", "-d", "synthetic", "--root", str(root), "--split", "val2017", "--results",
+                str(tmp_path / "dets.json"), "--out", str(tmp_path / "decoy.json"))
+    assert json.loads((tmp_path / "decoy.json").read_text())["stats"]["AP"] == 0.0, proc.stdout
+
+
 def _expected_detections(checkpoint, coco_tiny, min_size, max_size):
     """What eval.py must write, computed here image by image: the model on each resized image, its boxes
     scaled back to the original size by hand, xyxy -> xywh, labels -> the annotation file's category ids."""
