@@ -180,81 +180,84 @@ def _is_int(x: Any) -> bool:
     return type(x) is int or (isinstance(x, Integral) and not isinstance(x, bool))
 
 
-def _check_and_clean(dets: Any, img_ids: set, cat_ids: set, source: str) -> list[dict]:
-    """Validate ``dets`` (see :func:`validate_detections`) and return fresh
-    dicts with plain python types and only the four result keys (loadRes
-    mutates its input; the caller's list must stay untouched)."""
-    if not isinstance(dets, list):
-        raise ValueError(f"{source}: expected a list of detection dicts, got {type(dets).__name__}")
-    out: list[dict] = []
-    boxes: list[list[float]] = []
-    scores: list[float] = []
-    bad_img: set = set()
-    bad_cat: set = set()
-    for i, d in enumerate(dets):
-        if not isinstance(d, dict):
-            raise ValueError(f"{source}: detection #{i} is not a dict (got {type(d).__name__})")
-        try:
-            img, cat, bbox, score = d["image_id"], d["category_id"], d["bbox"], d["score"]
-        except KeyError:
-            missing = [k for k in _REQUIRED_KEYS if k not in d]
-            raise ValueError(
-                f"{source}: detection #{i} is missing key(s) {missing} "
-                f"(required: {list(_REQUIRED_KEYS)}); got keys {sorted(map(str, d))}"
-            ) from None
-        if not (
-            type(bbox) is list and len(bbox) == 4 and all(type(v) in _FAST_NUM for v in bbox)
-        ) and (
-            isinstance(bbox, (str, bytes))
-            or not isinstance(bbox, (Sequence, np.ndarray))
-            or len(bbox) != 4
-            or not all(_is_number(v) for v in bbox)
-        ):
-            raise ValueError(f"{source}: detection #{i} bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-        if not _is_number(score):
-            raise ValueError(f"{source}: detection #{i} score must be a number, got {score!r}")
-        if not _is_int(img):
-            raise ValueError(f"{source}: detection #{i} image_id must be an integer, got {img!r}")
-        if not _is_int(cat):
-            raise ValueError(f"{source}: detection #{i} category_id must be an integer, got {cat!r}")
-        img, cat = int(img), int(cat)
-        if img not in img_ids:
-            bad_img.add(img)
-        if cat not in cat_ids:
-            bad_cat.add(cat)
-        b = [float(v) for v in bbox]
-        score = float(score)
-        boxes.append(b)
-        scores.append(score)
-        out.append({"image_id": img, "category_id": cat, "bbox": b, "score": score})
+def _clean_one(i: int, d: Any, source: str) -> dict:
+    """Detection #i as a fresh dict of plain python types; a malformed one raises naming its index."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: detection #{i} is not a dict (got {type(d).__name__})")
+    try:
+        img, cat, bbox, score = d["image_id"], d["category_id"], d["bbox"], d["score"]
+    except KeyError:
+        missing = [k for k in _REQUIRED_KEYS if k not in d]
+        raise ValueError(
+            f"{source}: detection #{i} is missing key(s) {missing} "
+            f"(required: {list(_REQUIRED_KEYS)}); got keys {sorted(map(str, d))}"
+        ) from None
+    if not (
+        type(bbox) is list and len(bbox) == 4 and all(type(v) in _FAST_NUM for v in bbox)
+    ) and (
+        isinstance(bbox, (str, bytes))
+        or not isinstance(bbox, (Sequence, np.ndarray))
+        or len(bbox) != 4
+        or not all(_is_number(v) for v in bbox)
+    ):
+        raise ValueError(f"{source}: detection #{i} bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+    if not _is_number(score):
+        raise ValueError(f"{source}: detection #{i} score must be a number, got {score!r}")
+    if not _is_int(img):
+        raise ValueError(f"{source}: detection #{i} image_id must be an integer, got {img!r}")
+    if not _is_int(cat):
+        raise ValueError(f"{source}: detection #{i} category_id must be an integer, got {cat!r}")
+    return {"image_id": int(img), "category_id": int(cat), "bbox": [float(v) for v in bbox], "score": float(score)}
+
+
+def _check_ids(out: list[dict], img_ids: set, cat_ids: set, *, source: str) -> None:
+    """Every image and category id is one of the ground truth's (the unknown ones are listed)."""
+    bad_img = {d["image_id"] for d in out} - img_ids
     if bad_img:
         raise ValueError(
             f"{source}: {len(bad_img)} image id(s) are not in the ground truth: {_fmt_ids(bad_img)}"
         )
+    bad_cat = {d["category_id"] for d in out} - cat_ids
     if bad_cat:
         raise ValueError(
             f"{source}: {len(bad_cat)} category id(s) are not in the ground truth "
             f"(COCO ids are non-contiguous, e.g. 1..90): {_fmt_ids(bad_cat)}"
         )
-    if out:
-        B = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        S = np.asarray(scores, dtype=np.float64)
-        finite = np.isfinite(B).all(axis=1) & np.isfinite(S)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            i = int(bad[0])
-            raise ValueError(
-                f"{source}: {len(bad)} detection(s) have NaN/inf in bbox or score "
-                f"(first: #{i} bbox={dets[i]['bbox']!r} score={dets[i]['score']!r})"
-            )
-        negative = (B[:, 2] < 0) | (B[:, 3] < 0)
-        if negative.any():
-            bad = np.flatnonzero(negative)
-            i = int(bad[0])
-            raise ValueError(
-                f"{source}: {len(bad)} detection(s) have negative width/height "
-                f"(first: #{i} bbox={dets[i]['bbox']!r}; bbox must be [x, y, w, h] with w, h >= 0)"
-            )
+
+
+def _check_values(out: list[dict], dets: list, source: str) -> None:
+    """No NaN/inf in a bbox or score, no negative width/height (the first offender is quoted from ``dets``)."""
+    if not out:
+        return
+    B = np.asarray([d["bbox"] for d in out], dtype=np.float64).reshape(-1, 4)
+    S = np.asarray([d["score"] for d in out], dtype=np.float64)
+    finite = np.isfinite(B).all(axis=1) & np.isfinite(S)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        i = int(bad[0])
+        raise ValueError(
+            f"{source}: {len(bad)} detection(s) have NaN/inf in bbox or score "
+            f"(first: #{i} bbox={dets[i]['bbox']!r} score={dets[i]['score']!r})"
+        )
+    negative = (B[:, 2] < 0) | (B[:, 3] < 0)
+    if negative.any():
+        bad = np.flatnonzero(negative)
+        i = int(bad[0])
+        raise ValueError(
+            f"{source}: {len(bad)} detection(s) have negative width/height "
+            f"(first: #{i} bbox={dets[i]['bbox']!r}; bbox must be [x, y, w, h] with w, h >= 0)"
+        )
+
+
+def _check_and_clean(dets: Any, img_ids: set, cat_ids: set, *, source: str) -> list[dict]:
+    """Validate ``dets`` (see :func:`validate_detections`) and return fresh
+    dicts with plain python types and only the four result keys (loadRes
+    mutates its input; the caller's list must stay untouched)."""
+    if not isinstance(dets, list):
+        raise ValueError(f"{source}: expected a list of detection dicts, got {type(dets).__name__}")
+    out = [_clean_one(i, d, source) for i, d in enumerate(dets)]
+    _check_ids(out, img_ids, cat_ids, source=source)
+    _check_values(out, dets, source)
     return out
 
 
@@ -268,7 +271,7 @@ def validate_detections(dets: Any, coco_gt: Any, source: str = "detections") -> 
     listed), NaN/inf in bbox or score, negative width/height.
     """
     img_ids, cat_ids = _gt_ids(coco_gt)
-    _check_and_clean(dets, img_ids, cat_ids, source)
+    _check_and_clean(dets, img_ids, cat_ids, source=source)
 
 
 # -------------------------------------------------------------------- evaluation
@@ -320,9 +323,60 @@ def _mean_valid(a: np.ndarray) -> float:
     return float(v.mean()) if v.size else -1.0
 
 
+def _run_cocoeval(gt, dt, *, backend: str, iou_type: str, verbose: bool):
+    """The back-end's COCOeval over every gt image, evaluated, accumulated and summarised (quietly)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if backend == "pycocotools":
+            from pycocotools.cocoeval import COCOeval
+
+            E = COCOeval(gt, dt, iouType=iou_type)
+        else:
+            from faster_coco_eval import COCOeval_faster
+
+            E = COCOeval_faster(gt, dt, iouType=iou_type, print_function=print)
+        E.params.imgIds = sorted(gt.getImgIds())  # evaluate on every gt image
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    if verbose:
+        print("\n".join(line for line in out.getvalue().splitlines() if "Average" in line))
+    return E
+
+
+def _class_names(gt, cat_ids: Sequence) -> list[str]:
+    """The gt's name of each category id; a name shared by several ids gets its id: ``"cat (7)"``."""
+    cats = {c["id"]: c["name"] for c in gt.dataset.get("categories", [])}
+    names = [cats.get(cid, str(cid)) for cid in cat_ids]
+    return [f"{n} ({cid})" if names.count(n) > 1 else n for n, cid in zip(names, cat_ids)]
+
+
+def _per_class(E, gt) -> dict:
+    """Per-class AP, AP50, PR curves (IoU .50) and the category id of each name, from ``E.eval["precision"]``."""
+    p = E.params
+    precision = np.asarray(E.eval["precision"], dtype=float)  # [T, R, K, A, M]
+    recall_thrs = np.asarray(p.recThrs, dtype=float)
+    t50 = int(np.argmin(np.abs(np.asarray(p.iouThrs) - 0.5)))
+    a_all = list(p.areaRngLbl).index("all")
+    m100 = list(p.maxDets).index(100)
+    out = {"per_class": {}, "per_class_ap50": {}, "pr_curves": {}, "category_ids": {}}
+    for k, (cid, name) in enumerate(zip(p.catIds, _class_names(gt, p.catIds))):
+        out["category_ids"][name] = int(cid)
+        pk = precision[:, :, k, a_all, m100]
+        out["per_class"][name] = _mean_valid(pk)
+        out["per_class_ap50"][name] = _mean_valid(pk[t50])
+        if np.all(pk[t50] > -1):
+            out["pr_curves"][name] = (recall_thrs.copy(), pk[t50].copy())
+    curves = out["pr_curves"]
+    mean_prec = np.mean([c[1] for c in curves.values()], axis=0) if curves else np.zeros_like(recall_thrs)
+    out["mean_pr_curve"] = (recall_thrs.copy(), mean_prec)
+    return out
+
+
 def evaluate_coco(
     coco_gt: Any,
     detections: list[dict] | str | os.PathLike,
+    *,
     backend: str = "pycocotools",
     iou_type: str = "bbox",
     verbose: bool = False,
@@ -350,71 +404,12 @@ def evaluate_coco(
     if isinstance(detections, (str, os.PathLike)):
         source = str(detections)
         detections = load_detections(detections)
-
     gt = _load_gt(coco_gt, backend)
-    clean = _check_and_clean(detections, set(gt.getImgIds()), set(gt.getCatIds()), source)
-    dt = _load_res(gt, clean, backend)
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        if backend == "pycocotools":
-            from pycocotools.cocoeval import COCOeval
-
-            E = COCOeval(gt, dt, iouType=iou_type)
-        else:
-            from faster_coco_eval import COCOeval_faster
-
-            E = COCOeval_faster(gt, dt, iouType=iou_type, print_function=print)
-        E.params.imgIds = sorted(gt.getImgIds())  # evaluate on every gt image
-        E.evaluate()
-        E.accumulate()
-        E.summarize()
-    if verbose:
-        print("\n".join(line for line in out.getvalue().splitlines() if "Average" in line))
-
+    clean = _check_and_clean(detections, set(gt.getImgIds()), set(gt.getCatIds()), source=source)
+    E = _run_cocoeval(gt, _load_res(gt, clean, backend), backend=backend, iou_type=iou_type, verbose=verbose)
     stats = {name: float(v) for name, v in zip(STAT_NAMES, np.asarray(E.stats, dtype=float)[:12])}
-
-    p = E.params
-    precision = np.asarray(E.eval["precision"], dtype=float)  # [T, R, K, A, M]
-    recall_thrs = np.asarray(p.recThrs, dtype=float)
-    t50 = int(np.argmin(np.abs(np.asarray(p.iouThrs) - 0.5)))
-    a_all = list(p.areaRngLbl).index("all")
-    m100 = list(p.maxDets).index(100)
-    cats = {c["id"]: c["name"] for c in gt.dataset.get("categories", [])}
-    names_seen: dict[str, int] = {}
-    for cid in p.catIds:
-        names_seen[cats.get(cid, str(cid))] = names_seen.get(cats.get(cid, str(cid)), 0) + 1
-
-    per_class: dict[str, float] = {}
-    per_class_ap50: dict[str, float] = {}
-    pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    category_ids: dict[str, int] = {}
-    for k, cid in enumerate(p.catIds):
-        name = cats.get(cid, str(cid))
-        if names_seen[name] > 1:  # duplicate names: disambiguate with the id
-            name = f"{name} ({cid})"
-        category_ids[name] = int(cid)
-        pk = precision[:, :, k, a_all, m100]
-        per_class[name] = _mean_valid(pk)
-        per_class_ap50[name] = _mean_valid(pk[t50])
-        if np.all(pk[t50] > -1):
-            pr_curves[name] = (recall_thrs.copy(), pk[t50].copy())
-    if pr_curves:
-        mean_prec = np.mean([c[1] for c in pr_curves.values()], axis=0)
-    else:
-        mean_prec = np.zeros_like(recall_thrs)
-
-    return CocoResult(
-        stats=stats,
-        per_class=per_class,
-        per_class_ap50=per_class_ap50,
-        pr_curves=pr_curves,
-        mean_pr_curve=(recall_thrs.copy(), mean_prec),
-        backend=backend,
-        num_images=len(p.imgIds),
-        num_detections=len(detections),
-        category_ids=category_ids,
-    )
+    return CocoResult(stats=stats, **_per_class(E, gt), backend=backend, num_images=len(E.params.imgIds),
+                      num_detections=len(detections))
 
 
 # ---------------------------------------------------------------------- reports

@@ -46,10 +46,47 @@ def curve_ap(recall: Sequence[float], precision: Sequence[float]) -> float:
     return float(np.mean(interpolated_precision(recall, precision)))
 
 
+def _legend_aps(pr_curves: Mapping, ap: Mapping[str, float] | None) -> dict[str, float]:
+    """Class name -> the AP shown in the legend: ``ap``'s where given, else the curve's 101-point AP."""
+    aps = {}
+    for n in pr_curves:
+        v = None if ap is None else ap.get(n)
+        aps[n] = curve_ap(*pr_curves[n]) if v is None else float(v)
+    return aps
+
+
+def _mean_of_curves(pr_curves: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """The curves' average after interpolating each at the 101 recall points (zeros without curves)."""
+    if pr_curves:
+        return RECALL_POINTS, np.mean([interpolated_precision(*c) for c in pr_curves.values()], axis=0)
+    return RECALL_POINTS, np.zeros_like(RECALL_POINTS)
+
+
+def _shown_classes(aps: dict[str, float], max_classes: int, n_extreme: int) -> tuple[list[str], str]:
+    """(the classes drawn, a title note): all of them, or the ``n_extreme`` best and worst past ``max_classes``."""
+    names = list(aps)
+    if len(names) <= max_classes:
+        return names, ""
+    ranked = sorted(names, key=lambda n: (-aps[n] if not math.isnan(aps[n]) else math.inf))
+    shown = ranked[:n_extreme] + [n for n in ranked[-n_extreme:] if n not in ranked[:n_extreme]]
+    return shown, f" ({n_extreme} best / worst of {len(names)} classes)"
+
+
+def _label_axes(axis, title: str, num_shown: int) -> None:
+    axis.set_xlabel("Recall")
+    axis.set_ylabel("Precision")
+    axis.set_xlim(-0.01, 1.01)  # margins so curves on 0 / 1 stay visible
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(True, alpha=0.3)
+    axis.set_title(title)
+    axis.legend(loc="lower left", fontsize=8 if num_shown <= 10 else 6, ncol=1 if num_shown <= 12 else 2)
+
+
 def plot_pr_curves(
     pr_curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     out_png: str | os.PathLike,
     title: str = "Precision-recall",
+    *,
     ap: Mapping[str, float] | None = None,
     mean_curve: tuple[Sequence[float], Sequence[float]] | None = None,
     max_classes: int = 20,
@@ -75,26 +112,11 @@ def plot_pr_curves(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = list(pr_curves)
-    aps = {}
-    for n in names:
-        v = None if ap is None else ap.get(n)
-        aps[n] = curve_ap(*pr_curves[n]) if v is None else float(v)
-    if mean_curve is None:
-        if names:
-            mean_p = np.mean([interpolated_precision(*pr_curves[n]) for n in names], axis=0)
-        else:
-            mean_p = np.zeros_like(RECALL_POINTS)
-        mean_curve = (RECALL_POINTS, mean_p)
-    valid = [aps[n] for n in names if not math.isnan(aps[n])]
+    aps = _legend_aps(pr_curves, ap)
+    mean_curve = _mean_of_curves(pr_curves) if mean_curve is None else mean_curve
+    valid = [v for v in aps.values() if not math.isnan(v)]
     mean_ap = float(np.mean(valid)) if valid else float("nan")
-
-    shown = names
-    subset_note = ""
-    if len(names) > max_classes:
-        ranked = sorted(names, key=lambda n: (-aps[n] if not math.isnan(aps[n]) else math.inf))
-        shown = ranked[:n_extreme] + [n for n in ranked[-n_extreme:] if n not in ranked[:n_extreme]]
-        subset_note = f" ({n_extreme} best / worst of {len(names)} classes)"
+    shown, subset_note = _shown_classes(aps, max_classes, n_extreme)
 
     fig = Figure(figsize=(7, 6), dpi=100)
     FigureCanvasAgg(fig)
@@ -102,20 +124,9 @@ def plot_pr_curves(
     for n in shown:
         r, p = pr_curves[n]
         axis.plot(np.asarray(r), np.asarray(p), linewidth=1.0, alpha=0.8, label=f"{n} AP={aps[n]:.3f}")
-    axis.plot(
-        np.asarray(mean_curve[0]),
-        np.asarray(mean_curve[1]),
-        color="black",
-        linewidth=3.0,
-        label=f"mean of {len(names)} classes AP={mean_ap:.3f}",
-    )
-    axis.set_xlabel("Recall")
-    axis.set_ylabel("Precision")
-    axis.set_xlim(-0.01, 1.01)  # margins so curves on 0 / 1 stay visible
-    axis.set_ylim(-0.02, 1.02)
-    axis.grid(True, alpha=0.3)
-    axis.set_title(title + subset_note)
-    axis.legend(loc="lower left", fontsize=8 if len(shown) <= 10 else 6, ncol=1 if len(shown) <= 12 else 2)
+    axis.plot(np.asarray(mean_curve[0]), np.asarray(mean_curve[1]), color="black", linewidth=3.0,
+              label=f"mean of {len(aps)} classes AP={mean_ap:.3f}")
+    _label_axes(axis, title + subset_note, len(shown))
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

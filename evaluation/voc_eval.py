@@ -185,6 +185,7 @@ def _eval_class(
     dets: Sequence[Detection],
     gts: dict[Hashable, tuple[np.ndarray, np.ndarray]],
     cls: str,
+    *,
     iou_thresh: float,
     strict_iou: bool,
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -230,10 +231,20 @@ def _eval_class(
     return rec, prec, npos
 
 
+def _class_detections(detections: Mapping[str, Iterable[Detection]], cls: str) -> list[Detection]:
+    """The detections of ``cls`` as a list, each checked to have its six fields."""
+    dets = list(detections.get(cls, []))
+    for i, d in enumerate(dets):
+        if len(d) != 6:
+            raise ValueError(f"class {cls!r}: detection #{i} must be (image_id, score, x1, y1, x2, y2), got {d!r}")
+    return dets
+
+
 def evaluate_voc(
     detections: Mapping[str, Iterable[Detection]],
     annotations: Mapping[Hashable, Mapping[str, Any]],
     class_names: Sequence[str],
+    *,
     iou_thresh: float = 0.5,
     use_07_metric: bool = True,
     strict_iou: bool = True,
@@ -265,13 +276,8 @@ def evaluate_voc(
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     npos_all: dict[str, int] = {}
     for cls in class_names:
-        dets = list(detections.get(cls, []))
-        for i, d in enumerate(dets):
-            if len(d) != 6:
-                raise ValueError(
-                    f"class {cls!r}: detection #{i} must be (image_id, score, x1, y1, x2, y2), got {d!r}"
-                )
-        rec, prec, npos = _eval_class(dets, gts[cls], cls, iou_thresh, strict_iou)
+        dets = _class_detections(detections, cls)
+        rec, prec, npos = _eval_class(dets, gts[cls], cls, iou_thresh=iou_thresh, strict_iou=strict_iou)
         npos_all[cls] = npos
         if npos == 0:
             ap[cls] = float("nan")
@@ -280,15 +286,8 @@ def evaluate_voc(
         curves[cls] = (rec, prec)
     valid = [v for v in ap.values() if not math.isnan(v)]
     mAP = float(np.mean(valid)) if valid else float("nan")
-    return VocResult(
-        mAP=mAP,
-        ap=ap,
-        pr_curves=curves,
-        npos=npos_all,
-        use_07_metric=use_07_metric,
-        iou_thresh=iou_thresh,
-        strict_iou=strict_iou,
-    )
+    return VocResult(mAP=mAP, ap=ap, pr_curves=curves, npos=npos_all, use_07_metric=use_07_metric,
+                     iou_thresh=iou_thresh, strict_iou=strict_iou)
 
 
 # ---------------------------------------------------------------------- file I/O
@@ -330,6 +329,7 @@ def read_voc_results(
     result_dir: str | os.PathLike,
     split: str,
     class_names: Sequence[str],
+    *,
     image_id_type: type = str,
 ) -> dict[str, list[Detection]]:
     """Read devkit result files back into ``{class: [(image_id, score, x1, y1, x2, y2)]}``.
