@@ -60,7 +60,7 @@ class AnchorConfig:
 @dataclass(frozen=True)
 class BoxCoderConfig:
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # (wx, wy, ww, wh)
-    scale_clamp: float = math.log(1000.0 / 16)  # upper clamp of dw, dh before exp()
+    scale_clamp: float = math.log(1000.0 / 16)  # upper clamp of dw, dh before exp() (log(1000 / 16), as detectron2)
     ctr_clamp: float = 32.0  # max centre shift in pixels when decoding; <= 0 turns it off
     decode_method: str = "anchor"  # one of models.box_coder.DECODE_METHODS: anchor: offset scaled by anchor size (official); stride: by the stride (seed's method 1)
 
@@ -79,17 +79,17 @@ class MatcherConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    cls_weight: float = 1.0
-    box_weight: float = 1.0
+    focal_alpha: float = 0.25  # focal loss weight of the positives (torchvision.ops.sigmoid_focal_loss alpha)
+    focal_gamma: float = 2.0  # focal loss focusing exponent
+    cls_weight: float = 1.0  # factor of loss_cls (focal loss)
+    box_weight: float = 1.0  # factor of loss_box_reg (GIoU loss)
     normalization: str = "batch"  # one of models.criterion.NORMALIZATIONS: batch: by total positives in the batch over all ranks (official); per_image: per image, then averaged (seed's method 1)
     image_mask: bool = False  # ignore anchors whose centre lies in padding (not in the official code)
 
 
 @dataclass(frozen=True)
 class TestConfig:
-    score_thresh: float = 0.05
+    score_thresh: float = 0.05  # candidates scoring at most this are dropped before NMS
     topk_candidates: int = 1000  # candidates kept per image before NMS (min with the number of anchors)
     nms_thresh: float = 0.6  # class-wise NMS IoU threshold
     max_detections: int = 100  # per image
@@ -100,7 +100,7 @@ class ModelConfig:
     num_classes: Union[int, str] = 80  # or auto: the number of categories of the training annotations (kept with their names in checkpoints)
     input_format: str = "BGR"  # channel order of the images the model receives: BGR (caffe) | RGB (pytorch)
     pixel_mean: tuple[float, float, float] = (103.53, 116.28, 123.675)  # in input_format order, 0-255 scale
-    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # in input_format order (1: the caffe-style MSRA weights)
     size_divisibility: int = 0  # pad batches to a multiple of this (0: only to the batch max, as official)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -119,9 +119,9 @@ class DataConfig:
     train_split: str = "train2017"  # coco split name; voc: "2007_trainval+2012_trainval"
     val_split: str = "val2017"  # coco split name; voc: "2007_test"
     train_min_size: tuple[int, ...] = (800,)  # shorter side for training; several values = multi-scale, one drawn per image (ablation: [640, 672, 704, 736, 768, 800])
-    train_max_size: int = 1333
-    test_min_size: int = 800
-    test_max_size: int = 1333
+    train_max_size: int = 1333  # cap of the longer side for training
+    test_min_size: int = 800  # shorter side for evaluation
+    test_max_size: int = 1333  # cap of the longer side for evaluation
     flip_prob: float = 0.5  # horizontal flip probability
     random_shift: bool = True  # RandomShift augmentation (YOLOF)
     shift_max: int = 32  # RandomShift range in pixels: shifts in [-shift_max, shift_max - 1]
@@ -162,14 +162,14 @@ class SolverConfig:
     scale_lr: bool = True  # lr = base_lr * batch_size / reference_batch_size (linear scaling rule)
     optimizer: str = "sgd"  # one of engine.optim.OPTIMIZERS: sgd (official); adamw converges faster from scratch (the CPU quickstart)
     momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # weight decay of every parameter outside normalisation layers, biases included
     weight_decay_norm: float = 0.0  # weight decay of normalisation layers (official 0)
     backbone_lr_factor: float = 0.334  # backbone lr = lr * this (official 1/3)
     max_iter: int = 22500  # optimizer steps for a 1x schedule
     steps: tuple[int, ...] = (15000, 20000)  # lr x gamma at these steps
-    gamma: float = 0.1
+    gamma: float = 0.1  # lr factor at each of steps
     schedule: str = "1x"  # one of engine.optim.SCHEDULES: multiplies max_iter and steps (2x: by 2)
-    warmup_iters: int = 1500
+    warmup_iters: int = 1500  # linear warm-up steps
     warmup_factor: float = 0.00066667  # lr factor at step 0, rising linearly to 1 at warmup_iters
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
     amp: str = "none"  # one of utils.precision.AMP_MODES (fp16 and bf16: CUDA only)
@@ -179,7 +179,7 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 0
+    seed: int = 0  # seeds torch, numpy and random at the start of training
     eval_period: int = 1  # evaluate every N epochs (0: only at the end)
     checkpoint_period_iters: int = 0  # also checkpoint every N iterations (0: only each epoch)
     log_period: int = 20  # iterations between log lines / TensorBoard points
