@@ -128,12 +128,6 @@ def load_model_weights(model: nn.Module, path: Union[str, Path]) -> dict[str, An
     return ckpt
 
 
-def load_weights_or_exit(model: nn.Module, path: Union[str, Path]) -> dict[str, Any]:
-    """``load_model_weights``; kept for callers of the old name (a :class:`CheckpointError` is a user error, which
-    :func:`utils.cli.run_script` turns into a one-line exit)."""
-    return load_model_weights(model, path)
-
-
 def remove_stale_temporaries(folder: Union[str, Path]) -> list[Path]:
     """Delete the temporary files of :func:`save_checkpoint` writes that a kill interrupted."""
     stale = sorted(Path(folder).glob(".*.pth.*.tmp"))

@@ -28,14 +28,14 @@ from torch import nn
 
 
 class ModelEMA:
-    def __init__(self, model: nn.Module, decay: float = 0.9998, ramp: float = 2000.0, updates: int = 0):
+    def __init__(self, model: nn.Module, decay: float = 0.9998, ramp: float = 2000.0):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         model = getattr(model, "module", model)  # DDP
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self.decay, self.ramp, self.updates = float(decay), float(ramp), int(updates)
+        self.decay, self.ramp, self.updates = float(decay), float(ramp), 0
 
     def current_decay(self) -> float:
         """``d_t`` for the current number of updates."""

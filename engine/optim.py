@@ -1,17 +1,12 @@
 """The optimizer and the learning-rate schedule (warm-up, steps, the 1x/2x/3x multiplier, linear scaling)."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "adamw")  # every solver.optimizer; config validation reads this
 SCHEDULES = {"1x": 1, "2x": 2, "3x": 3}  # solver.schedule: multiplier of max_iter and steps
-
-
-logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -50,15 +45,28 @@ def lr_factor(schedule: Schedule, iteration: int) -> float:
     return factor
 
 
+# ----------------------------------------------------------------------------- optimizer
+def _sgd(param_groups: list[dict], lr: float, solver) -> torch.optim.Optimizer:
+    return torch.optim.SGD(param_groups, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
+
+
+def _adamw(param_groups: list[dict], lr: float, solver) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay)
+
+
+# every solver.optimizer: name -> builder(param_groups, lr, solver); config validation reads the names
+OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
+
 _NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
 def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.Optimizer:
-    """SGD (or AdamW) with the backbone at ``lr * backbone_lr_factor`` and norm layers at ``weight_decay_norm``."""
+    """``solver.optimizer`` (one of :data:`OPTIMIZERS`) with the backbone at ``lr * backbone_lr_factor`` and norm
+    layers at ``weight_decay_norm``."""
     groups: dict[tuple[bool, bool], list] = {}
     seen = set()
     for module_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
+        for _, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
@@ -71,8 +79,6 @@ def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.Optimize
         param_groups.append({"params": params, "lr": lr * factor, "initial_lr": lr * factor,
                              "weight_decay": solver.weight_decay_norm if is_norm else solver.weight_decay,
                              "name": f"{'backbone' if is_backbone else 'head'}{'_norm' if is_norm else ''}"})
-    if getattr(solver, "optimizer", "sgd") == "adamw":
-        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay)
-    return torch.optim.SGD(param_groups, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
-
-
+    if solver.optimizer not in OPTIMIZERS:
+        raise ValueError(f"solver.optimizer: unknown {solver.optimizer!r}; one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[solver.optimizer](param_groups, lr, solver)
