@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,11 +45,9 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     from engine.distributed import init_distributed
-    import os
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(args.device, local_rank)
-    rank, local_rank, world = init_distributed(str(device))
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))  # torchrun sets LOCAL_RANK
+    rank, _, world = init_distributed(str(device))
     setup_logging(rank, args.output_dir)
     cfg = load_run_config(args)
     if args.vis_targets:
@@ -62,8 +61,9 @@ def main(argv=None) -> None:
         return
     from engine.trainer import fit
 
-    record = fit(cfg, args.output_dir, device, args.accumulate, args.resume, argv, rank, world, args.max_iter,
-                 args.num_workers, progress=not args.no_progress)
+    record = fit(cfg, args.output_dir, device=device, accumulate=args.accumulate, resume=args.resume, argv=argv,
+                 rank=rank, world_size=world, max_iter_override=args.max_iter, num_workers=args.num_workers,
+                 progress=not args.no_progress)
     if rank == 0:
         plot_own_run(args.output_dir)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}

@@ -8,14 +8,14 @@ update as one process with the whole batch, for both loss normalisations:
   constant ``S`` (the images this process sees per step);
 * after the last micro-batch the foreground counts of all micro-batches and all
   ranks are summed, and the gradients are multiplied by ``S / max(1, fg/W)``
-  (``batch`` normalisation, the official one) or left as they are
+  (``S / models.criterion.foreground_normalizer(fg, W)``, the divisor the
+  criterion uses; ``batch`` normalisation, the official one) or left as they are
   (``per_image``: the per-image losses are already normalised, and ``S * W`` is
   the number of images).
 """
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Optional
 
 import torch
@@ -23,19 +23,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from engine.distributed import all_reduce_sum, get_world_size
+from models.criterion import foreground_normalizer
 from utils.precision import amp_context
 
-logger = logging.getLogger(__name__)
 
-
-# ----------------------------------------------------------------------------- one step
 class NonFiniteLossError(FloatingPointError):
     pass
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches, device: torch.device,
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches, *, device: torch.device,
                normalization: str = "batch", scaler: Optional[torch.amp.GradScaler] = None, amp: str = "none",
-               clip_grad_norm: float = 0.0, channels_last: bool = False) -> dict[str, float]:
+               clip_grad_norm: float = 0.0) -> dict[str, float]:
     """One optimizer step over ``micro_batches`` (a list of (images, targets)); returns logged values.
 
     Exact gradient accumulation and DDP averaging, see the module docstring. A
@@ -44,6 +42,30 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     model.train()
     optimizer.zero_grad(set_to_none=True)
     s = float(sum(len(images) for images, _ in micro_batches))  # images this process sees per step
+    logs, local, bad_parts = _forward_backward(model, micro_batches, s, device=device, scaler=scaler, amp=amp)
+    # every rank learns whether any rank saw a non-finite loss (no rank may skip alone: that hangs the others)
+    stats = all_reduce_sum(local)  # [foreground count, processes whose losses were all finite]
+    world = get_world_size()
+    if stats[1] < world:
+        raise NonFiniteLossError(f"non-finite loss on {int(world - stats[1])} of {world} process(es); "
+                                 f"loss parts on this process: {bad_parts or 'finite here'}")
+    factor = s / foreground_normalizer(float(stats[0]), world) if normalization == "batch" else None
+    grad_norm = _normalise_clip_step(optimizer, factor=factor, clip_grad_norm=clip_grad_norm, scaler=scaler)
+    logs["loss"] = logs["loss_cls"] + logs["loss_box_reg"]
+    logs["num_foreground"] = float(stats[0])
+    if grad_norm is not None:
+        logs["grad_norm"] = grad_norm
+    return logs
+
+
+def _forward_backward(model: nn.Module, micro_batches, s: float, *, device: torch.device,
+                      scaler: Optional[torch.amp.GradScaler], amp: str) -> tuple[dict, torch.Tensor, dict]:
+    """Back-propagate every micro-batch's un-normalised loss sum divided by ``s`` (the images of all of them).
+
+    DDP synchronises the gradients on the last micro-batch only. Returns the loss parts (image-weighted means over
+    the micro-batches), this process's ``[foreground count, 1 if every loss was finite else 0]`` and, when a loss
+    was not finite, its parts.
+    """
     logs = {"loss_cls": 0.0, "loss_box_reg": 0.0}
     fg = torch.zeros((), device=device)
     finite = torch.ones((), device=device)
@@ -66,16 +88,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
         weight = len(images) / s
         logs["loss_cls"] += float(out["loss_cls"].detach()) * weight
         logs["loss_box_reg"] += float(out["loss_box_reg"].detach()) * weight
-    # every rank learns whether any rank saw a non-finite loss (no rank may skip alone: that hangs the others)
-    stats = all_reduce_sum(torch.stack([fg, finite, torch.tensor(float(len(micro_batches)), device=device)]))
-    world = get_world_size()
-    if stats[1] < world:
-        raise NonFiniteLossError(f"non-finite loss on {int(world - stats[1])} of {world} process(es); "
-                                 f"loss parts on this process: {bad_parts or 'finite here'}")
+    return logs, torch.stack([fg, finite]), bad_parts
+
+
+def _normalise_clip_step(optimizer: torch.optim.Optimizer, *, factor: Optional[float], clip_grad_norm: float,
+                         scaler: Optional[torch.amp.GradScaler]) -> Optional[float]:
+    """Unscale (AMP), multiply the gradients by ``factor`` (None: leave them), clip, step; returns the norm
+    before clipping when ``clip_grad_norm > 0``."""
     if scaler is not None:
         scaler.unscale_(optimizer)
-    if normalization == "batch":
-        factor = s / max(1.0, float(stats[0]) / world)
+    if factor is not None:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
@@ -89,10 +111,4 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
         scaler.update()
     else:
         optimizer.step()
-    logs["loss"] = logs["loss_cls"] + logs["loss_box_reg"]
-    logs["num_foreground"] = float(stats[0])
-    if grad_norm is not None:
-        logs["grad_norm"] = grad_norm
-    return logs
-
-
+    return grad_norm

@@ -19,12 +19,12 @@ from config import config_to_dict
 from engine.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
 from engine.distributed import barrier, is_main_process
 from engine.ema import ModelEMA
-from utils.errors import UserError
-from evaluation.evaluator import evaluate
 from engine.metrics_log import ITER, MetricsLog, epoch_records, final_record
-from engine.optim import effective_schedule, lr_factor, build_optimizer
-from engine.step import NonFiniteLossError, train_step
+from engine.optim import build_optimizer, effective_schedule, lr_factor
 from engine.run_info import git_commit, rng_state, set_rng_state, write_run_info
+from engine.step import NonFiniteLossError, train_step
+from evaluation.evaluator import evaluate  # a module global: tests wrap it (as they wrap train_step)
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +60,40 @@ class Progress:
     recorded_iteration: int = 0  # iteration of the last epoch record: a run is complete when it is max_iter
     metrics_lines: Optional[int] = 0  # lines of metrics.jsonl at the checkpoint (None: not known)
 
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, metrics: MetricsLog) -> "Progress":
-        p = cls(**{f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt})
-        p.epoch_sums, p.log_sums = dict(p.epoch_sums), dict(p.log_sums)
-        if "metrics_lines" not in ckpt:  # a checkpoint from before this bookkeeping: keep the file as it is
-            p.metrics_lines = None
-        if "recorded_iteration" not in ckpt:
-            records = epoch_records(metrics.records())
-            p.recorded_iteration = int(records[-1]["iteration"]) if records else -1
-        return p
+
+def _resume_path(output_dir: Path, resume: Optional[str]) -> Optional[Path]:
+    """The checkpoint a run continues from: ``resume`` ("auto": OUTPUT_DIR/last.pth when there is one), or None."""
+    if not resume:
+        return None
+    if resume == "auto":
+        path = output_dir / "last.pth"
+        return path if path.is_file() else None
+    return Path(resume)
+
+
+def _check_start(cfg, resuming: bool) -> None:
+    """A fresh run's start (ImageNet file or train.init_from) must exist before any data is read."""
+    if resuming:  # the checkpoint holds the start
+        return
+    if not cfg.train.init_from:
+        from models.pretrained import pretrained_path
+
+        pretrained_path(cfg.model.backbone)
+    elif not Path(cfg.train.init_from).is_file():
+        raise UserError(f"train.init_from: checkpoint {cfg.train.init_from} not found (the detector this run "
+                        f"starts from; e.g. the 9x model for the stage-2 recipe)")
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 class Trainer:
-    """One training run: setup (data, model, optimizer, resume), the epoch loop, and the end of each epoch.
+    """One training run: :meth:`setup` (data, model, optimizer, resume), :meth:`train_one_epoch` and
+    :meth:`end_of_epoch` (record, evaluate, checkpoint), driven by :meth:`run`; :meth:`state_dict` /
+    :meth:`load_state_dict` are what ``last.pth`` and ``best.pth`` hold and what ``--resume`` restores.
 
     What a kill can leave, and what a resume from ``last.pth`` does with it:
 
@@ -85,80 +105,46 @@ class Trainer:
     * checkpoints are written atomically (a killed write leaves the previous file; its temporary is removed).
     """
 
-    def __init__(self, cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume: Optional[str] = None,
-                 argv: Optional[list[str]] = None, rank: int = 0, world_size: int = 1, max_iter: Optional[int] = None,
-                 num_workers: Optional[int] = None, progress: bool = True):
-        from data.build import build_dataset, build_test_loader, build_train_loader, resolve_num_classes
-        from models import build_model
+    def __init__(self, cfg, output_dir: Path, *, device: torch.device, accumulate: int = 1,
+                 resume: Optional[str] = None, argv: Optional[list[str]] = None, rank: int = 0, world_size: int = 1,
+                 max_iter: Optional[int] = None, num_workers: Optional[int] = None, progress: bool = True):
+        self.output_dir, self.device, self.accumulate = Path(output_dir), device, accumulate
+        self.rank, self.world_size = rank, world_size
+        self.setup(cfg, resume=resume, argv=sys.argv[1:] if argv is None else argv, max_iter=max_iter,
+                   num_workers=num_workers, progress=progress)
 
-        self.output_dir, self.device, self.accumulate, self.world_size = Path(output_dir), device, accumulate, world_size
-        solver = cfg.solver
-        sched = effective_schedule(solver)
-        self.max_iter = max_iter or sched.max_iter
-        if solver.batch_size % (world_size * accumulate) != 0:
-            raise ValueError(f"solver.batch_size={solver.batch_size} is not divisible by processes x accumulate = "
-                             f"{world_size} x {accumulate}")
-        self.batch_per_process = solver.batch_size // world_size // accumulate
-
-        resuming = bool(resume) and (resume != "auto" or (self.output_dir / "last.pth").is_file())
-        if not resuming and not cfg.train.init_from:  # a missing ImageNet file stops the run before any data is read
-            from models.pretrained import pretrained_path
-
-            pretrained_path(cfg.model.backbone)
-        if not resuming and cfg.train.init_from and not Path(cfg.train.init_from).is_file():
-            raise UserError(f"train.init_from: checkpoint {cfg.train.init_from} not found (the detector this run "
-                            f"starts from; e.g. the 9x model for the stage-2 recipe)")
-        torch.manual_seed(cfg.train.seed)
-        np.random.seed(cfg.train.seed)
-        random.seed(cfg.train.seed)
+    # ------------------------------------------------------------------ set-up
+    def setup(self, cfg, *, resume: Optional[str], argv: list[str], max_iter: Optional[int],
+              num_workers: Optional[int], progress: bool) -> None:
+        """Seed, data, model, optimizer, then the checkpoint to continue from (in this order: it fixes the
+        random numbers of a run)."""
+        self.schedule = effective_schedule(cfg.solver)
+        self.max_iter = max_iter or self.schedule.max_iter
+        if cfg.solver.batch_size % (self.world_size * self.accumulate) != 0:
+            raise ValueError(f"solver.batch_size={cfg.solver.batch_size} is not divisible by processes x accumulate "
+                             f"= {self.world_size} x {self.accumulate}")
+        self.batch_per_process = cfg.solver.batch_size // self.world_size // self.accumulate
+        resume_path = _resume_path(self.output_dir, resume)
+        _check_start(cfg, resuming=resume_path is not None)
+        _seed(cfg.train.seed)
         if is_main_process():
-            write_run_info(self.output_dir, cfg, sys.argv[1:] if argv is None else argv)  # as given: num_classes may say "auto"
+            write_run_info(self.output_dir, cfg, argv)  # as given: num_classes may say "auto"
             remove_stale_temporaries(self.output_dir)
-        self.train_set = build_dataset(cfg, cfg.data.train_split, is_train=True)
-        self.cfg = cfg = resolve_num_classes(cfg, self.train_set.class_names)
-        self.val_set = build_dataset(cfg, cfg.data.val_split, is_train=False)
-        self.loader, self.sampler = build_train_loader(cfg, self.train_set, self.batch_per_process, rank, world_size,
-                                                       num_workers)
-        workers = cfg.data.num_workers if num_workers is None else num_workers
-        self.val_loader = build_test_loader(self.val_set, cfg.data.test_batch_size, workers, rank, world_size)
-        self.steps_per_epoch = len(self.sampler) // (self.batch_per_process * accumulate)
-        if self.steps_per_epoch == 0:
-            raise UserError(f"{cfg.data.dataset} split {cfg.data.train_split!r} has {len(self.train_set)} training "
-                            f"images, fewer than one step of {self.batch_per_process * accumulate} per process")
-
-        model = build_model(cfg)
-        # the start: a whole detector (train.init_from) or ImageNet backbone weights (model.backbone.weights)
-        if resuming:  # the checkpoint holds the start
-            pass
-        elif cfg.train.init_from:
-            load_model_weights(model, cfg.train.init_from)
-        else:
-            from models.pretrained import load_pretrained
-
-            load_pretrained(model, cfg.model.backbone)
-        model = model.to(device)
-        if solver.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if world_size > 1 and solver.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN, same maths)
-            from models.build import sync_batchnorm_parts
-            from models.layers import convert_sync_batchnorm
-
-            model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), device.type)
-        self.optimizer = build_optimizer(model, solver, sched.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(sched, it))
-        self.scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and solver.amp == "fp16") else None
+        self._build_data(cfg, num_workers)
+        model = self._build_model(resuming=resume_path is not None)
+        self._build_solver(model)
+        # train.ema: an average of the weights, evaluated and saved as "model"; restored on resume, else started here
+        self.ema = ModelEMA(model, self.cfg.train.ema_decay, self.cfg.train.ema_ramp) if self.cfg.train.ema else None
+        self.model = model
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", enabled=is_main_process())
         self.p = Progress()
-        ckpt = self._load(model, resume) if resume else None
-        # train.ema: an average of the weights, evaluated and saved as "model"; restored on resume, else started here
-        self.ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_ramp) if cfg.train.ema else None
-        if self.ema is not None and ckpt is not None and "model_train" in ckpt:
-            self.ema.load_state_dict({"module": ckpt["model"], "updates": ckpt["ema_updates"]})
+        if resume_path is not None:
+            self.load_state_dict(load_checkpoint(resume_path))
+            logger.info("resumed from %s at epoch %d, iteration %d", resume_path, self.p.epoch, self.p.iteration)
         self.metrics.cut(self.p.metrics_lines)
         self.p.metrics_lines = self.metrics.lines
-        self.model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
+        if self.world_size > 1:
+            self.model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.writer = self._tensorboard()
         self.last_record: dict = {}
         self.t_start = time.perf_counter()
@@ -167,20 +153,57 @@ class Trainer:
         self.bar = tqdm(total=self.max_iter, initial=min(self.p.iteration, self.max_iter),
                         disable=not (progress and is_main_process()), dynamic_ncols=True)
 
-    def _load(self, model: nn.Module, resume: str) -> Optional[dict]:
-        path = self.output_dir / "last.pth" if resume == "auto" else Path(resume)
-        if resume == "auto" and not path.is_file():
-            return None
-        ckpt = load_checkpoint(path)
-        model.load_state_dict(ckpt.get("model_train", ckpt["model"]))  # "model" holds the EMA weights with train.ema
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.p = Progress.from_checkpoint(ckpt, self.metrics)
-        set_rng_state(ckpt["rng"])
-        logger.info("resumed from %s at epoch %d, iteration %d", path, self.p.epoch, self.p.iteration)
-        return ckpt
+    def _build_data(self, cfg, num_workers: Optional[int]) -> None:
+        """The datasets and loaders; ``self.cfg`` is ``cfg`` with ``model.num_classes`` resolved."""
+        from data.build import build_dataset, build_test_loader, build_train_loader, resolve_num_classes
+
+        self.train_set = build_dataset(cfg, cfg.data.train_split, is_train=True)
+        self.cfg = cfg = resolve_num_classes(cfg, self.train_set.class_names)
+        self.val_set = build_dataset(cfg, cfg.data.val_split, is_train=False)
+        self.loader, self.sampler = build_train_loader(cfg, self.train_set, self.batch_per_process, self.rank,
+                                                       self.world_size, num_workers)
+        workers = cfg.data.num_workers if num_workers is None else num_workers
+        self.val_loader = build_test_loader(self.val_set, cfg.data.test_batch_size, workers, self.rank,
+                                            self.world_size)
+        self.steps_per_epoch = len(self.sampler) // (self.batch_per_process * self.accumulate)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{cfg.data.dataset} split {cfg.data.train_split!r} has {len(self.train_set)} training "
+                            f"images, fewer than one step of {self.batch_per_process * self.accumulate} per process")
+
+    def _build_model(self, resuming: bool) -> nn.Module:
+        """The detector from its start (a whole detector ``train.init_from`` or ImageNet backbone weights; a resumed
+        run's checkpoint holds it), on the device, with SyncBatchNorm where configured under DDP."""
+        from models import build_model
+
+        cfg = self.cfg
+        model = build_model(cfg)
+        if resuming:
+            pass
+        elif cfg.train.init_from:
+            load_model_weights(model, cfg.train.init_from)
+        else:
+            from models.pretrained import load_pretrained
+
+            load_pretrained(model, cfg.model.backbone)
+        model = model.to(self.device)
+        if cfg.solver.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.world_size > 1 and cfg.solver.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN)
+            from models.build import sync_batchnorm_parts
+            from models.layers import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), self.device.type)
+        return model
+
+    def _build_solver(self, model: nn.Module) -> None:
+        """Optimizer, learning-rate schedule and (fp16 on CUDA) the gradient scaler."""
+        sched = self.schedule
+        self.optimizer = build_optimizer(model, self.cfg.solver, sched.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(sched, it))
+        use_scaler = self.device.type == "cuda" and self.cfg.solver.amp == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     def _tensorboard(self):
         if not is_main_process():
@@ -195,15 +218,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
+        """What a checkpoint holds: weights, optimizer, schedule, scaler, the :class:`Progress` counters (top-level
+        keys), the RNG state, the resolved config, the git commit and the class names. With ``train.ema``
+        ``"model"`` holds the EMA weights (what eval.py and test.py load), ``"model_train"`` the trained ones."""
         self.p.metrics_lines = self.metrics.lines
         state = {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                  **asdict(self.p), "rng": rng_state(), "config": config_to_dict(self.cfg), "git_commit": git_commit(),
                  "class_names": list(self.train_set.class_names)}
-        if self.ema is not None:  # eval.py / test.py load "model" (the EMA weights); --resume loads "model_train"
+        if self.ema is not None:
             state["model_train"], state["model"] = state["model"], self.ema.module.state_dict()
             state["ema_updates"] = self.ema.updates
         return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a :meth:`state_dict`); checkpoints written before the metrics bookkeeping (no
+        ``metrics_lines`` / ``recorded_iteration``) resume too."""
+        _unwrap(self.model).load_state_dict(state.get("model_train", state["model"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:  # a checkpoint without an average starts it at its weights
+            has_ema = "model_train" in state
+            self.ema.load_state_dict({"module": state["model"], "updates": state["ema_updates"] if has_ema else 0})
+        p = Progress(**{f.name: state[f.name] for f in fields(Progress) if f.name in state})
+        p.epoch_sums, p.log_sums = dict(p.epoch_sums), dict(p.log_sums)
+        if "metrics_lines" not in state:  # keep metrics.jsonl as it is
+            p.metrics_lines = None
+        if "recorded_iteration" not in state:
+            records = epoch_records(self.metrics.records())
+            p.recorded_iteration = int(records[-1]["iteration"]) if records else -1
+        self.p = p
+        set_rng_state(state["rng"])
 
     def checkpoint(self, name: str) -> None:
         if is_main_process():
@@ -215,8 +262,8 @@ class Trainer:
         p = self.p
         while p.iteration < self.max_iter or p.recorded_iteration < p.iteration:
             t_epoch = time.perf_counter()
-            steps = self.train_epoch() if p.iteration < self.max_iter else 0
-            self.end_epoch(t_epoch, trained=steps > 0)
+            steps = self.train_one_epoch() if p.iteration < self.max_iter else 0
+            self.end_of_epoch(t_epoch, trained=steps > 0)
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
@@ -224,7 +271,7 @@ class Trainer:
             self.last_record = final_record(self.metrics.records()) or {}
         return self.last_record
 
-    def train_epoch(self) -> int:
+    def train_one_epoch(self) -> int:
         """Steps until the epoch or the schedule ends; returns how many were taken."""
         p = self.p
         if p.step_in_epoch >= self.steps_per_epoch:  # resumed at the end of an epoch
@@ -243,8 +290,9 @@ class Trainer:
     def step(self, batches) -> None:
         p, cfg = self.p, self.cfg
         try:
-            logs = train_step(self.model, self.optimizer, batches, self.device, cfg.model.loss.normalization,
-                              self.scaler, cfg.solver.amp, cfg.solver.clip_grad_norm)
+            logs = train_step(self.model, self.optimizer, batches, device=self.device,
+                              normalization=cfg.model.loss.normalization, scaler=self.scaler, amp=cfg.solver.amp,
+                              clip_grad_norm=cfg.solver.clip_grad_norm)
         except NonFiniteLossError:
             logger.error("stopping: non-finite loss at iteration %d (epoch %d)", p.iteration, p.epoch)
             raise
@@ -280,7 +328,7 @@ class Trainer:
             self.writer.add_scalar("train/lr", lr, p.iteration)
         p.log_sums, p.log_count = {}, 0
 
-    def end_epoch(self, t_epoch: float, trained: bool) -> None:
+    def end_of_epoch(self, t_epoch: float, trained: bool) -> None:
         """The epoch record (evaluated when due), best.pth, then the last.pth that closes the epoch."""
         p, cfg = self.p, self.cfg
         epoch_done = p.iteration < self.max_iter or p.step_in_epoch >= self.steps_per_epoch
@@ -326,9 +374,9 @@ class Trainer:
         return metrics
 
 
-def fit(cfg, output_dir: Path, device: torch.device, accumulate: int = 1, resume: Optional[str] = None,
+def fit(cfg, output_dir: Path, *, device: torch.device, accumulate: int = 1, resume: Optional[str] = None,
         argv: Optional[list[str]] = None, rank: int = 0, world_size: int = 1, max_iter_override: Optional[int] = None,
         num_workers: Optional[int] = None, progress: bool = True) -> dict:
     """Train ``cfg`` into ``output_dir``; returns the final metrics record. See train.py for the flags."""
-    return Trainer(cfg, output_dir, device, accumulate, resume, argv, rank, world_size, max_iter_override,
-                   num_workers, progress).run()
+    return Trainer(cfg, output_dir, device=device, accumulate=accumulate, resume=resume, argv=argv, rank=rank,
+                   world_size=world_size, max_iter=max_iter_override, num_workers=num_workers, progress=progress).run()

@@ -41,7 +41,7 @@ def test_overfit_four_coco_images(coco_tiny, tmp_path):
     opt = build_optimizer(model, cfg.solver, 0.02)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: min(1.0, (it + 1) / 30) * (0.1 if it > 0.8 * STEPS else 1.0))
     for _ in range(STEPS):
-        logs = train_step(model, opt, [(images, targets)], torch.device("cpu"), clip_grad_norm=10.0)
+        logs = train_step(model, opt, [(images, targets)], device=torch.device("cpu"), clip_grad_norm=10.0)
         sched.step()
     model = prepare_for_inference(model)
     with torch.no_grad():

@@ -139,6 +139,6 @@ def test_killed_at_every_bad_moment_then_resumed_ends_as_an_uninterrupted_run(tm
     from engine.trainer import fit
 
     cfg = load_config(REPO / "config/quickstart.yaml", _opts(tmp_path / "synth"))
-    again = fit(cfg, out, torch.device("cpu"), resume="auto", progress=False)
+    again = fit(cfg, out, device=torch.device("cpu"), resume="auto", progress=False)
     assert {k: v for k, v in again.items() if k not in ("time_s", "epoch_time_s")} == _records(out)[-1]
     _assert_same_run(out, tmp_path / "reference")

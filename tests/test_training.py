@@ -40,7 +40,7 @@ def _batch(n, seed=0):
 
 def _step(model, cfg, micro_batches, normalization):
     opt = build_optimizer(model, cfg.solver, 0.01)
-    train_step(model, opt, micro_batches, torch.device("cpu"), normalization)
+    train_step(model, opt, micro_batches, device=torch.device("cpu"), normalization=normalization)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -76,7 +76,7 @@ def _ddp_worker(rank, world, port, state, out_path, normalization):
         images, targets = _batch(4)
         mine = slice(2 * rank, 2 * rank + 2)
         opt = build_optimizer(ddp, cfg.solver, 0.01)
-        train_step(ddp, opt, [(images[mine], targets[mine])], torch.device("cpu"), normalization)
+        train_step(ddp, opt, [(images[mine], targets[mine])], device=torch.device("cpu"), normalization=normalization)
         if rank == 0:
             torch.save(model.state_dict(), out_path)
     finally:
@@ -104,7 +104,7 @@ def test_non_finite_loss_stops_loudly():
         model.decoder.cls_score.bias.fill_(float("nan"))
     opt = build_optimizer(model, cfg.solver, 0.01)
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
-        train_step(model, opt, [_batch(2)], torch.device("cpu"))
+        train_step(model, opt, [_batch(2)], device=torch.device("cpu"))
 
 
 def test_schedule_warmup_steps_and_linear_scaling():
@@ -142,9 +142,9 @@ def _synthetic_cfg(tmp_path, **extra):
 def test_resume_continues_exactly(tmp_path):
     cfg = _synthetic_cfg(tmp_path)
     device = torch.device("cpu")
-    full = fit(cfg, tmp_path / "full", device, max_iter_override=5, progress=False)
-    fit(cfg, tmp_path / "part", device, max_iter_override=2, progress=False)  # stops mid-epoch, writes last.pth
-    resumed = fit(cfg, tmp_path / "part", device, resume="auto", max_iter_override=5, progress=False)
+    full = fit(cfg, tmp_path / "full", device=device, max_iter_override=5, progress=False)
+    fit(cfg, tmp_path / "part", device=device, max_iter_override=2, progress=False)  # stops mid-epoch, writes last.pth
+    resumed = fit(cfg, tmp_path / "part", device=device, resume="auto", max_iter_override=5, progress=False)
     a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "part" / "last.pth", weights_only=True)
     assert a["iteration"] == b["iteration"] == 5
@@ -178,7 +178,7 @@ def test_accumulate_flag_divides_the_batch(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "train_step", recording_step)
     for run, acc in (("big", 1), ("acc", 2)):
         seen[run] = []
-        out = fit(cfg, tmp_path / run, torch.device("cpu"), accumulate=acc, max_iter_override=2, progress=False)
+        out = fit(cfg, tmp_path / run, device=torch.device("cpu"), accumulate=acc, max_iter_override=2, progress=False)
         assert out["iteration"] == 2
     assert [[len(m) for m in step] for step in seen["big"]] == [[4], [4]]
     assert [[len(m) for m in step] for step in seen["acc"]] == [[2, 2], [2, 2]]
@@ -191,7 +191,7 @@ def test_accumulate_flag_divides_the_batch(tmp_path, monkeypatch):
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
     assert not torch.allclose(a["decoder.cls_score.weight"], start["big"]["decoder.cls_score.weight"])  # it moved
     with pytest.raises(ValueError, match="not divisible"):
-        fit(cfg, tmp_path / "bad", torch.device("cpu"), accumulate=3, max_iter_override=1, progress=False)
+        fit(cfg, tmp_path / "bad", device=torch.device("cpu"), accumulate=3, max_iter_override=1, progress=False)
 
 
 def test_loss_goes_down_on_real_coco_images(coco_tiny):
@@ -207,5 +207,5 @@ def test_loss_goes_down_on_real_coco_images(coco_tiny):
     torch.manual_seed(0)
     model = build_model(cfg)
     opt = build_optimizer(model, cfg.solver, 0.01)
-    losses = [train_step(model, opt, [(images, targets)], torch.device("cpu"))["loss"] for _ in range(8)]
+    losses = [train_step(model, opt, [(images, targets)], device=torch.device("cpu"))["loss"] for _ in range(8)]
     assert losses[-1] < 0.8 * losses[0], losses
