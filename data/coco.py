@@ -26,12 +26,14 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from data.dataset_base import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
+from utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,128 @@ def _load_coco_json(ann_file: Path) -> dict:
         if not isinstance(data[k], list):
             raise DatasetError(f"COCO annotation file {ann_file}: '{k}' must be a list, got {type(data[k]).__name__}")
     return data
+
+
+def _categories(cats: list, path: Path) -> dict[int, str]:
+    """Category id -> name; an empty list, an entry without id or a duplicate id raises."""
+    if len(cats) == 0:
+        raise DatasetError(f"COCO annotation file {path}: 'categories' is empty")
+    cat_names: dict[int, str] = {}
+    for c in cats:
+        if not isinstance(c, dict) or "id" not in c:
+            raise DatasetError(f"COCO annotation file {path}: category entry without 'id': {c!r}")
+        cid = int(c["id"])
+        if cid in cat_names:
+            raise DatasetError(f"COCO annotation file {path}: duplicate category id {cid}")
+        cat_names[cid] = str(c.get("name", cid))
+    return cat_names
+
+
+def _images(entries: list, path: Path) -> dict[int, dict]:
+    """Image id -> image entry; an entry without id / file_name or a duplicate id raises."""
+    images: dict[int, dict] = {}
+    for k, im in enumerate(entries):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            raise DatasetError(f"COCO annotation file {path}: image entry #{k} needs 'id' and 'file_name': {im!r}")
+        iid = int(im["id"])
+        if iid in images:
+            raise DatasetError(f"COCO annotation file {path}: duplicate image id {iid}")
+        images[iid] = im
+    return images
+
+
+def _check_annotation(k: int, ann: Any, *, seen_ids: set, cat_id_to_label: dict, images: dict, path: Path) -> None:
+    """Annotation #k is an object with a new id, its keys, a known category and a known image."""
+    if not isinstance(ann, dict):
+        raise DatasetError(f"COCO annotation file {path}: annotation #{k} is not an object: {ann!r}")
+    aid = ann.get("id")
+    if aid is None:
+        raise DatasetError(f"COCO annotation file {path}: annotation #{k} has no 'id'")
+    if aid in seen_ids:
+        raise DatasetError(f"COCO annotation file {path}: duplicate annotation id {aid}")
+    seen_ids.add(aid)
+    for key in ("image_id", "category_id", "bbox"):
+        if key not in ann:
+            raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has no '{key}'")
+    cid = ann["category_id"]
+    if cid not in cat_id_to_label:
+        known = sorted(cat_id_to_label)
+        raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has unknown category id {cid} "
+                           f"(known category ids: {known[:20]}{' ...' if len(known) > 20 else ''})")
+    if ann["image_id"] not in images:
+        raise DatasetError(f"COCO annotation file {path}: annotation id {aid} refers to image id {ann['image_id']} "
+                           f"that is not in 'images'")
+
+
+def _xyxy(ann: dict, path: Path) -> Optional[list[float]]:
+    """The annotation's [x, y, w, h] as [x1, y1, x2, y2]; None for a non-finite or non-positive size."""
+    bbox = ann["bbox"]
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise DatasetError(f"COCO annotation file {path}: annotation id {ann['id']} has a malformed bbox {bbox!r} "
+                           f"(expected [x, y, width, height])") from None
+    if not (math.isfinite(x) and math.isfinite(y) and w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)):
+        return None
+    return [x, y, x + w, y + h]
+
+
+@dataclass
+class _AnnotationBoxes:
+    """The well-formed boxes of a file in annotation order: image id, xyxy box, label (-1: crowd), annotation id."""
+
+    image_ids: list
+    boxes: np.ndarray  # (N, 4) float64 xyxy
+    labels: list[int]
+    ann_ids: list
+    bad_size: list  # ids of the annotations dropped for their size
+    num_clipped: int = 0
+
+    @classmethod
+    def read(cls, anns: list, *, images: dict, cat_id_to_label: dict, path: Path) -> "_AnnotationBoxes":
+        image_ids, boxes, labels, ann_ids, bad_size = [], [], [], [], []
+        seen: set = set()
+        for k, ann in enumerate(anns):
+            _check_annotation(k, ann, seen_ids=seen, cat_id_to_label=cat_id_to_label, images=images, path=path)
+            box = _xyxy(ann, path)
+            if box is None:
+                bad_size.append(ann["id"])
+                continue
+            image_ids.append(ann["image_id"])
+            boxes.append(box)
+            labels.append(-1 if ann.get("iscrowd", 0) else cat_id_to_label[ann["category_id"]])
+            ann_ids.append(ann["id"])
+        return cls(image_ids, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels, ann_ids, bad_size)
+
+    def clip_to_images(self, images: dict) -> list:
+        """Clip the boxes of images with a recorded size to it; drop the boxes left empty, returning their ids."""
+        hw = np.array([[images[i].get("height") or 0, images[i].get("width") or 0] for i in self.image_ids],
+                      dtype=np.float64).reshape(-1, 2)
+        known = (hw[:, 0] != 0) & (hw[:, 1] != 0)
+        clipped = self.boxes.copy()
+        clipped[known] = clip_boxes(self.boxes[known], hw[known, :1], hw[known, 1:])
+        changed = (clipped != self.boxes).any(axis=1)
+        self.num_clipped = int(changed.sum())
+        empty = changed & ~((clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]))
+        outside = [a for a, e in zip(self.ann_ids, empty) if e]
+        keep = np.flatnonzero(~empty)
+        self.image_ids = [self.image_ids[i] for i in keep]
+        self.labels = [self.labels[i] for i in keep]
+        self.ann_ids = [self.ann_ids[i] for i in keep]
+        self.boxes = clipped[keep]
+        return outside
+
+    def per_image(self, images: dict) -> dict[int, dict[str, list]]:
+        """Image id -> {"boxes", "labels", "crowd"} lists, in annotation order."""
+        out: dict[int, dict[str, list]] = {iid: {"boxes": [], "labels": [], "crowd": []} for iid in images}
+        for iid, box, label in zip(self.image_ids, self.boxes, self.labels):
+            rec = out[iid]
+            if label < 0:
+                rec["crowd"].append(box)
+            else:
+                rec["boxes"].append(box)
+                rec["labels"].append(label)
+        return out
 
 
 class COCODetection(DetectionDatasetBase):
@@ -117,91 +241,26 @@ class COCODetection(DetectionDatasetBase):
 
     # -------------------------------------------------------------- parsing
     def _parse(self, data: dict, path: Path) -> list[dict]:
-        cats = data["categories"]
-        if len(cats) == 0:
-            raise DatasetError(f"COCO annotation file {path}: 'categories' is empty")
-        cat_names: dict[int, str] = {}
-        for c in cats:
-            if not isinstance(c, dict) or "id" not in c:
-                raise DatasetError(f"COCO annotation file {path}: category entry without 'id': {c!r}")
-            cid = int(c["id"])
-            if cid in cat_names:
-                raise DatasetError(f"COCO annotation file {path}: duplicate category id {cid}")
-            cat_names[cid] = str(c.get("name", cid))
+        """The per-image records of an annotation dict (see the class docstring for what is checked)."""
+        cat_names = _categories(data["categories"], path)
         self.label_to_cat_id = sorted(cat_names)
         self.cat_id_to_label = {cid: i for i, cid in enumerate(self.label_to_cat_id)}
         self.class_names = [cat_names[cid] for cid in self.label_to_cat_id]
-
-        images: dict[int, dict] = {}
-        for k, im in enumerate(data["images"]):
-            if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-                raise DatasetError(f"COCO annotation file {path}: image entry #{k} needs 'id' and 'file_name': {im!r}")
-            iid = int(im["id"])
-            if iid in images:
-                raise DatasetError(f"COCO annotation file {path}: duplicate image id {iid}")
-            images[iid] = im
-
-        per_image: dict[int, dict[str, list]] = {iid: {"boxes": [], "labels": [], "crowd": []} for iid in images}
-        seen_ann_ids: set = set()
-        bad_size: list = []
-        outside: list = []
-        n_clipped = 0
-        for k, ann in enumerate(data["annotations"]):
-            if not isinstance(ann, dict):
-                raise DatasetError(f"COCO annotation file {path}: annotation #{k} is not an object: {ann!r}")
-            aid = ann.get("id")
-            if aid is None:
-                raise DatasetError(f"COCO annotation file {path}: annotation #{k} has no 'id'")
-            if aid in seen_ann_ids:
-                raise DatasetError(f"COCO annotation file {path}: duplicate annotation id {aid}")
-            seen_ann_ids.add(aid)
-            for key in ("image_id", "category_id", "bbox"):
-                if key not in ann:
-                    raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has no '{key}'")
-            cid = ann["category_id"]
-            if cid not in self.cat_id_to_label:
-                raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has unknown category id {cid} "
-                                 f"(known category ids: {self.label_to_cat_id[:20]}"
-                                 f"{' ...' if len(self.label_to_cat_id) > 20 else ''})")
-            iid = ann["image_id"]
-            if iid not in per_image:
-                raise DatasetError(f"COCO annotation file {path}: annotation id {aid} refers to image id {iid} "
-                                 f"that is not in 'images'")
-            bbox = ann["bbox"]
-            try:
-                x, y, w, h = (float(v) for v in bbox)
-            except (TypeError, ValueError):
-                raise DatasetError(f"COCO annotation file {path}: annotation id {aid} has a malformed bbox {bbox!r} "
-                                 f"(expected [x, y, width, height])") from None
-            if not (math.isfinite(x) and math.isfinite(y) and w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)):
-                bad_size.append(aid)
-                continue
-            box = [x, y, x + w, y + h]
-            im = images[iid]
-            H, W = im.get("height"), im.get("width")
-            if H and W:
-                clipped = [min(max(box[0], 0.0), W), min(max(box[1], 0.0), H),
-                           min(max(box[2], 0.0), W), min(max(box[3], 0.0), H)]
-                if clipped != box:
-                    n_clipped += 1
-                    box = clipped
-                    if not (box[2] > box[0] and box[3] > box[1]):
-                        outside.append(aid)
-                        continue
-            rec = per_image[iid]
-            if ann.get("iscrowd", 0):
-                rec["crowd"].append(box)
-            else:
-                rec["boxes"].append(box)
-                rec["labels"].append(self.cat_id_to_label[cid])
-
-        if bad_size or outside:
+        images = _images(data["images"], path)
+        boxes = _AnnotationBoxes.read(data["annotations"], images=images, cat_id_to_label=self.cat_id_to_label, path=path)
+        outside = boxes.clip_to_images(images)
+        if boxes.bad_size or outside:
             logger.warning("COCO annotation file %s: dropped %d box(es) with zero/negative (or non-finite) width or "
                            "height (e.g. annotation ids %s) and %d box(es) lying entirely outside their image "
-                           "(e.g. annotation ids %s)", path, len(bad_size), bad_size[:5], len(outside), outside[:5])
-        if n_clipped:
-            logger.info("COCO annotation file %s: clipped %d box(es) extending outside their image", path, n_clipped)
+                           "(e.g. annotation ids %s)", path, len(boxes.bad_size), boxes.bad_size[:5], len(outside),
+                           outside[:5])
+        if boxes.num_clipped:
+            logger.info("COCO annotation file %s: clipped %d box(es) extending outside their image", path,
+                        boxes.num_clipped)
+        return self._records(images, boxes.per_image(images), path)
 
+    def _records(self, images: dict[int, dict], per_image: dict[int, dict[str, list]], path: Path) -> list[dict]:
+        """One record per image in id order (those without non-crowd boxes left out with ``filter_empty``)."""
         records = []
         n_empty = 0
         for iid in sorted(images):

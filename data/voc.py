@@ -28,6 +28,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from data.dataset_base import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
+from utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,33 @@ VOC_CLASSES = (
 )
 
 
-def _text(node: ET.Element, tag: str, xml_path: Path, required: bool = True) -> Optional[str]:
+def _text(node: ET.Element, tag: str, xml_path: Path, *, required: bool = True) -> Optional[str]:
     child = node.find(tag)
     if child is None or child.text is None:
         if required:
             raise DatasetError(f"VOC annotation {xml_path}: missing <{tag}>")
         return None
     return child.text.strip()
+
+
+def _read_xml(xml_path: Path) -> ET.Element:
+    if not xml_path.is_file():
+        raise AnnotationFileNotFoundError(f"VOC annotation file not found: {xml_path}")
+    try:
+        return ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        raise DatasetError(f"VOC annotation {xml_path} is not valid XML: {e}") from e
+
+
+def _xml_size(node: ET.Element, xml_path: Path) -> tuple[int, int]:
+    """(height, width) of the annotation's <size>; (-1, -1) without one."""
+    size = node.find("size")
+    if size is None:
+        return -1, -1
+    try:
+        return int(float(_text(size, "height", xml_path))), int(float(_text(size, "width", xml_path)))
+    except ValueError as e:
+        raise DatasetError(f"VOC annotation {xml_path}: malformed <size>: {e}") from e
 
 
 class VOCDetection(DetectionDatasetBase):
@@ -104,56 +125,42 @@ class VOCDetection(DetectionDatasetBase):
         return records
 
     def _parse_xml(self, xml_path: Path) -> tuple[dict, list[str]]:
-        if not xml_path.is_file():
-            raise AnnotationFileNotFoundError(f"VOC annotation file not found: {xml_path}")
-        try:
-            tree = ET.parse(xml_path)
-        except ET.ParseError as e:
-            raise DatasetError(f"VOC annotation {xml_path} is not valid XML: {e}") from e
-        node = tree.getroot()
-        height = width = -1
-        size = node.find("size")
-        if size is not None:
-            try:
-                height = int(float(_text(size, "height", xml_path)))
-                width = int(float(_text(size, "width", xml_path)))
-            except ValueError as e:
-                raise DatasetError(f"VOC annotation {xml_path}: malformed <size>: {e}") from e
-        boxes, labels, difficult, bad = [], [], [], []
-        for k, obj in enumerate(node.findall("object")):
-            name = _text(obj, "name", xml_path)
-            if name not in self._class_to_label:
-                raise DatasetError(f"VOC annotation {xml_path}: unknown class name {name!r} in object #{k} "
-                                 f"(expected one of the 20 VOC classes)")
-            diff_text = _text(obj, "difficult", xml_path, required=False)
-            is_difficult = bool(int(float(diff_text))) if diff_text else False
-            bnd = obj.find("bndbox")
-            if bnd is None:
-                raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has no <bndbox>")
-            try:
-                xmin, ymin, xmax, ymax = (float(_text(bnd, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax"))
-            except ValueError as e:
-                raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has a malformed <bndbox>: {e}") from e
-            box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
-            if height > 0 and width > 0:
-                box = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-                       min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
-            if not (box[2] > box[0] and box[3] > box[1]):
-                bad.append(f"{xml_path.name} object #{k}")
-                continue
-            if is_difficult and not self.keep_difficult:
-                continue
-            boxes.append(box)
-            labels.append(self._class_to_label[name])
-            difficult.append(is_difficult)
+        """(record, descriptions of the boxes dropped as empty) of one annotation file."""
+        node = _read_xml(xml_path)
+        height, width = _xml_size(node, xml_path)
+        objects = [self._object(obj, k, xml_path) for k, obj in enumerate(node.findall("object"))]
+        boxes = np.asarray([box for _, box, _ in objects], dtype=np.float64).reshape(-1, 4)
+        if height > 0 and width > 0:
+            boxes = clip_boxes(boxes, height, width)
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        bad = [f"{xml_path.name} object #{k}" for k in np.flatnonzero(~nonempty)]
+        is_difficult = np.array([d for _, _, d in objects], dtype=np.bool_)
+        keep = nonempty & (self.keep_difficult | ~is_difficult)
         return {
             "height": height,
             "width": width,
-            "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-            "labels": np.asarray(labels, dtype=np.int64),
-            "difficult": np.asarray(difficult, dtype=np.bool_),
+            "boxes": boxes[keep].reshape(-1, 4),
+            "labels": np.asarray([label for label, _, _ in objects], dtype=np.int64)[keep],
+            "difficult": is_difficult[keep],
             "crowd_boxes": np.zeros((0, 4), dtype=np.float64),
         }, bad
+
+    def _object(self, obj: ET.Element, k: int, xml_path: Path) -> tuple[int, list[float], bool]:
+        """(label, 0-based continuous box before clipping, difficult) of object #k."""
+        name = _text(obj, "name", xml_path)
+        if name not in self._class_to_label:
+            raise DatasetError(f"VOC annotation {xml_path}: unknown class name {name!r} in object #{k} "
+                               f"(expected one of the 20 VOC classes)")
+        diff_text = _text(obj, "difficult", xml_path, required=False)
+        is_difficult = bool(int(float(diff_text))) if diff_text else False
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has no <bndbox>")
+        try:
+            xmin, ymin, xmax, ymax = (float(_text(bnd, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax"))
+        except ValueError as e:
+            raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has a malformed <bndbox>: {e}") from e
+        return self._class_to_label[name], [xmin - 1.0, ymin - 1.0, xmax, ymax], is_difficult
 
     def __repr__(self) -> str:
         return (f"VOCDetection(root={self.root!r}, image_sets={self.image_sets}, images={len(self)}, "
