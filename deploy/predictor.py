@@ -189,8 +189,10 @@ class Predictor:
         from models.postprocess import postprocess
 
         m = self.plain_model
-        out = postprocess(cls.float(), deltas.float(), anchors.to(cls.device), m.box_coder, [size], [orig_size],
-                          m.score_thresh, m.topk_candidates, m.nms_thresh, m.max_detections)[0]
+        out = postprocess(cls.float(), deltas.float(), anchors.to(cls.device), box_coder=m.box_coder,
+                          image_sizes=[size], output_sizes=[orig_size], score_thresh=m.score_thresh,
+                          topk_candidates=m.topk_candidates, nms_thresh=m.nms_thresh,
+                          max_detections=m.max_detections)[0]
         return {"boxes": out["boxes"].cpu().numpy(), "scores": out["scores"].cpu().numpy(),
                 "labels": out["labels"].cpu().numpy()}
 

@@ -1,6 +1,8 @@
-"""ResNet backbones from torchvision, returning the C5 (or DC5) feature map.
+"""Backbones: ResNets from torchvision and CSP-DarkNet-53, returning the C5 (or DC5) feature map.
 
-The stages and blocks are torchvision's own (``BasicBlock``, ``Bottleneck``),
+:data:`BACKBONES` names them; :func:`build_backbone` states the contract every one meets.
+
+ResNets: the stages and blocks are torchvision's own (``BasicBlock``, ``Bottleneck``),
 so torchvision's ImageNet weights load by name. Two things are YOLOF's:
 
 * ``style="caffe"`` moves the stride-2 of each stage's first bottleneck from the
@@ -16,6 +18,8 @@ ImageNet start is loaded by the trainer (``models/pretrained.py``), since a
 trained checkpoint holds everything.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -34,8 +38,6 @@ _SPECS = {
     "resnext101_32x8d": (tv_resnet.Bottleneck, (3, 4, 23, 3), 32, 8, tv_resnet.ResNeXt101_32X8D_Weights.IMAGENET1K_V1),
     "resnext101_64x4d": (tv_resnet.Bottleneck, (3, 4, 23, 3), 64, 4, tv_resnet.ResNeXt101_64X4D_Weights.IMAGENET1K_V1),
 }
-_CSP = ("cspdarknet53",)  # models/cspdarknet.py (ignores model.backbone.style)
-BACKBONES = tuple(_SPECS) + _CSP  # every model.backbone.name; config validation reads this list
 
 
 def _norm_layer(norm: str):
@@ -60,7 +62,7 @@ class ResNetBackbone(nn.Module):
     Input (B, 3, H, W) normalised images; output (B, out_channels, H/s, W/s).
     """
 
-    def __init__(self, name: str = "resnet50", style: str = "pytorch", dilated_c5: bool = False,
+    def __init__(self, name: str = "resnet50", *, style: str = "pytorch", dilated_c5: bool = False,
                  freeze_at: int = 2, norm: str = "frozen_bn", width_mult: float = 1.0):
         super().__init__()
         if name not in _SPECS:
@@ -149,9 +151,46 @@ def torchvision_weights_url(name: str) -> str:
     return _SPECS[name][4].url
 
 
-def build_backbone(name: str, style: str, dilated_c5: bool, freeze_at: int, norm: str,
+def _resnet(name: str) -> Callable[..., nn.Module]:
+    def build(*, style: str, dilated_c5: bool, freeze_at: int, norm: str, width_mult: float) -> nn.Module:
+        return ResNetBackbone(name, style=style, dilated_c5=dilated_c5, freeze_at=freeze_at, norm=norm,
+                              width_mult=width_mult)
+    return build
+
+
+def _cspdarknet(*, style: str, dilated_c5: bool, freeze_at: int, norm: str, width_mult: float) -> nn.Module:
+    del style  # one layout only (the official CSP-DarkNet-53)
+    return CSPDarkNet53(dilated_c5=dilated_c5, freeze_at=freeze_at, norm=norm, width_mult=width_mult)
+
+
+# Every model.backbone.name and its builder; config validation reads this dict.
+BACKBONES: dict[str, Callable[..., nn.Module]] = {**{name: _resnet(name) for name in _SPECS},
+                                                  "cspdarknet53": _cspdarknet}  # models/cspdarknet.py
+
+
+def build_backbone(name: str, *, style: str, dilated_c5: bool, freeze_at: int, norm: str,
                    width_mult: float = 1.0) -> nn.Module:
-    """A randomly initialised backbone; ImageNet weights are the trainer's start (models/pretrained.py)."""
-    if name in _CSP:
-        return CSPDarkNet53(dilated_c5, freeze_at, norm, width_mult)
-    return ResNetBackbone(name, style, dilated_c5, freeze_at, norm, width_mult)
+    """A randomly initialised backbone; ImageNet weights are the trainer's start (models/pretrained.py).
+
+    The backbone contract (what the rest of the detector relies on, for every entry of :data:`BACKBONES`):
+
+    * an ``nn.Module`` mapping (B, 3, H, W) normalised images to one feature map
+      (B, ``out_channels``, ceil(H / ``stride``), ceil(W / ``stride``));
+    * ``out_channels`` (int): the encoder's input width;
+    * ``stride`` (int): 32, or 16 with ``dilated_c5`` (DC5); the anchor generator,
+      the box coder's ``stride`` decoding and the grid matchers read it;
+    * ``freeze_at`` (int, kept as an attribute): the stem and the first stages
+      get ``requires_grad=False`` at construction, counted as the family's official
+      code does (ResNet: 1 = stem, k = stem + res2..res{k}; CSP-DarkNet: k >= 1 =
+      stem + layer1..layer{k}); ResNets also keep the BatchNorms of frozen stages in
+      eval mode, CSP-DarkNet (as official) does not;
+    * ``norm``: ``frozen_bn``, ``bn`` or ``syncbn`` (BatchNorm until the trainer
+      converts it to SyncBatchNorm under DDP);
+    * ``width_mult`` scales the widths (1.0 = the standard network, the only one
+      ImageNet weights load into); ``style`` (``pytorch`` / ``caffe``) is ResNet's only;
+    * parameter names match what :mod:`models.pretrained` and ``tools/convert_official.py``
+      load (torchvision's names for ResNets, the official ones for CSP-DarkNet).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name](style=style, dilated_c5=dilated_c5, freeze_at=freeze_at, norm=norm, width_mult=width_mult)

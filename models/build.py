@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from models.anchors import AnchorGenerator
+from models.assigner import LabelAssigner
 from models.backbone import build_backbone
 from models.box_coder import BoxCoder
 from models.criterion import YOLOFCriterion
@@ -20,26 +21,44 @@ def build_model(cfg) -> YOLOF:
     """
     m = getattr(cfg, "model", cfg)
     bb = m.backbone
-    backbone = build_backbone(bb.name, bb.style, bb.dilated_c5, bb.freeze_at, bb.norm, bb.width_mult)
-    encoder = DilatedEncoder(backbone.out_channels, m.encoder.channels, m.encoder.mid_channels, m.encoder.dilations,
-                             m.encoder.norm, m.encoder.activation)
-    anchor_generator = AnchorGenerator(backbone.stride, m.anchors.sizes, m.anchors.aspect_ratios, m.anchors.offset,
-                                       m.anchors.custom_wh)
-    decoder = Decoder(m.encoder.channels, m.num_classes, anchor_generator.num_anchors, m.decoder.num_cls_convs,
-                      m.decoder.num_reg_convs, m.decoder.pred_kernel, m.decoder.prior_prob, m.decoder.norm,
-                      m.decoder.activation)
-    box_coder = BoxCoder(m.box_coder.weights, m.box_coder.scale_clamp, m.box_coder.ctr_clamp,
-                         m.box_coder.decode_method, backbone.stride)
+    # built in this order: the random initialisation draws backbone, encoder, then decoder weights
+    backbone = build_backbone(bb.name, style=bb.style, dilated_c5=bb.dilated_c5, freeze_at=bb.freeze_at, norm=bb.norm,
+                              width_mult=bb.width_mult)
+    encoder = DilatedEncoder(in_channels=backbone.out_channels, channels=m.encoder.channels,
+                             mid_channels=m.encoder.mid_channels, dilations=m.encoder.dilations, norm=m.encoder.norm,
+                             act=m.encoder.activation)
+    anchor_generator = AnchorGenerator(stride=backbone.stride, sizes=m.anchors.sizes,
+                                       aspect_ratios=m.anchors.aspect_ratios, offset=m.anchors.offset,
+                                       custom_wh=m.anchors.custom_wh)
+    decoder = Decoder(in_channels=m.encoder.channels, num_classes=m.num_classes,
+                      num_anchors=anchor_generator.num_anchors, num_cls_convs=m.decoder.num_cls_convs,
+                      num_reg_convs=m.decoder.num_reg_convs, pred_kernel=m.decoder.pred_kernel,
+                      prior_prob=m.decoder.prior_prob, norm=m.decoder.norm, act=m.decoder.activation)
+    box_coder = BoxCoder(weights=m.box_coder.weights, scale_clamp=m.box_coder.scale_clamp,
+                         ctr_clamp=m.box_coder.ctr_clamp, decode_method=m.box_coder.decode_method,
+                         stride=backbone.stride)
+    criterion = YOLOFCriterion(focal_alpha=m.loss.focal_alpha, focal_gamma=m.loss.focal_gamma,
+                               normalization=m.loss.normalization, cls_weight=m.loss.cls_weight,
+                               box_weight=m.loss.box_weight)
+    return YOLOF(backbone=backbone, encoder=encoder, decoder=decoder, anchor_generator=anchor_generator,
+                 box_coder=box_coder, assigner=build_assigner(m, stride=backbone.stride,
+                                                              num_anchors=anchor_generator.num_anchors),
+                 criterion=criterion, pixel_mean=m.pixel_mean, pixel_std=m.pixel_std,
+                 size_divisibility=m.size_divisibility, score_thresh=m.test.score_thresh,
+                 topk_candidates=m.test.topk_candidates, nms_thresh=m.test.nms_thresh,
+                 max_detections=m.test.max_detections)
+
+
+def build_assigner(m, *, stride: int, num_anchors: int) -> LabelAssigner:
+    """The label assigner of model config ``m``: its matcher, ignore thresholds and image mask; ``stride`` and
+    ``num_anchors`` (per cell) describe the anchor grid for the grid matchers."""
     mt = m.matcher
-    matcher = build_matcher(mt.name, mt.topk, mt.max_iou_pos_thresh, mt.max_iou_neg_thresh, stride=backbone.stride,
-                            offset=m.anchors.offset, num_anchors=anchor_generator.num_anchors,
+    matcher = build_matcher(mt.name, topk=mt.topk, pos_thresh=mt.max_iou_pos_thresh, neg_thresh=mt.max_iou_neg_thresh,
+                            stride=stride, offset=m.anchors.offset, num_anchors=num_anchors,
                             grid_anchors=mt.grid_anchors)
-    criterion = YOLOFCriterion(m.num_classes, m.loss.focal_alpha, m.loss.focal_gamma, mt.ignore_thresholds,
-                               mt.neg_ignore_thresh, mt.pos_ignore_thresh, m.loss.normalization, m.loss.image_mask,
-                               m.loss.cls_weight, m.loss.box_weight)
-    return YOLOF(backbone, encoder, decoder, anchor_generator, box_coder, matcher, criterion, m.pixel_mean,
-                 m.pixel_std, m.size_divisibility, m.test.score_thresh, m.test.topk_candidates, m.test.nms_thresh,
-                 m.test.max_detections)
+    return LabelAssigner(matcher, num_classes=m.num_classes, ignore_thresholds=mt.ignore_thresholds,
+                         neg_ignore_thresh=mt.neg_ignore_thresh, pos_ignore_thresh=mt.pos_ignore_thresh,
+                         image_mask=m.loss.image_mask)
 
 
 def sync_batchnorm_parts(cfg) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The YOLOF detector: backbone -> dilated encoder -> decoder -> (matching + loss | post-processing)."""
+"""The YOLOF detector: backbone -> dilated encoder -> decoder -> (label assignment + loss | post-processing)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from models.anchors import AnchorGenerator
+from models.assigner import Assignment, LabelAssigner
 from models.box_coder import BoxCoder
 from models.criterion import YOLOFCriterion
-from models.matcher import Match
-from models.postprocess import postprocess
 from models.image_list import pad_images
+from models.postprocess import postprocess
 
 
 def flatten_head_output(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -30,20 +30,25 @@ class YOLOF(nn.Module):
 
     Train mode: ``model(images, targets)`` with ``targets[i]`` holding ``boxes``
     (G_i, 4) xyxy pixels of the input image and ``labels`` (G_i,) returns the
-    loss dict of :class:`models.criterion.YOLOFCriterion`.
+    loss dict of :class:`models.criterion.YOLOFCriterion`: decode ->
+    :class:`models.assigner.LabelAssigner` -> criterion (:meth:`compute_losses`).
+
+    The assigner and the criterion hold no parameters or buffers: the state dict
+    is the backbone's, encoder's, decoder's and ``pixel_mean`` / ``pixel_std``.
     """
 
-    def __init__(self, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module, anchor_generator: AnchorGenerator,
-                 box_coder: BoxCoder, matcher, criterion: YOLOFCriterion, pixel_mean: Sequence[float],
-                 pixel_std: Sequence[float], size_divisibility: int = 0, score_thresh: float = 0.05,
-                 topk_candidates: int = 1000, nms_thresh: float = 0.6, max_detections: int = 100):
+    def __init__(self, *, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module,
+                 anchor_generator: AnchorGenerator, box_coder: BoxCoder, assigner: LabelAssigner,
+                 criterion: YOLOFCriterion, pixel_mean: Sequence[float], pixel_std: Sequence[float],
+                 size_divisibility: int = 0, score_thresh: float = 0.05, topk_candidates: int = 1000,
+                 nms_thresh: float = 0.6, max_detections: int = 100):
         super().__init__()
         self.backbone = backbone
         self.encoder = encoder
         self.decoder = decoder
         self.anchor_generator = anchor_generator
         self.box_coder = box_coder
-        self.matcher = matcher
+        self.assigner = assigner
         self.criterion = criterion
         self.num_classes = decoder.num_classes
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1))
@@ -90,24 +95,22 @@ class YOLOF(nn.Module):
         anchors = self.anchor_generator(feat.shape[-2], feat.shape[-1])
         return flatten_head_output(cls, self.num_classes), flatten_head_output(reg, 4), anchors
 
-    def anchor_valid_mask(self, anchors: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-        """(B, R) True where the anchor centre lies inside the image (not in padding)."""
-        cx = (anchors[:, 0] + anchors[:, 2]) / 2
-        cy = (anchors[:, 1] + anchors[:, 3]) / 2
-        hw = torch.tensor(image_sizes, dtype=anchors.dtype, device=anchors.device)  # (B, 2)
-        return (cx[None] < hw[:, 1:2]) & (cy[None] < hw[:, 0:1])
-
     @torch.no_grad()
-    def match(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, targets: Sequence[dict]) -> list[Match]:
-        return self.matcher(pred_boxes, anchors, [t["boxes"] for t in targets])
+    def assign(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, targets: Sequence[dict], *,
+               image_sizes: Sequence[tuple[int, int]]) -> Assignment:
+        """Label assignment for decoded ``pred_boxes`` (B, R, 4) and ``anchors`` (R, 4): what training and
+        ``--vis_targets`` both use. ``targets`` as in :meth:`forward`; ``image_sizes`` (h, w) before padding."""
+        device = pred_boxes.device
+        targets = [{"boxes": t["boxes"].to(device).float(), "labels": t["labels"].to(device)} for t in targets]
+        return self.assigner(pred_boxes, anchors, targets, image_sizes=image_sizes)
 
-    def compute_losses(self, cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: Sequence[dict],
-                       image_sizes: Sequence[tuple[int, int]], reduce_over_ranks: bool = True) -> dict[str, torch.Tensor]:
+    def compute_losses(self, cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, *,
+                       targets: Sequence[dict], image_sizes: Sequence[tuple[int, int]],
+                       reduce_over_ranks: bool = True) -> dict[str, torch.Tensor]:
+        """Decode -> assign -> criterion: ``cls`` (B, R, K), ``deltas`` (B, R, 4), ``anchors`` (R, 4)."""
         pred_boxes = self.box_coder.decode(deltas, anchors)  # (B, R, 4), gradients flow through
-        targets = [{"boxes": t["boxes"].to(cls.device).float(), "labels": t["labels"].to(cls.device)} for t in targets]
-        matches = self.match(pred_boxes.detach(), anchors, targets)
-        return self.criterion(cls, pred_boxes, anchors, [t["boxes"] for t in targets], [t["labels"] for t in targets],
-                              matches, self.anchor_valid_mask(anchors, image_sizes), reduce_over_ranks)
+        assignment = self.assign(pred_boxes, anchors, targets, image_sizes=image_sizes)
+        return self.criterion(cls, pred_boxes, assignment, reduce_over_ranks=reduce_over_ranks)
 
     def forward(self, images, targets: Optional[Sequence[dict]] = None,
                 output_sizes: Optional[Sequence[tuple[int, int]]] = None, reduce_over_ranks: bool = True):
@@ -118,6 +121,9 @@ class YOLOF(nn.Module):
                 raise ValueError("in training mode the model needs targets (a list of dicts with boxes and labels)")
             if len(targets) != len(sizes):
                 raise ValueError(f"got {len(sizes)} images but {len(targets)} targets")
-            return self.compute_losses(cls, deltas, anchors, targets, sizes, reduce_over_ranks)
-        return postprocess(cls, deltas, anchors, self.box_coder, sizes, output_sizes, self.score_thresh,
-                           self.topk_candidates, self.nms_thresh, self.max_detections)
+            return self.compute_losses(cls, deltas, anchors, targets=targets, image_sizes=sizes,
+                                       reduce_over_ranks=reduce_over_ranks)
+        return postprocess(cls, deltas, anchors, box_coder=self.box_coder, image_sizes=sizes,
+                           output_sizes=output_sizes, score_thresh=self.score_thresh,
+                           topk_candidates=self.topk_candidates, nms_thresh=self.nms_thresh,
+                           max_detections=self.max_detections)

@@ -1,6 +1,7 @@
-"""Label assignment: which anchors learn which ground-truth box.
+"""Matchers: which anchors are paired with which ground-truth box.
 
-Every matcher is called under ``torch.no_grad()`` as::
+A matcher is the first part of label assignment (:class:`models.assigner.LabelAssigner`
+adds the ignore thresholds and the image mask and builds the labels). Every matcher is called under ``torch.no_grad()`` as::
 
     matches = matcher(pred_boxes, anchors, gt_boxes)
 
@@ -83,7 +84,7 @@ class UniformMatcher:
     @torch.no_grad()
     def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
         b = pred_boxes.shape[0]
-        gts, valid = _pad_boxes(gt_boxes, pred_boxes)
+        gts, _ = _pad_boxes(gt_boxes, pred_boxes)
         gts_c = box_convert(gts, "xyxy", "cxcywh")
         pred_c = box_convert(pred_boxes, "xyxy", "cxcywh")
         anchor_c = box_convert(anchors, "xyxy", "cxcywh").unsqueeze(0).expand(b, -1, -1)
@@ -100,7 +101,7 @@ class IoUTopKMatcher:
 
     @torch.no_grad()
     def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
-        gts, valid = _pad_boxes(gt_boxes, pred_boxes)
+        gts, _ = _pad_boxes(gt_boxes, pred_boxes)
         b, gmax = gts.shape[:2]
         iou = box_iou(anchors, gts.reshape(-1, 4)).view(anchors.shape[0], b, gmax).permute(1, 0, 2)  # (B, R, Gmax)
         idx = _smallest_k(-iou, self.topk)
@@ -168,11 +169,12 @@ class GridMatcher:
     """
 
     modes = ("center", "neighbors", "inside")
+    anchor_choices = ("best", "all")  # model.matcher.grid_anchors
 
-    def __init__(self, mode: str, stride: float, num_anchors: int, offset: float = 0.0, anchor_choice: str = "best"):
+    def __init__(self, mode: str, *, stride: float, num_anchors: int, offset: float = 0.0, anchor_choice: str = "best"):
         if mode not in self.modes:
             raise ValueError(f"unknown grid mode {mode!r}; expected one of {self.modes}")
-        if anchor_choice not in ("best", "all"):
+        if anchor_choice not in self.anchor_choices:
             raise ValueError(f"unknown grid anchor choice {anchor_choice!r}; expected 'best' or 'all'")
         self.mode, self.stride, self.num_anchors = mode, float(stride), int(num_anchors)
         self.offset, self.anchor_choice = float(offset), anchor_choice
@@ -217,27 +219,35 @@ class GridMatcher:
         return matches
 
 
-def _grid(rule: str):
-    def build(topk, pos_thresh, neg_thresh, *, stride, offset, num_anchors, grid_anchors):
-        return GridMatcher(rule, stride, num_anchors, offset, grid_anchors)
+def _grid(mode: str) -> Callable:
+    def build(*, stride: float, offset: float, num_anchors: int, grid_anchors: str, **_) -> GridMatcher:
+        return GridMatcher(mode, stride=stride, num_anchors=num_anchors, offset=offset, anchor_choice=grid_anchors)
     return build
 
 
-# every model.matcher.name and its builder; config validation reads this dict (one file to touch for a new matcher)
+# Every model.matcher.name and its builder; config validation and argparse read this dict, so a new matcher
+# touches this file (and its test) only. A builder takes, as keywords, the options it names and ignores the
+# others (``**_``); build_matcher passes all of them:
+#   topk                      k of the top-k matchers (model.matcher.topk)
+#   pos_thresh, neg_thresh    max_iou's thresholds (model.matcher.max_iou_pos_thresh / max_iou_neg_thresh)
+#   stride, offset            the anchor grid: backbone output stride, anchor offset in cells (model.anchors.offset)
+#   num_anchors               anchors per cell (the anchor generator's)
+#   grid_anchors              which anchors of a chosen cell: "best" or "all" (model.matcher.grid_anchors)
 MATCHERS: dict[str, Callable] = {
-    "uniform": lambda topk, pos_thresh, neg_thresh, **_: UniformMatcher(topk),
-    "iou_topk": lambda topk, pos_thresh, neg_thresh, **_: IoUTopKMatcher(topk),
-    "max_iou": lambda topk, pos_thresh, neg_thresh, **_: MaxIoUMatcher(pos_thresh, neg_thresh),
+    "uniform": lambda *, topk, **_: UniformMatcher(topk),
+    "iou_topk": lambda *, topk, **_: IoUTopKMatcher(topk),
+    "max_iou": lambda *, pos_thresh, neg_thresh, **_: MaxIoUMatcher(pos_thresh, neg_thresh),
     "grid_center": _grid("center"),
     "grid_neighbors": _grid("neighbors"),
     "grid_inside": _grid("inside"),
 }
 
 
-def build_matcher(name: str, topk: int = 4, pos_thresh: float = 0.5, neg_thresh: float = 0.4, *,
-                  stride: float = 32, offset: float = 0.0, num_anchors: int = 1, grid_anchors: str = "best"):
-    """The matcher called ``name``; ``stride``, ``offset`` and ``num_anchors`` (per cell) are for the grid ones."""
+def build_matcher(name: str, *, topk: int = 4, pos_thresh: float = 0.5, neg_thresh: float = 0.4, stride: float = 32,
+                  offset: float = 0.0, num_anchors: int = 1, grid_anchors: str = "best"):
+    """The matcher called ``name`` (a key of :data:`MATCHERS`), given every option (see there)."""
     if name not in MATCHERS:
-        raise ValueError(f"unknown matcher {name!r}; choose one of {', '.join(MATCHERS)}")
-    return MATCHERS[name](topk, pos_thresh, neg_thresh, stride=stride, offset=offset, num_anchors=num_anchors,
-                          grid_anchors=grid_anchors)
+        kind = "grid mode" if name.startswith("grid_") else "matcher"  # grid_<mode>: the GridMatcher modes
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(MATCHERS)}")
+    return MATCHERS[name](topk=topk, pos_thresh=pos_thresh, neg_thresh=neg_thresh, stride=stride, offset=offset,
+                          num_anchors=num_anchors, grid_anchors=grid_anchors)

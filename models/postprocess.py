@@ -11,12 +11,14 @@ import torch
 from torchvision.ops import batched_nms
 
 from models.box_coder import BoxCoder
+from utils.boxes import clip_boxes
 
 
 def postprocess(
     cls_logits: torch.Tensor,
     box_deltas: torch.Tensor,
     anchors: torch.Tensor,
+    *,
     box_coder: BoxCoder,
     image_sizes: Sequence[tuple[int, int]],
     output_sizes: Optional[Sequence[tuple[int, int]]] = None,
@@ -31,7 +33,7 @@ def postprocess(
         cls_logits: (B, R, K) logits, R = H*W*A anchors in ``(y*W + x)*A + a`` order.
         box_deltas: (B, R, 4).
         anchors: (R, 4) xyxy.
-        image_sizes: (h, w) of each image as the model saw it (before padding).
+        image_sizes: (h, w) of each of the B images as the model saw it (before padding).
         output_sizes: (h, w) to rescale each image's boxes to (default: ``image_sizes``).
 
     Per image: the ``min(topk_candidates, R)`` best of the R*K scores (note: min with
@@ -56,19 +58,26 @@ def postprocess(
     boxes, scores, labels, img_idx = boxes[keep], scores[keep], labels[keep], img_idx[keep]
 
     out_sizes = output_sizes if output_sizes is not None else image_sizes
-    results = []
-    # Split per image (keep is already in descending score order within each image).
+    return _per_image(boxes, scores, labels, img_idx, image_sizes=image_sizes, output_sizes=out_sizes,
+                      max_detections=max_detections)
+
+
+def _per_image(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, img_idx: torch.Tensor, *,
+               image_sizes: Sequence[tuple[int, int]], output_sizes: Sequence[tuple[int, int]],
+               max_detections: int) -> list[dict[str, torch.Tensor]]:
+    """Split the batch's NMS survivors (N,) (in descending score order within each image) by image: the
+    ``max_detections`` best, rescaled from ``image_sizes`` to ``output_sizes``, clipped, empty ones dropped."""
     order = torch.argsort(img_idx, stable=True)
     boxes, scores, labels, img_idx = boxes[order], scores[order], labels[order], img_idx[order]
-    counts = torch.bincount(img_idx, minlength=b).tolist()
+    counts = torch.bincount(img_idx, minlength=len(image_sizes)).tolist()
+    results = []
     for i, (bx, sc, lb) in enumerate(zip(boxes.split(counts), scores.split(counts), labels.split(counts))):
         bx, sc, lb = bx[:max_detections], sc[:max_detections], lb[:max_detections]
-        (in_h, in_w), (out_h, out_w) = image_sizes[i], out_sizes[i]
+        (in_h, in_w), (out_h, out_w) = image_sizes[i], output_sizes[i]
         if (in_h, in_w) != (out_h, out_w):
             scale = bx.new_tensor([out_w / in_w, out_h / in_h, out_w / in_w, out_h / in_h])
             bx = bx * scale
-        bx = torch.stack([bx[:, 0].clamp(0, out_w), bx[:, 1].clamp(0, out_h),
-                          bx[:, 2].clamp(0, out_w), bx[:, 3].clamp(0, out_h)], dim=1)
+        bx = clip_boxes(bx, out_h, out_w)
         nonempty = (bx[:, 2] > bx[:, 0]) & (bx[:, 3] > bx[:, 1])
         results.append({"boxes": bx[nonempty], "scores": sc[nonempty], "labels": lb[nonempty]})
     return results

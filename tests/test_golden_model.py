@@ -126,7 +126,8 @@ def _run_inference(box_cls, box_delta, anchors, size_hw):
     cls = flatten_head_output(T(box_cls), k)
     reg = flatten_head_output(T(box_delta), 4)
     sizes = [tuple(int(v) for v in size_hw)] * cls.shape[0]
-    return postprocess(cls, reg, T(anchors), BoxCoder(ctr_clamp=32), sizes, sizes, 0.05, 1000, 0.6, 100)
+    return postprocess(cls, reg, T(anchors), box_coder=BoxCoder(ctr_clamp=32), image_sizes=sizes, output_sizes=sizes,
+                       score_thresh=0.05, topk_candidates=1000, nms_thresh=0.6, max_detections=100)
 
 
 def test_inference_matches_official():

@@ -8,6 +8,7 @@ import torchvision
 
 import models.criterion
 
+from models.assigner import LabelAssigner
 from models.box_coder import BoxCoder
 from models.criterion import YOLOFCriterion
 from models.detector import flatten_head_output
@@ -90,10 +91,15 @@ def _official_loss_inputs(g, prefix):
     return box_cls, box_delta, cls, deltas, anchors, gts, labels
 
 
+def _assign(pred_boxes, anchors, gts, labels, matches):
+    """The official labels (7 classes, default ignore thresholds) of given matches."""
+    return LabelAssigner(None, num_classes=7).assign(pred_boxes, anchors, matches, gt_boxes=gts, gt_labels=labels)
+
+
 def test_loss_matches_official_values_labels_and_gradients():
     g = load_golden("loss")
     coder = BoxCoder(ctr_clamp=32)
-    criterion = YOLOFCriterion(num_classes=7)
+    criterion = YOLOFCriterion()
     for prefix in ("", "nc_"):
         box_cls, box_delta, cls, deltas, anchors, gts, labels = _official_loss_inputs(g, prefix)
         pred_boxes = coder.decode(deltas, anchors)
@@ -101,9 +107,10 @@ def test_loss_matches_official_values_labels_and_gradients():
         matches = UniformMatcher(4)(pred_boxes.detach(), anchors, gts)
         for i in range(2):
             np.testing.assert_array_equal(matches[i].src.numpy(), g[f"{prefix}src_idx_{i}"])
-        assigned, _ = criterion.assign(pred_boxes.detach(), anchors, gts, labels, matches)
+        assignment = _assign(pred_boxes.detach(), anchors, gts, labels, matches)
+        assigned = assignment.labels
         np.testing.assert_array_equal(assigned.reshape(-1).numpy(), g[f"{prefix}assigned_labels"])
-        out = criterion(cls, pred_boxes, anchors, gts, labels, matches)
+        out = criterion(cls, pred_boxes, assignment)
         assert float(out["num_foreground"]) == float(g[f"{prefix}num_foreground"])
         np.testing.assert_allclose(out["loss_cls"].item(), float(g[f"{prefix}loss_cls"]), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out["loss_box_reg"].item(), float(g[f"{prefix}loss_box_reg"]), rtol=1e-5, atol=1e-6)
@@ -131,7 +138,7 @@ def test_focal_sum_and_giou_pairs_match_official(monkeypatch):
         np.testing.assert_allclose(deltas.detach().numpy(), g[f"{prefix}pred_anchor_deltas"], atol=0)
         pred_boxes = BoxCoder(ctr_clamp=32).decode(deltas, anchors)
         matches = UniformMatcher(4)(pred_boxes.detach(), anchors, gts)
-        out = YOLOFCriterion(num_classes=7)(cls, pred_boxes, anchors, gts, labels, matches)
+        out = YOLOFCriterion()(cls, pred_boxes, _assign(pred_boxes.detach(), anchors, gts, labels, matches))
         focal_sum = out["loss_cls"].item() * max(1.0, float(out["num_foreground"]))
         np.testing.assert_allclose(focal_sum, float(g[f"{prefix}focal_loss_sum"]), rtol=1e-5, atol=1e-5)
         (pred_pairs, target_pairs), = pairs
@@ -155,7 +162,7 @@ def test_conflicting_match_last_write_wins():
     _, _, cls, deltas, anchors, gts, labels = _official_loss_inputs(g, "")
     pred_boxes = BoxCoder(ctr_clamp=32).decode(deltas, anchors).detach()
     matches = UniformMatcher(4)(pred_boxes, anchors, gts)
-    assigned, _ = YOLOFCriterion(7).assign(pred_boxes, anchors, gts, labels, matches)
+    assigned = _assign(pred_boxes, anchors, gts, labels, matches).labels
     flat = int(g["conflict_flat_indices"][0])
     assert assigned.reshape(-1)[flat] == int(g["assigned_labels"][flat])
     # the conflicting anchors are the official ones: one in the main batch, none in the nc_ batch (there anchor
@@ -164,5 +171,5 @@ def test_conflicting_match_last_write_wins():
         _, _, _, deltas, anchors, gts, labels = _official_loss_inputs(g, prefix)
         pred_boxes = BoxCoder(ctr_clamp=32).decode(deltas, anchors).detach()
         matches = UniformMatcher(4)(pred_boxes, anchors, gts)
-        _, keep = YOLOFCriterion(7).assign(pred_boxes, anchors, gts, labels, matches)
+        keep = _assign(pred_boxes, anchors, gts, labels, matches).keep
         assert _conflicts(matches, keep, labels, anchors.shape[0]) == g[f"{prefix}conflict_flat_indices"].tolist()

@@ -7,8 +7,9 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 from models.anchors import AnchorGenerator
-from models.criterion import YOLOFCriterion
-from models.matcher import IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher
+from models.assigner import LabelAssigner, anchor_valid_mask
+from models.criterion import YOLOFCriterion, foreground_normalizer
+from models.matcher import MATCHERS, IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher, build_matcher
 
 # One 2x2 map, stride 32, one 32-px anchor per cell: anchors centred at (0,0), (32,0), (0,32), (32,32).
 ANCHORS = AnchorGenerator(32, (32,), (1.0,))(2, 2)
@@ -52,8 +53,20 @@ def test_max_iou_matcher_positive_negative_ignored():
     assert m.src.tolist() == [3] and m.ignore.tolist() == [False, False, False, False]
 
 
-def _criterion(**kw):
-    return YOLOFCriterion(num_classes=3, **kw)
+def _assigner(matcher=None, **kw):
+    return LabelAssigner(matcher, num_classes=3, **kw)
+
+
+def _labels(pred, gt, labels, match, valid=None, **kw):
+    """(labels (B, R), keep per image) of hand-made matches, as the assigner builds them."""
+    a = _assigner(**kw).assign(pred, ANCHORS, match, gt_boxes=gt, gt_labels=labels, anchor_valid=valid)
+    return a.labels, a.keep
+
+
+def _losses(logits, pred, gt, labels, match, *, normalization="batch", **kw):
+    """The criterion's losses for hand-made matches (assigner options in ``kw``)."""
+    a = _assigner(**kw).assign(pred, ANCHORS, match, gt_boxes=gt, gt_labels=labels)
+    return YOLOFCriterion(normalization=normalization)(logits, pred, a)
 
 
 def test_negative_ignore_uses_predicted_boxes():
@@ -62,9 +75,9 @@ def test_negative_ignore_uses_predicted_boxes():
     pred = ANCHORS.clone()
     pred[0] = torch.tensor([17.0, 17.0, 48.0, 48.0])  # anchor 0 predicts the box: IoU 0.94 > 0.7
     match = [Match(src=torch.tensor([3]), tgt=torch.tensor([0]))]
-    lab, keep = _criterion().assign(pred[None], ANCHORS, gt, labels, match)
+    lab, keep = _labels(pred[None], gt, labels, match)
     assert lab[0].tolist() == [-1, 3, 3, 2]  # 0 ignored, 1 and 2 background, 3 positive class 2
-    lab, _ = _criterion(ignore_thresholds=False).assign(pred[None], ANCHORS, gt, labels, match)
+    lab, _ = _labels(pred[None], gt, labels, match, ignore_thresholds=False)
     assert lab[0].tolist() == [3, 3, 3, 2]
 
 
@@ -72,9 +85,9 @@ def test_positive_ignore_uses_anchor_iou():
     gt = [torch.tensor([[40.0, 40.0, 48.0, 48.0]])]  # 8x8 box inside anchor 3: IoU 64/1024 = 0.0625 < 0.15
     labels = [torch.tensor([1])]
     match = [Match(src=torch.tensor([3]), tgt=torch.tensor([0]))]
-    lab, keep = _criterion().assign(ANCHORS[None], ANCHORS, gt, labels, match)
+    lab, keep = _labels(ANCHORS[None], gt, labels, match)
     assert lab[0].tolist() == [3, 3, 3, -1] and keep[0].tolist() == [False]
-    lab, keep = _criterion(ignore_thresholds=False).assign(ANCHORS[None], ANCHORS, gt, labels, match)
+    lab, keep = _labels(ANCHORS[None], gt, labels, match, ignore_thresholds=False)
     assert lab[0].tolist() == [3, 3, 3, 1] and keep[0].tolist() == [True]
 
 
@@ -83,7 +96,7 @@ def test_image_mask_ignores_anchors_in_padding():
     valid = torch.tensor([[True, False, True, False]])
     gt = [torch.tensor([[16.0, 16.0, 48.0, 48.0]])]
     match = [Match(src=torch.tensor([3, 2]), tgt=torch.tensor([0, 0]))]
-    lab, keep = _criterion(ignore_thresholds=False).assign(ANCHORS[None], ANCHORS, gt, [torch.tensor([0])], match, valid)
+    lab, keep = _labels(ANCHORS[None], gt, [torch.tensor([0])], match, valid, ignore_thresholds=False)
     assert lab[0].tolist() == [3, -1, 0, -1] and keep[0].tolist() == [False, True]
 
 
@@ -92,7 +105,7 @@ def test_focal_and_giou_losses_by_hand():
     gt = [torch.tensor([[16.0, 16.0, 48.0, 48.0]])]
     match = [Match(src=torch.tensor([3]), tgt=torch.tensor([0]))]
     logits = torch.zeros(1, 4, 3)
-    out = _criterion(ignore_thresholds=False)(logits, ANCHORS[None].clone(), ANCHORS, gt, [torch.tensor([1])], match)
+    out = _losses(logits, ANCHORS[None].clone(), gt, [torch.tensor([1])], match, ignore_thresholds=False)
     # focal at p=0.5: positive entry 0.25*ln2*0.25, each of the 11 negative entries 0.75*ln2*0.25; 1 foreground
     expected = 0.25 * math.log(2) * 0.25 + 11 * 0.75 * math.log(2) * 0.25
     assert math.isclose(out["loss_cls"].item(), expected, rel_tol=1e-6)
@@ -106,21 +119,21 @@ def test_per_image_normalisation_averages_images():
     match = [Match(src=torch.tensor([3, 1]), tgt=torch.tensor([0, 0])), Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))]
     logits = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
     pred = ANCHORS[None].repeat(2, 1, 1)
-    crit_b = _criterion(ignore_thresholds=False, normalization="batch")
-    crit_i = _criterion(ignore_thresholds=False, normalization="per_image")
     target = torch.zeros(2, 4, 3)
     target[0, 3, 1] = target[0, 1, 1] = 1
     focal = sigmoid_focal_loss(logits, target, reduction="none").sum(dim=(1, 2))
-    assert math.isclose(crit_b(logits, pred, ANCHORS, gt, labels, match)["loss_cls"].item(), focal.sum().item() / 2, rel_tol=1e-6)
+    out_b = _losses(logits, pred, gt, labels, match, normalization="batch", ignore_thresholds=False)
+    out_i = _losses(logits, pred, gt, labels, match, normalization="per_image", ignore_thresholds=False)
+    assert math.isclose(out_b["loss_cls"].item(), focal.sum().item() / 2, rel_tol=1e-6)
     # image 0: 2 foreground, image 1: none (normaliser 1)
-    assert math.isclose(crit_i(logits, pred, ANCHORS, gt, labels, match)["loss_cls"].item(),
+    assert math.isclose(out_i["loss_cls"].item(),
                         (focal[0].item() / 2 + focal[1].item() / 1) / 2, rel_tol=1e-6)
 
 
 def test_empty_ground_truth_is_all_background():
     logits = torch.full((1, 4, 3), -4.0)
-    out = _criterion()(logits, ANCHORS[None].clone(), ANCHORS, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)],
-                       [Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))])
+    out = _losses(logits, ANCHORS[None].clone(), [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)],
+                  [Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))])
     assert out["num_foreground"].item() == 0 and out["loss_box_reg"].item() == 0
     assert torch.isfinite(out["loss_cls"]) and out["loss_cls"].item() > 0
 
@@ -156,22 +169,22 @@ def test_anchor_valid_mask_and_image_mask_on_a_real_padded_batch(coco_tiny):
     # by hand: row (y * W + x) * A + a is cell (x, y), centred at (x * stride, y * stride); inside iff < (w_i, h_i)
     row = torch.arange(anchors.shape[0])
     x, y = row // a % w, row // a // w
-    valid = model.anchor_valid_mask(anchors, sizes)
+    valid = anchor_valid_mask(anchors, sizes)
     for i, (hi, wi) in enumerate(sizes):
         assert torch.equal(valid[i], (x * stride < wi) & (y * stride < hi)), i
     assert valid[0].sum() == 5 * 8 * a and valid[1].sum() == 8 * 5 * a  # cells x < 5 (160 / 32) resp. y < 5
 
     recorded = []
-    real_assign = model.criterion.assign
+    real_assign = model.assigner.assign
 
     def recording_assign(*args, **kwargs):
         out = real_assign(*args, **kwargs)
-        recorded.append((args, out))
+        recorded.append((args, (out.labels, out.keep)))
         return out
 
-    model.criterion.assign = recording_assign
+    model.assigner.assign = recording_assign
     for image_mask in (True, False):
-        model.criterion.image_mask = image_mask
+        model.assigner.image_mask = image_mask
         losses = model(images, targets)
         assert torch.isfinite(losses["loss_cls"]) and torch.isfinite(losses["loss_box_reg"])
     (args_on, (labels_on, keep_on)), (args_off, (labels_off, _)) = recorded
@@ -182,7 +195,42 @@ def test_anchor_valid_mask_and_image_mask_on_a_real_padded_batch(coco_tiny):
         assert (labels_off[i][pad] == k).float().mean() > 0.9  # without the mask: background (the official way)
         inside = labels_on[i][valid[i]]
         assert ((inside >= 0) & (inside < k)).any() and (inside == k).any()
-        matches = args_on[4]
+        matches = args_on[2]  # assign(pred_boxes, anchors, matches, ...)
         in_pad = pad[matches[i].src]
         assert in_pad.any(), i  # the matcher picks anchors in the padding (L1 top-k, no threshold) for the edge box ...
         assert not keep_on[i][in_pad].any()  # ... and image_mask drops those pairs from the box loss
+
+
+def test_foreground_normalizer_by_hand():
+    # the per-rank average foreground count, at least 1; a tensor stays a float32 tensor, a number gives a float
+    out = foreground_normalizer(torch.tensor(6.0), 4)
+    assert out.dtype == torch.float32 and out.item() == 1.5
+    assert foreground_normalizer(torch.tensor(0.0), 1).item() == 1.0
+    assert foreground_normalizer(6.0, 4) == 1.5 and foreground_normalizer(2, 4) == 1.0
+    assert isinstance(foreground_normalizer(2, 4), float)
+
+
+def test_label_assigner_matches_masks_and_labels():
+    """The assigner's one call = the matcher + the ignore thresholds + the image mask. Uniform top-1 on the 2x2
+    grid: the box centred at (32, 32) takes anchor 3 twice (its prediction, then the anchor itself)."""
+    gt = {"boxes": torch.tensor([[16.0, 16.0, 48.0, 48.0]]), "labels": torch.tensor([0])}
+    a = _assigner(UniformMatcher(topk=1))(ANCHORS[None], ANCHORS, [gt])
+    assert a.matches[0].src.tolist() == [3, 3] and a.keep[0].tolist() == [True, True]
+    assert a.labels[0].tolist() == [3, 3, 3, 0]
+    img, src, boxes = a.kept_pairs()
+    assert img.tolist() == [0, 0] and src.tolist() == [3, 3] and boxes.tolist() == [[16.0, 16.0, 48.0, 48.0]] * 2
+    # image of 40 x 20 (h, w): anchors 1 and 3 (centre x = 32) lie in the padding and lose their pairs
+    a = _assigner(UniformMatcher(topk=1), image_mask=True)(ANCHORS[None], ANCHORS, [gt], image_sizes=[(40, 20)])
+    assert a.labels[0].tolist() == [3, -1, 3, -1] and a.keep[0].tolist() == [False, False]
+    assert a.kept_pairs()[1].numel() == 0
+
+
+def test_every_matcher_name_builds_and_keeps_the_match_contract():
+    gts = [torch.tensor([[16.0, 16.0, 48.0, 48.0], [0.0, 0.0, 20.0, 20.0]]), torch.zeros(0, 4)]
+    for name in MATCHERS:
+        matches = build_matcher(name, topk=2, stride=32, num_anchors=1)(ANCHORS[None].repeat(2, 1, 1), ANCHORS, gts)
+        assert len(matches) == 2, name
+        for m, g in zip(matches, gts):
+            assert m.src.shape == m.tgt.shape and (m.src.numel() > 0) == (len(g) > 0), name
+            assert m.tgt.numel() == 0 or int(m.tgt.max()) < len(g), name
+            assert m.ignore is None or m.ignore.shape == (4,), name

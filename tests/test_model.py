@@ -278,16 +278,17 @@ def test_postprocess_clips_each_image_of_a_batch_to_its_own_size():
     logits = torch.full((2, 1, 1), 3.0)
     deltas = torch.zeros(2, 1, 4)
     coder = BoxCoder(ctr_clamp=None)
-    out = postprocess(logits, deltas, anchors, coder, [(50, 150), (80, 100)], None, 0.05, 1000, 0.6, 100)
+    out = postprocess(logits, deltas, anchors, box_coder=coder, image_sizes=[(50, 150), (80, 100)])
     assert out[0]["boxes"].tolist() == [[0.0, 0.0, 150.0, 50.0]]
     assert out[1]["boxes"].tolist() == [[0.0, 0.0, 100.0, 80.0]]
     # rescaled to (100, 300) and (40, 50): scale first (x2, x3 / x0.5, x0.5), then clip to the output size
-    out = postprocess(logits, deltas, anchors, coder, [(50, 150), (80, 100)], [(100, 300), (40, 50)], 0.05, 1000, 0.6, 100)
+    out = postprocess(logits, deltas, anchors, box_coder=coder, image_sizes=[(50, 150), (80, 100)],
+                      output_sizes=[(100, 300), (40, 50)])
     assert out[0]["boxes"].tolist() == [[0.0, 0.0, 300.0, 100.0]]
     assert out[1]["boxes"].tolist() == [[0.0, 0.0, 50.0, 40.0]]
     # a box entirely outside its image is dropped, in that image only
     anchors = torch.tensor([[110.0, 10.0, 140.0, 40.0]])  # inside image 0 (w 150), right of image 1 (w 100)
-    out = postprocess(logits, deltas, anchors, coder, [(50, 150), (80, 100)], None, 0.05, 1000, 0.6, 100)
+    out = postprocess(logits, deltas, anchors, box_coder=coder, image_sizes=[(50, 150), (80, 100)])
     assert out[0]["boxes"].tolist() == [[110.0, 10.0, 140.0, 40.0]] and out[1]["boxes"].shape == (0, 4)
 
 

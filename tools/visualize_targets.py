@@ -19,17 +19,13 @@ def image_to_bgr(image: torch.Tensor, input_format: str) -> np.ndarray:
 
 @torch.no_grad()
 def assignment_for_batch(model, images, targets):
-    """Per image: (positive anchor boxes (P, 4), their labels (P,), ignored anchor boxes (I, 4)),
-    exactly as the criterion sees them for the model's current predictions."""
+    """Per image: (positive anchor boxes (P, 4), their labels (P,), ignored anchor boxes (I, 4)), from the
+    model's own label assignment (:meth:`models.detector.YOLOF.assign`) for its current predictions."""
     model.eval()
     batch, sizes = model.preprocess(images)
-    cls, deltas, anchors = model.forward_features(batch)
+    _, deltas, anchors = model.forward_features(batch)
     pred_boxes = model.box_coder.decode(deltas, anchors)
-    gt_boxes = [t["boxes"].float() for t in targets]
-    gt_labels = [t["labels"] for t in targets]
-    matches = model.matcher(pred_boxes, anchors, gt_boxes)
-    valid = model.anchor_valid_mask(anchors, sizes) if model.criterion.image_mask else None
-    labels, _ = model.criterion.assign(pred_boxes, anchors, gt_boxes, gt_labels, matches, valid)
+    labels = model.assign(pred_boxes, anchors, targets, image_sizes=sizes).labels
     k = model.num_classes
     out = []
     for lab in labels:
@@ -38,7 +34,9 @@ def assignment_for_batch(model, images, targets):
     return out
 
 
-def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device, weight: str | None = None) -> list[Path]:
+def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device, *,
+                      weight: str | None = None) -> list[Path]:
+    """Draw the anchor assignment of ``num_images`` augmented training images into ``out_dir``; their paths."""
     from data.build import build_dataset
     from models import build_model
     from engine.checkpoint import load_model_weights
@@ -56,7 +54,7 @@ def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device,
     for n, idx in enumerate(indices.tolist()):
         dataset.set_rng(np.random.default_rng(cfg.train.seed + n))
         image, target = dataset[idx]
-        (pos, pos_labels, ignored), = assignment_for_batch(model, [image.to(device)], [
+        (pos, _, ignored), = assignment_for_batch(model, [image.to(device)], [
             {"boxes": target["boxes"].to(device), "labels": target["labels"].to(device)}])
         canvas = draw_anchor_assignment(image_to_bgr(image, cfg.model.input_format), target["boxes"].numpy(),
                                         pos.cpu().numpy(), ignored.cpu().numpy())
