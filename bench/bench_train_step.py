@@ -68,7 +68,7 @@ def main() -> None:
         model = build_model(cfg).to(device).to(memory_format=fmt)
         opt = build_optimizer(model, cfg.solver, 0.01)
         spent = {"t": 0.0}
-        inner_match, inner_crit = model.matcher, model.criterion
+        inner_match, inner_crit = model.assigner, model.criterion  # label assignment (matcher included), loss
 
         class Timed:
             def __init__(self, fn):
@@ -85,10 +85,10 @@ def main() -> None:
                 spent["t"] += time.perf_counter() - t
                 return out
 
-        model.matcher, model.criterion = Timed(inner_match), Timed(inner_crit)
+        model.assigner, model.criterion = Timed(inner_match), Timed(inner_crit)
 
         def yolof_step():
-            train_step(model, opt, [(images, targets)], device, "batch", None, args.amp)
+            train_step(model, opt, [(images, targets)], device=device, normalization="batch", amp=args.amp)
 
         spent["t"] = 0.0
         total = median_time(yolof_step, device, repeats=args.repeats)
