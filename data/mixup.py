@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.boxes import clip_boxes
+
 
 def mix_samples(a: tuple[torch.Tensor, dict], b: tuple[torch.Tensor, dict], lam: float,
                 per_box_keys: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict]:
@@ -41,9 +43,7 @@ def mix_samples(a: tuple[torch.Tensor, dict], b: tuple[torch.Tensor, dict], lam:
     mixed[:, :hb, :wb] += image_b[:, :hb, :wb].float() * (1.0 - lam)
 
     def clip(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes = boxes.reshape(-1, 4).clone()
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        boxes = clip_boxes(boxes.reshape(-1, 4), h, w)
         return boxes, ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
 
     boxes_b, keep_b = clip(target_b["boxes"])

@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data.transforms import _INDEPENDENT_KEYS, PAD_KEY, RNG, Target, _per_box_keys, _randint, _uniform01
+from utils.boxes import clip_boxes
 
 __all__ = ["Mosaic", "RawSamples", "place_mosaic", "quadrant_windows"]
 
@@ -78,10 +79,8 @@ def _paste(canvas: np.ndarray, image: np.ndarray, wx: tuple[int, int, int], wy: 
 
 def _move_boxes(boxes: np.ndarray, wx: tuple[int, int, int], wy: tuple[int, int, int]) -> np.ndarray:
     (sx, dx, lx), (sy, dy, ly) = wx, wy
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
-    b[:, 0::2] = (b[:, 0::2] - sx).clip(0, lx) + dx
-    b[:, 1::2] = (b[:, 1::2] - sy).clip(0, ly) + dy
-    return b
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return clip_boxes(b - np.array([sx, sy, sx, sy]), ly, lx) + np.array([dx, dy, dx, dy])
 
 
 def place_mosaic(parts: Sequence[tuple[np.ndarray, Target]], cut_xy: tuple[int, int],

@@ -44,6 +44,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from utils.boxes import clip_boxes
+
 __all__ = [
     "Compose",
     "ResizeShortestEdge",
@@ -207,6 +209,13 @@ class ResizeShortestEdge:
             neww *= scale
         return int(newh + 0.5), int(neww + 0.5)
 
+    def output_shape(self, h: int, w: int) -> tuple[int, int]:
+        """(h, w) an image of size (h, w) is resized to by a one-size (test-time) resize; size 0 keeps it."""
+        if self.sample_style != "choice" or len(self.short_edge_length) != 1:
+            raise ValueError(f"{self!r} samples its size: the output shape is not a function of the input")
+        size = self.short_edge_length[0]
+        return (h, w) if size == 0 else self.get_output_shape(h, w, size, self.max_size)
+
     def sample_size(self, rng: RNG) -> int:
         if self.sample_style == "range":
             lo, hi = self.short_edge_length
@@ -348,11 +357,10 @@ class ClipAndFilterBoxes:
         out = dict(target)
 
         def clip_keep(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+            b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
             if not np.isfinite(b).all():
                 raise ValueError("box tensor contains infinite or NaN values")
-            np.clip(b[:, 0::2], 0, w, out=b[:, 0::2])
-            np.clip(b[:, 1::2], 0, h, out=b[:, 1::2])
+            b = clip_boxes(b, h, w)
             keep = ((b[:, 2] - b[:, 0]) > 0) & ((b[:, 3] - b[:, 1]) > 0)
             return b, keep
 

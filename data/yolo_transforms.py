@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from data.transforms import PAD_KEY, RNG, Target, _contiguous, _map_boxes, _randint, resize_to
+from utils.boxes import clip_boxes
 
 __all__ = ["JitterCrop", "Resize", "RandomDistortion"]
 
@@ -89,9 +90,7 @@ class JitterCrop:
 
         def crop(b: np.ndarray) -> np.ndarray:
             b = b.astype(np.float64).reshape(-1, 4) - np.array([left, top, left, top], dtype=np.float64)
-            b[:, 0::2] = b[:, 0::2].clip(0, out_w)
-            b[:, 1::2] = b[:, 1::2].clip(0, out_h)
-            return b
+            return clip_boxes(b, out_h, out_w)
 
         target = _map_boxes(target, crop)
         target[PAD_KEY] = (float(max(0, -left)), float(max(0, -top)), float(max(0, -right)), float(max(0, -bottom)))
@@ -121,6 +120,12 @@ class Resize:
             if len(scale_jitter) != 2 or not 0 < scale_jitter[0] <= scale_jitter[1]:
                 raise ValueError(f"scale_jitter must be (low, high) with 0 < low <= high, got {scale_jitter}")
         self.shape, self.scale_jitter, self.interp = shape, scale_jitter, interp
+
+    def output_shape(self, h: int, w: int) -> tuple[int, int]:
+        """(h, w) every image is resized to without scale jitter (test time), whatever its size."""
+        if self.scale_jitter is not None:
+            raise ValueError(f"{self!r} samples its shape: the output shape is not a function of the input")
+        return self.shape
 
     def sample_shape(self, rng: RNG) -> tuple[int, int]:
         if self.scale_jitter is None:

@@ -33,7 +33,8 @@ ANCHORS = AnchorGenerator(32, (32, 64), (1.0,))(3, 3)
 def _grid(mode, choice="best", anchors=ANCHORS, stride=32, a=2, offset=0.0):
     def match(*boxes):
         gt = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        m = GridMatcher(mode, stride, a, offset, choice)(anchors[None], anchors, [gt])[0]
+        m = GridMatcher(mode, stride=stride, num_anchors=a, offset=offset, anchor_choice=choice)(
+            anchors[None], anchors, [gt])[0]
         return list(zip(m.tgt.tolist(), m.src.tolist()))
     return match
 
@@ -94,7 +95,7 @@ def test_grid_matcher_config_builds_a_model_that_trains():
         "model.matcher.name": "grid_neighbors", "model.backbone.width_mult": 0.25, "model.encoder.channels": 32,
         "model.encoder.mid_channels": 8, "model.anchors.custom_wh": [[20, 20], [40, 30]]})
     model = build_model(cfg).train()
-    assert isinstance(model.matcher, GridMatcher) and model.matcher.num_anchors == 2
+    assert isinstance(model.assigner.matcher, GridMatcher) and model.assigner.matcher.num_anchors == 2
     out = model([torch.rand(3, 64, 96) * 255], [{"boxes": torch.tensor([[10.0, 10, 40, 50]]), "labels": torch.tensor([1])}])
     assert torch.isfinite(out["loss_cls"]) and out["num_foreground"] > 0
 
@@ -249,9 +250,9 @@ def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
         **TINY_DATA, "data.root": str(tmp_path / "synth"), "model.backbone.norm": "frozen_bn",
         "train.ema": True, "train.ema_decay": 0.9, "train.ema_ramp": 1, "data.mixup_prob": 0.5})
     cpu = torch.device("cpu")
-    fit(cfg, tmp_path / "full", cpu, max_iter_override=3, progress=False)
-    fit(cfg, tmp_path / "part", cpu, max_iter_override=2, progress=False)
-    fit(cfg, tmp_path / "part", cpu, resume="auto", max_iter_override=3, progress=False)
+    fit(cfg, tmp_path / "full", device=cpu, max_iter_override=3, progress=False)
+    fit(cfg, tmp_path / "part", device=cpu, max_iter_override=2, progress=False)
+    fit(cfg, tmp_path / "part", device=cpu, resume="auto", max_iter_override=3, progress=False)
     a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "part" / "last.pth", weights_only=True)
     assert a["ema_updates"] == b["ema_updates"] == 3
@@ -451,3 +452,29 @@ def test_shipped_specs_are_valid():
         assert len(runs) == len(spec.rows) * len(spec.seeds)
         start, end = ablation.markers(name)
         assert readme.count(start) == 1 and readme.count(end) == 1, f"README.md lacks the table markers of {name}"
+
+
+def test_kmeans_boxes_follow_the_test_resize_of_each_pipeline(coco_tiny):
+    """resize_shortest_edge keeps the aspect ratio (one factor); yolo resizes to test_resize_shape (x and y apart)."""
+    import json
+
+    from tests.conftest import COCO_JSON, COCO_SPLIT
+    from tools.kmeans_anchors import training_box_sizes
+
+    gt = json.loads(COCO_JSON.read_text())
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    common = {"data.dataset": "coco", "data.root": str(coco_tiny), "data.train_split": COCO_SPLIT,
+              "model.num_classes": "auto"}
+    for opts, factors in [
+        ({"data.pipeline": "yolo", "data.test_resize_shape": [100, 300]}, lambda h, w: (300 / w, 100 / h)),
+        ({"data.test_min_size": 240, "data.test_max_size": 2000}, lambda h, w: (
+            (240 if w <= h else int(w * 240 / h + 0.5)) / w, (240 if h <= w else int(h * 240 / w + 0.5)) / h)),
+    ]:  # the shorter side becomes 240, the longer is rounded half up
+        want = []
+        for im in sorted(gt["images"], key=lambda im: im["id"]):
+            for a in gt["annotations"]:
+                if a["image_id"] == im["id"] and not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0:
+                    fx, fy = factors(*sizes[im["id"]])
+                    want.append((a["bbox"][2] * fx, a["bbox"][3] * fy))  # the boxes lie inside their images
+        got = training_box_sizes(load_config(REPO / "config/quickstart.yaml", {**common, **opts}))
+        np.testing.assert_allclose(got, np.array(want), rtol=1e-6, err_msg=str(opts))

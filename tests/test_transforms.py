@@ -300,3 +300,17 @@ def test_train_pipeline_reproducible_and_boxes_inside():
         assert ((b[:, 2] - b[:, 0]) > 0).all() and ((b[:, 3] - b[:, 1]) > 0).all()
         assert len(tgt["labels"]) == len(b)
     assert shapes == {(800, 1067, 3)}
+
+
+def test_output_shape_of_the_deterministic_resizes():
+    from data.yolo_transforms import Resize
+
+    # 480 x 640: scale 800 / 480, the longer side 640 * 5 / 3 = 1066.67 -> 1067 (half up); 1333 caps 600 x 2000
+    assert ResizeShortestEdge(800, 1333).output_shape(480, 640) == (800, 1067)
+    assert ResizeShortestEdge(800, 1333).output_shape(600, 2000) == (400, 1333)
+    assert ResizeShortestEdge(0).output_shape(480, 640) == (480, 640)  # size 0: no resize
+    assert Resize((608, 600)).output_shape(480, 640) == (608, 600)  # any input: the fixed (h, w)
+    with pytest.raises(ValueError, match="samples"):
+        ResizeShortestEdge((640, 800)).output_shape(480, 640)
+    with pytest.raises(ValueError, match="samples"):
+        Resize((608, 608), scale_jitter=(0.8, 1.2)).output_shape(480, 640)

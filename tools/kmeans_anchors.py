@@ -10,9 +10,10 @@ with the same distance.
     python -m tools.kmeans_anchors --config config/quickstart.yaml -k 5 --write ablations/kmeans_quickstart.yaml
 
 The boxes are those of the training split after the deterministic (test-time)
-resize, ``data.test_min_size`` / ``data.test_max_size``, computed from the
-annotations and the image sizes they record (no image is decoded unless the
-annotation lacks its size). The printout compares the priors' mean best IoU with
+resize of ``data.pipeline`` (``resize_shortest_edge``: ``data.test_min_size`` /
+``data.test_max_size``, keeping the aspect ratio; ``yolo``: ``data.test_resize_shape``,
+x and y scaled separately), computed from the annotations and the image sizes they
+record (no image is decoded unless the annotation lacks its size). The printout compares the priors' mean best IoU with
 that of the configured anchors. ``--write`` writes a config deriving from the
 given one with ``model.anchors.custom_wh`` set to the priors (YOLOF's decoder
 then predicts ``k`` anchors per cell).
@@ -48,7 +49,7 @@ def mean_best_iou(wh: np.ndarray, anchors_wh: np.ndarray) -> float:
     return float(shape_iou(wh, anchors_wh).max(axis=1).mean())
 
 
-def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iters: int = 300) -> tuple[np.ndarray, float]:
+def kmeans_anchors(wh: np.ndarray, k: int, *, seed: int = 0, iters: int = 300) -> tuple[np.ndarray, float]:
     """Cluster (N, 2) box sizes into ``k`` anchor shapes with the ``1 - IoU`` distance.
 
     Returns ``(sizes, mean_best_iou)``: ``sizes`` (k, 2) (w, h) sorted by area
@@ -98,24 +99,28 @@ def configured_anchor_wh(anchor_cfg) -> np.ndarray:
     return np.asarray([[s / np.sqrt(r), s * np.sqrt(r)] for s in anchor_cfg.sizes for r in anchor_cfg.aspect_ratios])
 
 
+def deterministic_resize(cfg):
+    """The resize step of ``data.pipeline``'s test transforms (it has ``output_shape(h, w)``)."""
+    from data.pipelines import build_pipeline
+
+    return next(t for t in build_pipeline(cfg.data, is_train=False).transforms if hasattr(t, "output_shape"))
+
+
 def training_box_sizes(cfg) -> np.ndarray:
     """(N, 2) (w, h) of every training box after the deterministic test-time resize (and clipping)."""
     from data.build import build_dataset
-    from data.transforms import ResizeShortestEdge
+    from utils.boxes import clip_boxes
 
     ds = build_dataset(cfg, cfg.data.train_split, is_train=False)
-    resize = ResizeShortestEdge(cfg.data.test_min_size, cfg.data.test_max_size)
+    resize = deterministic_resize(cfg)
     out = []
     hw = getattr(ds, "_hw", None)
     for i in range(len(ds)):
         h, w = (int(v) for v in hw[i]) if hw is not None else (-1, -1)
         if h > 0 and w > 0 and hasattr(ds, "get_annotation"):
             boxes = np.asarray(ds.get_annotation(i)["boxes"], dtype=np.float64).reshape(-1, 4)
-            newh, neww = (resize.get_output_shape(h, w, cfg.data.test_min_size, cfg.data.test_max_size)
-                          if cfg.data.test_min_size > 0 else (h, w))  # size 0: no resize
-            boxes = boxes * np.array([neww / w, newh / h, neww / w, newh / h])
-            boxes[:, 0::2] = boxes[:, 0::2].clip(0, neww)
-            boxes[:, 1::2] = boxes[:, 1::2].clip(0, newh)
+            newh, neww = resize.output_shape(h, w)
+            boxes = clip_boxes(boxes * np.array([neww / w, newh / h, neww / w, newh / h]), newh, neww)
         else:  # the annotation does not record the image size: decode and transform the image
             boxes = ds[i][1]["boxes"].numpy().astype(np.float64)
         out.append(boxes[:, 2:] - boxes[:, :2])
@@ -142,11 +147,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.opts)
     wh = training_box_sizes(cfg)
-    sizes, fit = kmeans_anchors(wh, a.k, a.seed, a.iters)
+    sizes, fit = kmeans_anchors(wh, a.k, seed=a.seed, iters=a.iters)
     default_wh = configured_anchor_wh(cfg.model.anchors)
     sizes = np.round(sizes, 1)
-    print(f"{len(wh)} training boxes of {cfg.data.dataset} split {cfg.data.train_split!r} after resizing to "
-          f"{cfg.data.test_min_size} / {cfg.data.test_max_size}")
+    print(f"{len(wh)} training boxes of {cfg.data.dataset} split {cfg.data.train_split!r} after the test resize "
+          f"{deterministic_resize(cfg)!r}")
     print(f"k-means (k={a.k}, 1 - IoU) anchor (w, h): {sizes.tolist()}")
     print(f"  mean best IoU: k-means {mean_best_iou(wh, sizes):.4f} (before rounding {fit:.4f}), "
           f"configured anchors {mean_best_iou(wh, default_wh):.4f} ({default_wh.round(1).tolist()})")
@@ -164,4 +169,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.cli import run_script
+
+    sys.exit(run_script(main))
