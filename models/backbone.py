@@ -40,12 +40,14 @@ _SPECS = {
 }
 
 
+STYLES = ("caffe", "pytorch")  # model.backbone.style (ResNets: where the stride-2 conv sits)
+BACKBONE_NORMS = ("frozen_bn", "bn", "syncbn")  # model.backbone.norm, for every backbone
+
+
 def _norm_layer(norm: str):
-    if norm == "frozen_bn":
-        return FrozenBatchNorm2d
-    if norm in ("bn", "syncbn"):  # syncbn: converted by the trainer under DDP
-        return nn.BatchNorm2d
-    raise ValueError(f"unknown backbone norm {norm!r}")
+    if norm not in BACKBONE_NORMS:
+        raise ValueError(f"unknown backbone norm {norm!r}")
+    return FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d  # syncbn: converted by the trainer under DDP
 
 
 class ResNetBackbone(nn.Module):
@@ -91,7 +93,7 @@ class ResNetBackbone(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if style == "caffe":
             self._move_stride_to_1x1()
-        elif style != "pytorch":
+        elif style not in STYLES:
             raise ValueError(f"unknown backbone style {style!r}")
         self.freeze(freeze_at)
 
