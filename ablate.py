@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     try:
         spec = load_spec(args.spec)
         if not args.table_only:
-            status = run_ablation(spec, args.runs_dir.resolve(), args.logs_dir.resolve(), args.only, args.dry_run,
-                                  args.keep_going, collect=args.collect)
+            status = run_ablation(spec, args.runs_dir.resolve(), args.logs_dir.resolve(), only=args.only,
+                                  dry_run=args.dry_run, keep_going=args.keep_going, collect=args.collect)
             if args.dry_run:
                 return 0
             print(" ".join(f"{k}: {v}" for k, v in status.items()))

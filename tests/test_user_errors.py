@@ -120,3 +120,24 @@ def test_scripts_run_as_programs_print_only_the_line(tmp_path):
     ]:
         proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and proc.stderr.strip() == message, (args, proc.stderr)
+
+
+class _UnreadableInWorker:
+    """A dataset whose images cannot be read: the error is raised in a DataLoader worker process."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from data.dataset_base import UnreadableImagesError
+
+        raise UnreadableImagesError("COCODetection: 11 images could not be read, more than the allowed 10")
+
+
+def test_a_user_error_raised_in_a_dataloader_worker_is_one_line(capsys):
+    from torch.utils.data import DataLoader
+
+    def main(argv):
+        next(iter(DataLoader(_UnreadableInWorker(), num_workers=1)))  # torch re-raises it with the worker traceback
+
+    assert _one_line(capsys, main) == "error: COCODetection: 11 images could not be read, more than the allowed 10"

@@ -157,9 +157,8 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def load_spec(path: Path | str) -> Spec:
-    """Read and check the spec's own structure (the configs are checked by :func:`plan_runs`)."""
-    path = Path(path)
+def _read_spec_file(path: Path) -> dict:
+    """The spec's YAML mapping, with only known keys and all required ones."""
     if not path.is_file():
         raise SpecError(f"ablation spec not found: {path}")
     try:
@@ -174,9 +173,18 @@ def load_spec(path: Path | str) -> Spec:
     for key in ("name", "base", "seeds", "rows"):
         if key not in data:
             raise SpecError(f"{path}: missing spec key '{key}'")
-    name = data["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise SpecError(f"{path}: spec key 'name': {name!r} must be a word of letters, digits, '_', '-', '.', '+'")
+    return data
+
+
+def _check_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise SpecError(f"{where}: {value!r} must be a word of letters, digits, '_', '-', '.', '+'")
+    return value
+
+
+def _spec_settings(data: dict, path: Path) -> dict:
+    """The spec's keys other than ``rows``, checked, as :class:`Spec` fields."""
+    name = _check_name(data["name"], f"{path}: spec key 'name'")
     if not isinstance(data["base"], str):
         raise SpecError(f"{path}: spec key 'base': expected a config path, got {data['base']!r}")
     seeds = data["seeds"]
@@ -193,7 +201,12 @@ def load_spec(path: Path | str) -> Spec:
     if accumulate is not None:
         accumulate = _positive_int(accumulate, f"{path}: spec key 'accumulate'")
     common = _overrides(data.get("common"), f"{path}: spec key 'common'")
-    rows_data = data["rows"]
+    return {"name": name, "base": data["base"], "seeds": tuple(seeds), "common": common, "accumulate": accumulate,
+            "launcher": launcher, "nproc_per_node": nproc}
+
+
+def _rows(rows_data: Any, path: Path) -> tuple[Row, ...]:
+    """The spec's rows, checked: mappings of known keys, distinct names, valid overrides."""
     if not isinstance(rows_data, list) or not rows_data:
         raise SpecError(f"{path}: spec key 'rows': expected a non-empty list of {{name, overrides}} mappings")
     rows, seen = [], set()
@@ -204,9 +217,7 @@ def load_spec(path: Path | str) -> Spec:
         unknown = [k for k in r if k not in ROW_KEYS]
         if unknown:
             raise SpecError(f"{where}: unknown row key '{unknown[0]}'; valid keys: {', '.join(ROW_KEYS)}")
-        rname = r.get("name")
-        if not isinstance(rname, str) or not _NAME.match(rname):
-            raise SpecError(f"{where}: row key 'name': {rname!r} must be a word of letters, digits, '_', '-', '.', '+'")
+        rname = _check_name(r.get("name"), f"{where}: row key 'name'")
         if rname in seen:
             raise SpecError(f"{where}: duplicate row name '{rname}'")
         seen.add(rname)
@@ -215,8 +226,15 @@ def load_spec(path: Path | str) -> Spec:
         if acc is not None:
             acc = _positive_int(acc, f"{where}: row key 'accumulate'")
         rows.append(Row(rname, _overrides(r.get("overrides"), f"{where}: row key 'overrides'"), acc))
-    return Spec(path=path, name=name, base=data["base"], seeds=tuple(seeds), rows=tuple(rows), common=common,
-                accumulate=accumulate, launcher=launcher, nproc_per_node=nproc)
+    return tuple(rows)
+
+
+def load_spec(path: Path | str) -> Spec:
+    """Read and check the spec's own structure (the configs are checked by :func:`plan_runs`)."""
+    path = Path(path)
+    data = _read_spec_file(path)
+    settings = _spec_settings(data, path)
+    return Spec(path=path, rows=_rows(data["rows"], path), **settings)
 
 
 def base_path(spec: Spec) -> Path:
@@ -260,7 +278,7 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def command(spec: Spec, run: PlannedRun, resume: bool = False, python: str = sys.executable) -> list[str]:
+def command(spec: Spec, run: PlannedRun, *, resume: bool = False, python: str = sys.executable) -> list[str]:
     """The command line of one run (run from the repository root)."""
     if spec.launcher == "torchrun":
         cmd = [python, "-m", "torch.distributed.run", f"--nproc_per_node={spec.nproc_per_node}"]
@@ -313,7 +331,54 @@ def _write_done(run: PlannedRun) -> None:
     (run.output_dir / "done.json").write_text(json.dumps(done, indent=1) + "\n")
 
 
-def run_ablation(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: Path | str = DEFAULT_LOGS_DIR,
+def _select(spec: Spec, runs: list[PlannedRun], only: Optional[Sequence[str]]) -> list[PlannedRun]:
+    """The runs of the rows named in ``only`` (all without it); an unknown row name is an error."""
+    if not only:
+        return runs
+    unknown = [o for o in only if o not in {r.name for r in spec.rows}]
+    if unknown:
+        raise SpecError(f"--only {unknown[0]}: no such row in {spec.path} (rows: {', '.join(r.name for r in spec.rows)})")
+    return [r for r in runs if r.row.name in only]
+
+
+def _take_finished(spec: Spec, run: PlannedRun, logs_dir: Path | str, *, dry_run: bool,
+                   log: Callable[[str], None]) -> bool:
+    """Whether ``run`` is finished, in its run folder (its logs are then copied) or in the logs of an earlier
+    session (its run folder may be gone)."""
+    logged = Path(logs_dir) / spec.name / run.row.name / f"seed{run.seed}"
+    if not is_finished(run.output_dir, run.max_iter) and is_finished(logged, run.max_iter):
+        check_existing(replace(run, output_dir=logged))
+        if dry_run:
+            log(f"# finished (logged): {run.label} ({_display(logged)})")
+        return True
+    if not is_finished(run.output_dir, run.max_iter):
+        return False
+    if dry_run:
+        log(f"# finished: {run.label} ({_display(run.output_dir)})")
+    else:
+        if not (run.output_dir / "done.json").is_file():
+            _write_done(run)
+        copy_logs(run, spec, logs_dir)
+    return True
+
+
+def _launch(spec: Spec, run: PlannedRun, cmd: list[str], *, logs_dir: Path | str, resume: bool,
+            log: Callable[[str], None], progress: str) -> Optional[str]:
+    """Run ``cmd``; None when the run finished (its logs copied), else why it failed."""
+    if not resume:  # a fresh start: no stale records from a run that died before its first checkpoint
+        for name in ("metrics.jsonl", "done.json"):
+            (run.output_dir / name).unlink(missing_ok=True)
+    log(f"{progress} {run.label}{' (resumed)' if resume else ''}: {shlex.join(cmd)}")
+    rc = subprocess.run(cmd, cwd=REPO).returncode
+    if rc != 0 or not is_finished(run.output_dir, run.max_iter):
+        reason = f"exit status {rc}" if rc != 0 else "no evaluated record at the last iteration"
+        return f"run {run.label} failed ({reason}); see {_display(run.output_dir / 'log.txt')}"
+    _write_done(run)
+    copy_logs(run, spec, logs_dir)
+    return None
+
+
+def run_ablation(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: Path | str = DEFAULT_LOGS_DIR, *,
                  only: Optional[Sequence[str]] = None, dry_run: bool = False, keep_going: bool = False,
                  python: str = sys.executable, log: Callable[[str], None] = print,
                  collect: bool = False) -> dict[str, str]:
@@ -322,59 +387,32 @@ def run_ablation(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: 
     ``collect``: launch nothing; copy the logs of the runs that finished (e.g. ones started by hand or on a
     cluster from the ``dry_run`` command lines) and report the others as ``"pending"``.
     """
-    runs = plan_runs(spec, runs_dir)
-    if only:
-        unknown = [o for o in only if o not in {r.name for r in spec.rows}]
-        if unknown:
-            raise SpecError(f"--only {unknown[0]}: no such row in {spec.path} (rows: {', '.join(r.name for r in spec.rows)})")
-        runs = [r for r in runs if r.row.name in only]
+    runs = _select(spec, plan_runs(spec, runs_dir), only)
     for run in runs:
         check_existing(run)
     status: dict[str, str] = {}
     failures = []
     for i, run in enumerate(runs, 1):
-        logged = Path(logs_dir) / spec.name / run.row.name / f"seed{run.seed}"
-        if not is_finished(run.output_dir, run.max_iter) and is_finished(logged, run.max_iter):
-            check_existing(replace(run, output_dir=logged))
-            status[run.label] = "done"  # finished in an earlier session (its run folder may be gone)
-            if dry_run:
-                log(f"# finished (logged): {run.label} ({_display(logged)})")
-            continue
-        if is_finished(run.output_dir, run.max_iter):
+        if _take_finished(spec, run, logs_dir, dry_run=dry_run, log=log):
             status[run.label] = "done"
-            if dry_run:
-                log(f"# finished: {run.label} ({_display(run.output_dir)})")
-            else:
-                if not (run.output_dir / "done.json").is_file():
-                    _write_done(run)
-                copy_logs(run, spec, logs_dir)
             continue
         if collect:
             status[run.label] = "pending"
             continue
         resume = (run.output_dir / "last.pth").is_file()
-        cmd = command(spec, run, resume, "python" if dry_run else python)  # dry-run: portable command lines
+        cmd = command(spec, run, resume=resume, python="python" if dry_run else python)  # dry-run: portable lines
         if dry_run:
             log(shlex.join(cmd))
             status[run.label] = "planned"
             continue
-        if not resume:  # a fresh start: no stale records from a run that died before its first checkpoint
-            for name in ("metrics.jsonl", "done.json"):
-                (run.output_dir / name).unlink(missing_ok=True)
-        log(f"[{spec.name} {i}/{len(runs)}] {run.label}{' (resumed)' if resume else ''}: {shlex.join(cmd)}")
-        rc = subprocess.run(cmd, cwd=REPO).returncode
-        if rc != 0 or not is_finished(run.output_dir, run.max_iter):
-            reason = f"exit status {rc}" if rc != 0 else "no evaluated record at the last iteration"
-            message = f"run {run.label} failed ({reason}); see {_display(run.output_dir / 'log.txt')}"
-            if not keep_going:
-                raise RuntimeError(message)
-            log(message)
+        failure = _launch(spec, run, cmd, logs_dir=logs_dir, resume=resume, log=log,
+                          progress=f"[{spec.name} {i}/{len(runs)}]")
+        if failure is not None and not keep_going:
+            raise RuntimeError(failure)
+        if failure is not None:
+            log(failure)
             failures.append(run.label)
-            status[run.label] = "failed"
-            continue
-        _write_done(run)
-        copy_logs(run, spec, logs_dir)
-        status[run.label] = "ran"
+        status[run.label] = "ran" if failure is None else "failed"
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed: {', '.join(failures)}")
     return status

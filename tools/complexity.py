@@ -61,8 +61,9 @@ def complexity(model: torch.nn.Module, height: int, width: int) -> dict:
             "activation_bytes": sum(sizes), "largest_activation_bytes": max(sizes)}
 
 
-def format_report(name: str, height: int, width: int, c: dict) -> str:
-    lines = [f"{name} at 1x3x{height}x{width}",
+def format_report(name: str, size: tuple[int, int], c: dict) -> str:
+    """The printout of :func:`complexity`'s result ``c`` for preset ``name`` at ``size`` (h, w)."""
+    lines = [f"{name} at 1x3x{size[0]}x{size[1]}",
              f"parameters: {c['params']:,} total, {c['trainable']:,} trainable"]
     for part, v in c["parts"].items():
         lines.append(f"{part:9s} {v['macs'] / 1e9:8.2f} GMACs {v['flops'] / 1e9:8.2f} GFLOPs")
@@ -82,14 +83,13 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, nargs=2, default=(800, 1216), metavar=("H", "W"), help="input size")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.opts)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    cfg = load_config(args.config, args.opts)  # a bad file or key is a one-line ConfigError (run_script)
     result = complexity(build_model(cfg), *args.size)
-    print(format_report(Path(args.config).stem, *args.size, result))
+    print(format_report(Path(args.config).stem, tuple(args.size), result))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from utils.cli import run_script
+
+    run_script(main)

@@ -36,7 +36,7 @@ def parse_args(argv=None):
 
 
 @torch.no_grad()
-def check_with_onnxruntime(path: Path, model, variant: str, size) -> str:
+def check_with_onnxruntime(path: Path, model, *, variant: str, size) -> str:
     """Run ``path`` under ONNX Runtime and PyTorch on one random image; a line saying how close they are."""
     import onnxruntime as ort
 
@@ -60,12 +60,14 @@ def check_with_onnxruntime(path: Path, model, variant: str, size) -> str:
     diff = max(float(np.abs(g.astype(np.float64) - w).max()) for g, w in zip(got, want))
     return f"ONNX Runtime vs PyTorch on a random {size[0]}x{size[1]} image: max |difference| {diff:.2e}"
 
+
 def main(argv=None) -> Path:
     from config import config_to_dict
     from deploy.onnx_export import OPSET, export_onnx
     from deploy.predictor import resolve_config
     from models import build_model
     from engine.checkpoint import load_checkpoint, load_model_weights
+    from utils.errors import UserError
 
     args = parse_args(argv)
     try:
@@ -73,15 +75,17 @@ def main(argv=None) -> Path:
         cfg = resolve_config(ckpt, args.config, args.opts)
         model = build_model(cfg)
         load_model_weights(model, args.weight)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except (ValueError, FileNotFoundError) as e:  # e.g. a checkpoint without a config, named in the message
+        raise UserError(str(e)) from None
     meta = {"config": config_to_dict(cfg), "class_names": ckpt.get("class_names")}
     out = export_onnx(model, args.out, variant=args.variant, example_size=tuple(args.size), metadata=meta)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.variant} variant, opset {OPSET}); "
           "onnx.checker passed")
-    print(check_with_onnxruntime(out, model.eval(), args.variant, tuple(args.size)))
+    print(check_with_onnxruntime(out, model.eval(), variant=args.variant, size=tuple(args.size)))
     return out
 
 
 if __name__ == "__main__":
-    main()
+    from utils.cli import run_script
+
+    run_script(main)

@@ -70,7 +70,31 @@ def series(run: Run, key: str, x: str = "iteration") -> tuple[list[float], list[
     return [_x(run, r, x) for r in records], [float(r[key]) for r in records]
 
 
-def plot_runs(run_dirs: Sequence[Path | str], out: Optional[Path | str] = None, x: str = "iteration",
+def _load_runs(run_dirs: Sequence[Path | str], labels: Optional[Sequence[str]]) -> list[Run]:
+    """The runs, labelled by ``labels`` or their folder names (with the parent's where two names clash)."""
+    if labels is not None and len(labels) != len(run_dirs):
+        raise UserError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
+    if labels is None and len({r.label for r in runs}) < len(runs):  # e.g. row_a/seed0 and row_b/seed0
+        runs = [Run("/".join(Path(d).resolve().parts[-2:]), r.records) for d, r in zip(run_dirs, runs)]
+    return runs
+
+
+def _draw_panel(ax, key: str, runs: Sequence[Run], x: str) -> None:
+    """One metric: a line per run that has it (colours by run order), a log scale for a positive lr."""
+    for i, run in enumerate(runs):
+        xs, ys = series(run, key, x)
+        if xs:
+            ax.plot(xs, ys, color=f"C{i % 10}", label=run.label, linewidth=1.2,
+                    marker="o" if key in AP_KEYS or len(xs) < 3 else None, markersize=4)
+    ax.set_title(key)
+    ax.set_xlabel(x)
+    ax.grid(True, alpha=0.3)
+    if key == "lr" and all(y > 0 for line in ax.get_lines() for y in line.get_ydata()):
+        ax.set_yscale("log")
+
+
+def plot_runs(run_dirs: Sequence[Path | str], out: Optional[Path | str] = None, *, x: str = "iteration",
               labels: Optional[Sequence[str]] = None, title: Optional[str] = None):
     """A matplotlib ``Figure`` with one panel per metric that some run has and one line per run in it
     (titled by the metric, each line labelled by its run); saved to ``out`` when given."""
@@ -79,29 +103,15 @@ def plot_runs(run_dirs: Sequence[Path | str], out: Optional[Path | str] = None, 
 
     if x not in X_AXES:
         raise UserError(f"--x {x}: expected one of {', '.join(X_AXES)}")
-    if labels is not None and len(labels) != len(run_dirs):
-        raise UserError(f"{len(labels)} labels for {len(run_dirs)} runs")
-    runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
-    if labels is None and len({r.label for r in runs}) < len(runs):  # e.g. row_a/seed0 and row_b/seed0
-        runs = [Run("/".join(Path(d).resolve().parts[-2:]), r.records) for d, r in zip(run_dirs, runs)]
+    runs = _load_runs(run_dirs, labels)
     keys = [k for k in TRAIN_KEYS + AP_KEYS if any(series(r, k, x)[0] for r in runs)]
     ncols = min(4, max(1, len(keys)))
     nrows = max(1, math.ceil(len(keys) / ncols))
     fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    colors = [f"C{i % 10}" for i in range(len(runs))]
     for ax, key in zip(axes, keys):
-        for run, color in zip(runs, colors):
-            xs, ys = series(run, key, x)
-            if xs:
-                ax.plot(xs, ys, color=color, label=run.label, linewidth=1.2,
-                        marker="o" if key in AP_KEYS or len(xs) < 3 else None, markersize=4)
-        ax.set_title(key)
-        ax.set_xlabel(x)
-        ax.grid(True, alpha=0.3)
-        if key == "lr" and all(y > 0 for line in ax.get_lines() for y in line.get_ydata()):
-            ax.set_yscale("log")
+        _draw_panel(ax, key, runs, x)
     xs = [v for ax in axes[:len(keys)] for line in ax.get_lines() for v in line.get_xdata()]
     if xs:  # one x range for every panel: a metric evaluated once still sits where the run ended
         pad = 0.03 * (max(xs) - min(xs) or 1.0)
@@ -136,7 +146,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    fig = plot_runs(args.runs, args.out, args.x, args.labels, args.title)
+    fig = plot_runs(args.runs, args.out, x=args.x, labels=args.labels, title=args.title)
     print(f"{len(args.runs)} run(s), {len(fig.axes)} panels -> {args.out}")
 
 

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config", "-c", type=str, default=None,
@@ -85,11 +84,23 @@ def load_run_config(args, weight: str | None = None):
     return cfg
 
 
+def user_message(e: UserError) -> str:
+    """The one line of ``e``. A DataLoader worker's exception reaches the main process re-raised with the worker's
+    traceback as its message ("Caught X in DataLoader worker process 0. Original Traceback ..."), whose last line
+    is ``module.X: <the message>``: that message is kept."""
+    text = str(e)
+    if "\nOriginal Traceback" in text:
+        head, _, message = text.rstrip().splitlines()[-1].partition(": ")
+        if head.split(".")[-1] == type(e).__name__:
+            return message
+    return text
+
+
 def run_script(main: Callable[[], Any]) -> Any:
     """Run a script's ``main``: a :class:`UserError` (bad input: a file, an id, a config value) ends the program
     with its one-line message on stderr and exit status 2; any other exception is a bug and keeps its traceback."""
     try:
         return main()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         raise SystemExit(2) from None
