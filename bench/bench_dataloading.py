@@ -30,7 +30,7 @@ from data.collate import collate, worker_init_fn  # noqa: E402
 from data.transforms import build_transforms  # noqa: E402
 
 
-def bench_loader(ds, num_workers: int, passes: int, batch_size: int) -> tuple[float, int]:
+def bench_loader(ds, num_workers: int, *, passes: int, batch_size: int) -> tuple[float, int]:
     n = len(ds) * passes
     sampler = list(range(len(ds))) * passes
     loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
@@ -99,7 +99,7 @@ def main() -> None:
     print("per-image stage times in the main process (ms): " +
           ", ".join(f"{k} {v:.2f}" for k, v in bd.items()) + f", total {sum(bd.values()):.2f}")
     for nw in [int(x) for x in args.workers.split(",")]:
-        ips, count = bench_loader(ds, nw, args.passes, args.batch_size)
+        ips, count = bench_loader(ds, nw, passes=args.passes, batch_size=args.batch_size)
         label = "main process (num_workers=0)" if nw == 0 else f"num_workers={nw}"
         per_worker = f" = {ips / nw:.1f} img/s per worker" if nw else ""
         print(f"{label}: {ips:.1f} img/s over {count} images{per_worker}")

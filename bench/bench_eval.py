@@ -30,7 +30,7 @@ from evaluation.coco_eval import BACKENDS, STAT_NAMES, evaluate_coco  # noqa: E4
 COCO_TINY = ROOT.parent / "shared/data/coco_tiny/annotations/instances_val2017.json"
 
 
-def build(src: dict, n_images: int, dets_per_image: int, seed: int) -> tuple[dict, list[dict]]:
+def build(src: dict, n_images: int, *, dets_per_image: int, seed: int) -> tuple[dict, list[dict]]:
     rng = np.random.default_rng(seed)
     by_img: dict[int, list[dict]] = {}
     for a in src["annotations"]:
@@ -94,7 +94,7 @@ def main() -> int:
         return 1
     src = json.loads(args.gt.read_text())
     t0 = time.perf_counter()
-    gt, dets = build(src, args.images, args.dets_per_image, args.seed)
+    gt, dets = build(src, args.images, dets_per_image=args.dets_per_image, seed=args.seed)
     print(f"built {len(gt['images'])} images, {len(gt['annotations'])} gt boxes, "
           f"{len(dets)} detections in {time.perf_counter() - t0:.1f} s")
 

@@ -86,7 +86,7 @@ def bench_csp(device: torch.device, repeats: int, size: int = 608) -> None:
               "official: 39 FPS on a 2080Ti)")
 
 
-def bench_deploy(device: torch.device, repeats: int, height: int, width: int) -> None:
+def bench_deploy(device: torch.device, repeats: int, *, height: int, width: int) -> None:
     """Body (fp32 contiguous / channels_last / bf16) vs YOLOF through the Predictor (fp32, bf16, ONNX Runtime)."""
     import numpy as np
 
@@ -139,7 +139,7 @@ def main() -> None:
         bench_csp(device, args.repeats)
         return
     if args.deploy:
-        bench_deploy(device, args.repeats, args.height, args.width)
+        bench_deploy(device, args.repeats, height=args.height, width=args.width)
         return
     torch.manual_seed(0)
     x = torch.rand(1, 3, args.height, args.width, device=device) * 255

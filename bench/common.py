@@ -17,7 +17,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn, device: torch.device, warmup: int = 2, repeats: int = 5) -> float:
+def median_time(fn, device: torch.device, *, warmup: int = 2, repeats: int = 5) -> float:
     for _ in range(warmup):
         fn()
     sync(device)
@@ -40,7 +40,7 @@ def resnet50_body(frozen: bool = False):
     return torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
 
 
-def interleaved_medians(fns: dict, device: torch.device, warmup: int = 1, repeats: int = 5) -> dict:
+def interleaved_medians(fns: dict, device: torch.device, *, warmup: int = 1, repeats: int = 5) -> dict:
     """Median time of each function, run round-robin so that load changes hit all of them alike."""
     for fn in fns.values():
         for _ in range(warmup):
