@@ -33,7 +33,7 @@ def voc_image_sets(split: str) -> tuple[tuple[str, str], ...]:
     return tuple(sets)
 
 
-def _coco(cfg, split: str, is_train: bool, transforms) -> Dataset:
+def _coco(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     """``<root>/annotations/instances_<split>.json`` and images in ``<root>/<split>/``."""
     root = Path(cfg.data.root)
     ann = root / "annotations" / f"instances_{split}.json"
@@ -44,7 +44,7 @@ def _coco(cfg, split: str, is_train: bool, transforms) -> Dataset:
     return ds
 
 
-def _synthetic(cfg, split: str, is_train: bool, transforms) -> Dataset:
+def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``), then read as COCO."""
     from data.synthetic import generate_synthetic_coco
 
@@ -53,10 +53,10 @@ def _synthetic(cfg, split: str, is_train: bool, transforms) -> Dataset:
                             image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed,
                             num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
                             max_box=d.synthetic_max_box or None)
-    return _coco(cfg, split, is_train, transforms)
+    return _coco(cfg, split, is_train=is_train, transforms=transforms)
 
 
-def _voc(cfg, split: str, is_train: bool, transforms) -> Dataset:
+def _voc(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     """``<root>`` is a VOCdevkit, ``split`` like ``2007_trainval+2012_trainval``; difficult objects kept for testing."""
     return VOCDetection(cfg.data.root, voc_image_sets(split), transforms, cfg.model.input_format,
                         keep_difficult=not is_train, max_skip_fraction=cfg.train.max_skip_fraction)
@@ -67,7 +67,7 @@ class DatasetFormat:
     """One ``data.dataset``: how a split is read, how it is scored, and the split ``eval.py --results`` scores
     when neither ``--split`` nor ``--config`` names one."""
 
-    build: Callable[..., Dataset]  # (cfg, split, is_train, transforms) -> dataset with class_names
+    build: Callable[..., Dataset]  # (cfg, split, *, is_train, transforms) -> dataset with class_names
     metric: str  # "coco" (pycocotools) or "voc" (the devkit): evaluation.evaluator.METRICS
     val_split: str
 
@@ -88,7 +88,7 @@ def _check_num_classes(cfg, ds: Dataset, split: str) -> None:
         )
 
 
-def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
+def build_dataset(cfg, split: str, *, is_train: bool, transforms=None) -> Dataset:
     """The dataset of ``split`` with the training or test transforms of ``cfg`` (``DATASETS[data.dataset]``).
 
     Training sets are wrapped in :class:`data.mixup.MixupDataset` when ``data.mixup_prob > 0``.
@@ -101,13 +101,13 @@ def build_dataset(cfg, split: str, is_train: bool, transforms=None) -> Dataset:
     mosaic = transforms is None and is_train and d.mosaic_prob > 0
     if transforms is None:
         transforms = build_pipeline(d, is_train)
-    ds = DATASETS[d.dataset].build(cfg, split, is_train, transforms)
+    ds = DATASETS[d.dataset].build(cfg, split, is_train=is_train, transforms=transforms)
     _check_num_classes(cfg, ds, split)
     if mosaic:  # the mosaic draws its other three images from the dataset itself
         from data.mosaic import Mosaic, RawSamples
 
-        ds.transforms = Compose([Mosaic(build_per_image_train_steps(d), RawSamples(ds), d.mosaic_prob,
-                                        d.mosaic_size, d.mosaic_min_offset), ClipAndFilterBoxes()])
+        ds.transforms = Compose([Mosaic(build_per_image_train_steps(d), RawSamples(ds), prob=d.mosaic_prob,
+                                        size=d.mosaic_size, min_offset=d.mosaic_min_offset), ClipAndFilterBoxes()])
     if is_train and d.mixup_prob > 0:
         from data.mixup import MixupDataset
 

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from utils.boxes import clip_boxes
 
 
-def mix_samples(a: tuple[torch.Tensor, dict], b: tuple[torch.Tensor, dict], lam: float,
+def mix_samples(a: tuple[torch.Tensor, dict], b: tuple[torch.Tensor, dict], lam: float, *,
                 per_box_keys: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict]:
     """Blend sample ``b`` into sample ``a`` with ratio ``lam`` (see the module docstring)."""
     image_a, target_a = a
@@ -90,4 +90,4 @@ class MixupDataset(Dataset):
         other = int(rng.integers(len(self.dataset)))
         lam = self.sample_lambda(rng)
         b = self.dataset[other]
-        return mix_samples(a, b, lam, tuple(getattr(self.dataset, "per_box_extra", ())))
+        return mix_samples(a, b, lam, per_box_keys=tuple(getattr(self.dataset, "per_box_extra", ())))

@@ -40,7 +40,7 @@ from utils.boxes import clip_boxes
 __all__ = ["Mosaic", "RawSamples", "place_mosaic", "quadrant_windows"]
 
 
-def _window(img_len: int, cut: int, side: int, pad: float, near: bool) -> tuple[int, int, int]:
+def _window(img_len: int, cut: int, side: int, *, pad: float, near: bool) -> tuple[int, int, int]:
     """One axis of one quadrant: (source start in the image, destination start, length)."""
     if near:  # left / top quadrant: destination [0, cut), taken from the image's start past its padding
         length = cut
@@ -51,7 +51,7 @@ def _window(img_len: int, cut: int, side: int, pad: float, near: bool) -> tuple[
     return img_len - skip - length, cut, length
 
 
-def quadrant_windows(image_hw: tuple[int, int], pad: Sequence[float], cut_xy: tuple[int, int],
+def quadrant_windows(image_hw: tuple[int, int], pad: Sequence[float], *, cut_xy: tuple[int, int],
                      canvas_hw: tuple[int, int], k: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """x and y windows ``(source start, destination start, length)`` of image k (0..3) in the mosaic.
 
@@ -62,12 +62,12 @@ def quadrant_windows(image_hw: tuple[int, int], pad: Sequence[float], cut_xy: tu
     (h, w), (cut_x, cut_y), (ch, cw) = image_hw, cut_xy, canvas_hw
     left, top, right, bottom = pad
     right_side, bottom_side = k in (1, 3), k in (2, 3)
-    wx = _window(w, cut_x, cw, right if right_side else left, near=not right_side)
-    wy = _window(h, cut_y, ch, bottom if bottom_side else top, near=not bottom_side)
+    wx = _window(w, cut_x, cw, pad=right if right_side else left, near=not right_side)
+    wy = _window(h, cut_y, ch, pad=bottom if bottom_side else top, near=not bottom_side)
     return wx, wy
 
 
-def _paste(canvas: np.ndarray, image: np.ndarray, wx: tuple[int, int, int], wy: tuple[int, int, int]) -> None:
+def _paste(canvas: np.ndarray, image: np.ndarray, *, wx: tuple[int, int, int], wy: tuple[int, int, int]) -> None:
     """Copy the part of the source window that lies inside ``image`` into ``canvas`` (in place)."""
     (sx, dx, lx), (sy, dy, ly) = wx, wy
     h, w = image.shape[:2]
@@ -98,8 +98,9 @@ def place_mosaic(parts: Sequence[tuple[np.ndarray, Target]], cut_xy: tuple[int, 
     per_box = _per_box_keys(parts[0][1])
     collected: dict[str, list[np.ndarray]] = {key: [] for key in ["boxes", *per_box, *_INDEPENDENT_KEYS]}
     for k, (image, target) in enumerate(parts):
-        wx, wy = quadrant_windows(image.shape[:2], target.get(PAD_KEY, (0, 0, 0, 0)), cut_xy, canvas_hw, k)
-        _paste(canvas, image, wx, wy)
+        wx, wy = quadrant_windows(image.shape[:2], target.get(PAD_KEY, (0, 0, 0, 0)), cut_xy=cut_xy,
+                                  canvas_hw=canvas_hw, k=k)
+        _paste(canvas, image, wx=wx, wy=wy)
         collected["boxes"].append(_move_boxes(target["boxes"], wx, wy))
         for key in per_box:
             collected[key].append(np.asarray(target[key]))
@@ -150,7 +151,7 @@ class Mosaic:
         min_offset: the cut point keeps this fraction of each side on both of its sides (official 0.2).
     """
 
-    def __init__(self, per_image: Callable, source, prob: float = 0.5, size: Sequence[int] = (640, 640),
+    def __init__(self, per_image: Callable, source, *, prob: float = 0.5, size: Sequence[int] = (640, 640),
                  min_offset: float = 0.2):
         size = tuple(int(s) for s in size)
         if not 0.0 <= prob <= 1.0:

@@ -130,7 +130,7 @@ def _per_box_keys(target: Target) -> list[str]:
     return keys
 
 
-def resize_to(image: np.ndarray, target: Target, shape: tuple[int, int], interp: int) -> tuple[np.ndarray, Target]:
+def resize_to(image: np.ndarray, target: Target, shape: tuple[int, int], *, interp: int) -> tuple[np.ndarray, Target]:
     """Resize ``image`` to ``shape`` (h, w); boxes and the recorded padding scale with x and y separately."""
     h, w = image.shape[:2]
     newh, neww = shape
@@ -180,7 +180,7 @@ class ResizeShortestEdge:
     Boxes are scaled by the actual ratios ``new_w / w`` and ``new_h / h``.
     """
 
-    def __init__(self, short_edge_length: Union[int, Sequence[int]], max_size: int = 1333,
+    def __init__(self, short_edge_length: Union[int, Sequence[int]], max_size: int = 1333, *,
                  sample_style: str = "choice", interp: int = cv2.INTER_LINEAR):
         if isinstance(short_edge_length, (int, np.integer)):
             short_edge_length = (int(short_edge_length),)
@@ -197,7 +197,7 @@ class ResizeShortestEdge:
         self.interp = interp
 
     @staticmethod
-    def get_output_shape(h: int, w: int, size: int, max_size: int) -> tuple[int, int]:
+    def get_output_shape(h: int, w: int, *, size: int, max_size: int) -> tuple[int, int]:
         scale = size * 1.0 / min(h, w)
         if h < w:
             newh, neww = float(size), scale * w
@@ -214,7 +214,7 @@ class ResizeShortestEdge:
         if self.sample_style != "choice" or len(self.short_edge_length) != 1:
             raise ValueError(f"{self!r} samples its size: the output shape is not a function of the input")
         size = self.short_edge_length[0]
-        return (h, w) if size == 0 else self.get_output_shape(h, w, size, self.max_size)
+        return (h, w) if size == 0 else self.get_output_shape(h, w, size=size, max_size=self.max_size)
 
     def sample_size(self, rng: RNG) -> int:
         if self.sample_style == "range":
@@ -227,7 +227,8 @@ class ResizeShortestEdge:
         if size == 0:
             return image, target
         h, w = image.shape[:2]
-        return resize_to(image, target, self.get_output_shape(h, w, size, self.max_size), self.interp)
+        return resize_to(image, target, self.get_output_shape(h, w, size=size, max_size=self.max_size),
+                         interp=self.interp)
 
     def __repr__(self) -> str:
         return (f"ResizeShortestEdge(short_edge_length={self.short_edge_length}, "

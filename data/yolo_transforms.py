@@ -134,7 +134,7 @@ class Resize:
         return int(self.shape[0] * s), int(self.shape[1] * s)
 
     def __call__(self, image: np.ndarray, target: Target, rng: RNG):
-        return resize_to(image, target, self.sample_shape(rng), self.interp)
+        return resize_to(image, target, self.sample_shape(rng), interp=self.interp)
 
     def __repr__(self) -> str:
         return f"Resize(shape={self.shape}, scale_jitter={self.scale_jitter})"

@@ -107,7 +107,7 @@ class Predictor:
         is_onnx = isinstance(source, (str, Path)) and Path(source).suffix == ".onnx"
         if is_onnx and backend != "onnxruntime":
             raise ValueError(f"{source}: an ONNX file runs with backend='onnxruntime'")
-        self.cfg, state, self.class_names = self._load(source, config, opts, is_onnx)
+        self.cfg, state, self.class_names = self._load(source, config=config, opts=opts, is_onnx=is_onnx)
         self.precision = resolve_precision(precision, self.device if backend == "pytorch" else torch.device("cpu"))
         if backend == "onnxruntime" and self.precision != "fp32":
             raise ValueError(f"backend onnxruntime runs the exported fp32 graph; precision {precision} is not available")
@@ -127,7 +127,7 @@ class Predictor:
         if self.class_names is None:
             self.class_names = [str(i) for i in range(self.cfg.model.num_classes)]
 
-    def _load(self, source, config, opts, is_onnx):
+    def _load(self, source, *, config, opts, is_onnx):
         """(config, state dict or None, class names or None) from the source."""
         from config import Config
         from engine.checkpoint import load_checkpoint

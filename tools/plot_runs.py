@@ -80,7 +80,7 @@ def _load_runs(run_dirs: Sequence[Path | str], labels: Optional[Sequence[str]]) 
     return runs
 
 
-def _draw_panel(ax, key: str, runs: Sequence[Run], x: str) -> None:
+def _draw_panel(ax, key: str, runs: Sequence[Run], *, x: str) -> None:
     """One metric: a line per run that has it (colours by run order), a log scale for a positive lr."""
     for i, run in enumerate(runs):
         xs, ys = series(run, key, x)
@@ -111,7 +111,7 @@ def plot_runs(run_dirs: Sequence[Path | str], out: Optional[Path | str] = None, 
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, key in zip(axes, keys):
-        _draw_panel(ax, key, runs, x)
+        _draw_panel(ax, key, runs, x=x)
     xs = [v for ax in axes[:len(keys)] for line in ax.get_lines() for v in line.get_xdata()]
     if xs:  # one x range for every panel: a metric evaluated once still sits where the run ended
         pad = 0.03 * (max(xs) - min(xs) or 1.0)
