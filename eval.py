@@ -2,8 +2,10 @@
 
     # a checkpoint on a COCO-format split (ROOT/annotations/instances_val2017.json + ROOT/val2017/)
     python eval.py --weight runs/r50/last.pth -d coco --root datasets/coco --split val2017 --out metrics.json
-    # an existing detections file, no model
+    # an existing detections file, no model (without --split: val2017 for coco, val for synthetic)
     python eval.py -d coco --root datasets/coco --split val2017 --results dets.json --out metrics.json
+    # ... against the data of a config (its data.dataset, data.root and data.val_split)
+    python eval.py --config config/quickstart.yaml --results dets.json
     # PASCAL VOC 2007 test, 11-point metric (VOC07 default) or area (VOC2010+)
     python eval.py --weight voc.pth -d voc --root VOCdevkit --year 2007 --split test --voc_metric area
 """
