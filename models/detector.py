@@ -112,7 +112,7 @@ class YOLOF(nn.Module):
         assignment = self.assign(pred_boxes, anchors, targets, image_sizes=image_sizes)
         return self.criterion(cls, pred_boxes, assignment, reduce_over_ranks=reduce_over_ranks)
 
-    def forward(self, images, targets: Optional[Sequence[dict]] = None,
+    def forward(self, images, targets: Optional[Sequence[dict]] = None, *,
                 output_sizes: Optional[Sequence[tuple[int, int]]] = None, reduce_over_ranks: bool = True):
         batch, sizes = self.preprocess(images)
         cls, deltas, anchors = self.forward_features(batch)
