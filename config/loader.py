@@ -149,14 +149,6 @@ def _build(cls: type, data: Mapping, prefix: str) -> Any:
 
 
 # Switches of one module that keep no list of their own (yet): the values their code branches on.
-_SWITCHES: dict[str, tuple[str, ...]] = {
-    "model.backbone.style": ("caffe", "pytorch"),  # models/backbone.py: where the stride-2 conv sits
-    "model.backbone.norm": ("frozen_bn", "bn", "syncbn"),  # models/backbone.py, models/cspdarknet.py
-    "model.input_format": ("BGR", "RGB"),
-    "model.matcher.grid_anchors": ("best", "all"),  # models/matcher.py GridMatcher
-}
-
-
 def _families() -> dict[str, Collection[str]]:
     """Each config key that names one member of a family -> that family's own list of names.
 
@@ -165,15 +157,20 @@ def _families() -> dict[str, Collection[str]]:
     from data.build import DATASETS
     from data.pipelines import PIPELINES
     from engine.optim import OPTIMIZERS, SCHEDULES
-    from models.backbone import BACKBONES
+    from models.backbone import BACKBONE_NORMS, BACKBONES, STYLES
     from models.box_coder import DECODE_METHODS
     from models.criterion import NORMALIZATIONS
     from models.layers import ACTIVATIONS, NORMS
-    from models.matcher import MATCHERS
+    from models.detector import INPUT_FORMATS
+    from models.matcher import MATCHERS, GridMatcher
     from utils.precision import AMP_MODES
 
     return {
         "model.backbone.name": BACKBONES,
+        "model.backbone.style": STYLES,
+        "model.backbone.norm": BACKBONE_NORMS,
+        "model.input_format": INPUT_FORMATS,
+        "model.matcher.grid_anchors": GridMatcher.anchor_choices,
         "model.encoder.norm": NORMS,
         "model.decoder.norm": NORMS,
         "model.encoder.activation": ACTIVATIONS,
@@ -186,7 +183,6 @@ def _families() -> dict[str, Collection[str]]:
         "solver.schedule": SCHEDULES,
         "solver.amp": AMP_MODES,
         "solver.optimizer": OPTIMIZERS,
-        **_SWITCHES,
     }
 
 
@@ -224,6 +220,10 @@ def _validate_data(d) -> None:
         _check(ok, f"data.{key}", why, got=getattr(d, key))
 
     check(d.test_batch_size >= 1, "test_batch_size", "must be >= 1")
+    check(not d.synthetic_size_range or (len(d.synthetic_size_range) == 2
+                                         and 1 <= d.synthetic_size_range[0] <= d.synthetic_size_range[1]),
+          "synthetic_size_range", "must be empty or [min, max] with 1 <= min <= max")
+    check(d.synthetic_max_aspect >= 1.0, "synthetic_max_aspect", "must be >= 1")
     check(0.0 <= d.mixup_prob <= 1.0, "mixup_prob", "must be in [0, 1]")
     check(0.0 <= d.jitter_ratio < 0.5, "jitter_ratio", "must be in [0, 0.5)")
     for key in ("resize_shape", "test_resize_shape", "mosaic_size"):

@@ -152,6 +152,8 @@ class DataConfig:
     synthetic_num_objects: tuple[int, int] = (1, 6)  # synthetic dataset: objects per image (min, max)
     synthetic_min_box: float = 16.0  # synthetic dataset: smallest object side in pixels
     synthetic_max_box: float = 0.0  # synthetic dataset: largest object side in pixels (0: 0.6 x the image side)
+    synthetic_size_range: tuple[int, ...] = ()  # synthetic dataset: [min, max] px of each image's h and w, drawn per image (varied shapes, batches need padding); empty: every image synthetic_image_size
+    synthetic_max_aspect: float = 2.0  # synthetic dataset with synthetic_size_range: largest long / short side of an image
 
 
 @dataclass(frozen=True)

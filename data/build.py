@@ -52,7 +52,8 @@ def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     generate_synthetic_coco(Path(d.root), num_train=d.synthetic_num_train, num_val=d.synthetic_num_val,
                             image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed,
                             num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
-                            max_box=d.synthetic_max_box or None)
+                            max_box=d.synthetic_max_box or None, size_range=tuple(d.synthetic_size_range) or None,
+                            max_aspect=d.synthetic_max_aspect)
     return _coco(cfg, split, is_train=is_train, transforms=transforms)
 
 

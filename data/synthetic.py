@@ -425,9 +425,10 @@ def render_sample(
 # ----------------------------------------------------------------------------
 # COCO folder generation
 # ----------------------------------------------------------------------------
-def _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box) -> dict[str, Any]:
+def _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box, size_range=None,
+            max_aspect=2.0) -> dict[str, Any]:
     h, w = int(image_size[0]), int(image_size[1])
-    return {
+    params = {
         "format_version": FORMAT_VERSION,
         "num_train": int(num_train),
         "num_val": int(num_val),
@@ -440,6 +441,20 @@ def _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box)
         "image_ext": IMAGE_EXT,
         "jpeg_quality": JPEG_QUALITY,
     }
+    if size_range:  # varied shapes (only then in the manifest: fixed-size caches stay valid)
+        params["size_range"] = [int(size_range[0]), int(size_range[1])]
+        params["max_aspect"] = float(max_aspect)
+        params["max_box"] = float(max_box) if max_box is not None else None
+    return params
+
+
+def draw_image_size(rng: np.random.Generator, size_range: Sequence[int], max_aspect: float) -> tuple[int, int]:
+    """(h, w): each side uniform in ``size_range`` (inclusive), redrawn until long / short <= ``max_aspect``."""
+    lo, hi = int(size_range[0]), int(size_range[1])
+    while True:
+        h, w = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+        if max(h, w) <= max_aspect * min(h, w):
+            return h, w
 
 
 def load_manifest(out_dir: str | os.PathLike) -> dict | None:
@@ -471,13 +486,17 @@ def _worker_init() -> None:
 def _render_task(args) -> list[list]:
     """Render and write a chunk of images; returns per-image (boxes, labels)."""
     seeds, img_dir, names, render_kw = args
+    render_kw = dict(render_kw)
+    size_range, max_aspect = render_kw.pop("size_range", None), render_kw.pop("max_aspect", 2.0)
     out = []
     for ss, name in zip(seeds, names):
         rng = np.random.default_rng(ss)
+        if size_range:  # varied shapes: the image's own stream draws its size first
+            render_kw["image_size"] = draw_image_size(rng, size_range, max_aspect)
         image, boxes, labels = render_sample(rng, **render_kw)
         if not cv2.imwrite(str(Path(img_dir) / name), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
             raise OSError(f"could not write {Path(img_dir) / name}")
-        out.append((boxes.tolist(), labels.tolist()))
+        out.append((boxes.tolist(), labels.tolist(), image.shape[:2]))
     return out
 
 
@@ -490,12 +509,11 @@ def _write_split(split: str, ss: np.random.SeedSequence, n: int, root: Path, ren
     names = [f"{i:06d}{IMAGE_EXT}" for i in range(n)]
     tasks = [(seeds[i:i + chunk], str(img_dir), names[i:i + chunk], render_kw) for i in range(0, n, chunk)]
     results = pool.map(_render_task, tasks) if pool is not None else map(_render_task, tasks)
-    h, w = render_kw["image_size"]
     images, anns = [], []
     ann_id = 1
     img_id = 1
     for chunk_res in results:
-        for boxes, labels in chunk_res:
+        for boxes, labels, (h, w) in chunk_res:
             images.append({"id": img_id, "file_name": names[img_id - 1], "height": int(h), "width": int(w)})
             for (x0, y0, x1, y1), lab in zip(boxes, labels):
                 bw, bh = round(x1 - x0, 2), round(y1 - y0, 2)
@@ -532,6 +550,8 @@ def generate_synthetic_coco(
     min_box: float = DEFAULT_MIN_BOX,
     max_box: float | None = None,
     *,
+    size_range: Sequence[int] | None = None,
+    max_aspect: float = 2.0,
     workers: int | None = None,
     force: bool = False,
     verbose: bool = False,
@@ -551,13 +571,18 @@ def generate_synthetic_coco(
     complete).  An existing ``out_dir`` is only replaced if it is empty or was
     written by this function (has a ``manifest.json``); anything else raises.
 
+    ``size_range`` (min, max): varied shapes, each image's height and width drawn from
+    it (inclusive, :func:`draw_image_size`) with long / short side <= ``max_aspect``;
+    ``image_size`` is then unused, and ``max_box=None`` means 0.6 x each image's
+    short side. Batches of such images need padding, as COCO's do.
+
     ``workers``: processes used for rendering (None: ``min(4, cpu_count)``;
     0 or 1: in-process; at most 128 images are always rendered in-process).  Worker
     processes are started with "spawn", so a calling script needs the usual
     ``if __name__ == "__main__":`` guard.  Does not affect the output.
     """
     out_dir = Path(out_dir)
-    params = _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box)
+    params = _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box, size_range, max_aspect)
     if not force and _is_complete(out_dir, params):
         if verbose:
             print(f"synthetic dataset up to date: {out_dir}")
@@ -578,6 +603,8 @@ def generate_synthetic_coco(
         "min_box": params["min_box"],
         "max_box": params["max_box"],
     }
+    if size_range:
+        render_kw.update(size_range=params["size_range"], max_aspect=params["max_aspect"])
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     pool = None

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from utils.precision import autocast, resolve_precision
+from models.detector import INPUT_FORMATS
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("pytorch", "onnxruntime")
-INPUT_FORMATS = ("BGR", "RGB")
 ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
 
 

@@ -13,6 +13,8 @@ from models.criterion import YOLOFCriterion
 from models.image_list import pad_images
 from models.postprocess import postprocess
 
+INPUT_FORMATS = ("BGR", "RGB")  # model.input_format: the channel order the model expects its images in
+
 
 def flatten_head_output(x: torch.Tensor, k: int) -> torch.Tensor:
     """(B, A*k, H, W) -> (B, H*W*A, k), row ``(y*W + x)*A + a`` (the official permute_to_N_HWA_K)."""
