@@ -454,6 +454,23 @@ def test_shipped_specs_are_valid():
         assert readme.count(start) == 1 and readme.count(end) == 1, f"README.md lacks the table markers of {name}"
 
 
+@pytest.mark.parametrize("name", ["synthetic", "synthetic_more", "synthetic_padding", "coco_r50"])
+def test_readme_tables_are_rebuilt_byte_for_byte_from_the_committed_logs(name):
+    """What ``ablate.py SPEC --table-only`` writes is what README.md holds: a pure function of ablations/runs/."""
+    spec = ablation.load_spec(REPO / "ablations" / f"{name}.yaml")
+    readme = (REPO / "README.md").read_text()
+    start, end = ablation.markers(name)
+    committed = readme[readme.index(start) + len(start):readme.index(end)]
+    assert committed == "\n" + ablation.render_table(spec, REPO / "ablations" / "runs") + "\n"
+
+
+def test_padding_spec_asks_the_image_mask_question_on_padded_batches():
+    spec = ablation.load_spec(REPO / "ablations" / "synthetic_padding.yaml")
+    assert [r.name for r in spec.rows] == ["baseline", "image_mask_on", "no_random_shift"] and len(spec.seeds) == 3
+    cfg = load_config(REPO / "config" / "quickstart.yaml", dict(spec.common))
+    assert cfg.data.synthetic_size_range and cfg.data.root != load_config(REPO / "config/quickstart.yaml").data.root
+
+
 def test_kmeans_boxes_follow_the_test_resize_of_each_pipeline(coco_tiny):
     """resize_shortest_edge keeps the aspect ratio (one factor); yolo resizes to test_resize_shape (x and y apart)."""
     import json
