@@ -300,11 +300,17 @@ def _difficult(anns, label):
                 enumerate(zip(anns[img]["labels"], anns[img]["difficult"])) if lab == label and d)
 
 
-def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
+def _npos(voc_like) -> dict:
+    """Non-difficult ground-truth boxes per class."""
     npos = {c: 0 for c in VOC_CLASSES}
     for e in voc_like.values():
         for lab, d in zip(e["labels"], e["difficult"]):
             npos[lab] += int(not d)
+    return npos
+
+
+def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
+    npos = _npos(voc_like)
     assert sum(npos.values()) == 45  # 54 boxes of VOC classes, 9 difficult (2 person crowds + every 5th: 6 persons, 1 car)
 
     # perfect detections (difficult boxes too: they are ignored) -> mAP 1,
@@ -319,6 +325,9 @@ def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
         assert all(r.ap[c] == pytest.approx(1.0) for c in with_gt)
         assert all(math.isnan(r.ap[c]) for c in VOC_CLASSES if npos[c] == 0)
 
+
+def test_voc_ap_of_a_perturbed_class_on_coco_tiny(voc_like):
+    npos = _npos(voc_like)
     # perturbation on class X = car, with k kept out of n = npos["car"]
     # (n = 8 on tests/assets: 9 cars, the 5th marked difficult).
     # 1) keep every other non-difficult car (indices 0, 2, 4, ...): all are TPs,
@@ -357,6 +366,10 @@ def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
     assert r10.ap["car"] == pytest.approx(k / n * k / (k + 1), abs=1e-12)
     assert r07.ap["car"] == pytest.approx(24 / 55) and r10.ap["car"] == pytest.approx(0.4)
 
+
+def test_voc_detections_on_difficult_boxes_on_coco_tiny(voc_like):
+    kept = gt_detections(voc_like, with_difficult=False)["car"][::2]
+    perturbed = dict(gt_detections(voc_like), car=kept)
     # 3) a detection on a difficult car, ranked first: neither TP nor FP, so car's AP stays 6/11 (.5).
     #    Counted as an FP it would give 24/55 (.4) as in 2); as a TP of a 9th positive, area AP 5/9 (.556).
     img, box = _difficult(voc_like, "car")
