@@ -50,14 +50,10 @@ def main(argv=None) -> None:
     rank, _, world = init_distributed(str(device))
     setup_logging(rank, args.output_dir)
     cfg = load_run_config(args)
-    if args.vis_targets:
-        from data.build import build_dataset, resolve_num_classes
-        from tools.visualize_targets import visualize_targets
+    if args.vis_targets:  # the same as tools/visualize_targets.py
+        from tools.visualize_targets import visualize_run
 
-        if cfg.model.num_classes == "auto":
-            cfg = resolve_num_classes(cfg, build_dataset(cfg, cfg.data.train_split, is_train=True).class_names)
-        paths = visualize_targets(cfg, args.output_dir / "vis_targets", args.vis_num, device)
-        logger.info("wrote %d pictures to %s", len(paths), args.output_dir / "vis_targets")
+        visualize_run(cfg, args.output_dir / "vis_targets", args.vis_num, device)
         return
     from engine.trainer import fit
 

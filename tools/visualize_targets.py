@@ -1,12 +1,21 @@
-"""``train.py --vis_targets``: which anchors become positive (and ignored) for augmented training images."""
+"""Which anchors become positive (and ignored) for augmented training images: ``train.py --vis_targets``.
+
+    python tools/visualize_targets.py --config config/yolof_r50_c5_1x.yaml --output_dir runs/vis [--num 8]
+    python -m tools.visualize_targets --config config/quickstart.yaml --opts model.matcher.name=grid_center
+"""
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +72,33 @@ def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device,
         logger.info("%s: %d boxes, %d positive anchors, %d ignored", path.name, len(target["boxes"]), len(pos), len(ignored))
         paths.append(path)
     return paths
+
+
+def visualize_run(cfg, out_dir: Path, num_images: int, device: torch.device) -> list[Path]:
+    """:func:`visualize_targets` for a run's config, with ``model.num_classes: auto`` resolved from the data."""
+    from data.build import build_dataset, resolve_num_classes
+
+    if cfg.model.num_classes == "auto":
+        cfg = resolve_num_classes(cfg, build_dataset(cfg, cfg.data.train_split, is_train=True).class_names)
+    paths = visualize_targets(cfg, out_dir, num_images, device)
+    logger.info("wrote %d pictures to %s", len(paths), out_dir)
+    return paths
+
+
+def main(argv=None) -> int:
+    from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[common_parser()], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output_dir", "-o", type=Path, default=Path("runs/vis_targets"), help="where the pictures go")
+    p.add_argument("--num", type=int, default=8, help="images to draw")
+    args = p.parse_args(argv)
+    setup_logging(0, None)
+    visualize_run(load_run_config(args), args.output_dir, args.num, resolve_device(args.device))
+    return 0
+
+
+if __name__ == "__main__":
+    from utils.cli import run_script
+
+    sys.exit(run_script(main))
