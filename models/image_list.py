@@ -13,6 +13,17 @@ from typing import Sequence
 import torch
 
 
+def padded_size(image_sizes: Sequence[tuple[int, int]], size_divisibility: int = 0) -> tuple[int, int]:
+    """(H, W) of the batch that images of ``image_sizes`` (h, w) are padded into: the largest side of each,
+    rounded up to ``size_divisibility`` when it is > 1."""
+    max_h = max(h for h, _ in image_sizes)
+    max_w = max(w for _, w in image_sizes)
+    if size_divisibility > 1:
+        max_h = int(math.ceil(max_h / size_divisibility) * size_divisibility)
+        max_w = int(math.ceil(max_w / size_divisibility) * size_divisibility)
+    return max_h, max_w
+
+
 def pad_images(
     images: Sequence[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
@@ -26,11 +37,7 @@ def pad_images(
     if len(images) == 0:
         raise ValueError("pad_images: got an empty list of images")
     image_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-    max_h = max(h for h, _ in image_sizes)
-    max_w = max(w for _, w in image_sizes)
-    if size_divisibility > 1:
-        max_h = int(math.ceil(max_h / size_divisibility) * size_divisibility)
-        max_w = int(math.ceil(max_w / size_divisibility) * size_divisibility)
+    max_h, max_w = padded_size(image_sizes, size_divisibility)
     c = images[0].shape[0]
     batch = images[0].new_full((len(images), c, max_h, max_w), pad_value)
     valid_mask = torch.zeros((len(images), max_h, max_w), dtype=torch.bool, device=images[0].device)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -27,18 +26,11 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def padded_size(sizes: list[tuple[int, int]], size_divisibility: int) -> tuple[int, int]:
-    """(H, W) of the batch tensor the model pads ``sizes`` (h, w) into (models.image_list.pad_images)."""
-    h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
-    if size_divisibility > 1:
-        h, w = (int(math.ceil(v / size_divisibility) * size_divisibility) for v in (h, w))
-    return h, w
-
-
 @torch.no_grad()
 def batch_padding(model, sizes: list[tuple[int, int]], cache: dict) -> tuple[float, float]:
     """(padding fraction of the batch's pixels, fraction of its anchors centred in padding) for images of ``sizes``."""
     from models.assigner import anchor_valid_mask
+    from models.image_list import padded_size
 
     h, w = padded_size(sizes, model.size_divisibility)
     if (h, w) not in cache:  # the feature map size of this padded size, from the backbone itself
