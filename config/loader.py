@@ -66,6 +66,18 @@ def parse_overrides(items: Optional[Iterable[str]]) -> dict[str, Any]:
     return out
 
 
+def apply_overrides(data: dict, overrides: Union[Mapping[str, Any], Iterable[str], None]) -> dict:
+    """Set dotted ``overrides`` (``{"a.b": v}`` or ``["a.b=v", ...]``) in the raw config dict ``data``, in place.
+
+    Returns ``data``; validation is ``config_from_dict``'s job.
+    """
+    if overrides and not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return data
+
+
 def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
@@ -311,12 +323,7 @@ def load_config(path: Union[str, Path, None], overrides: Union[Mapping[str, Any]
     ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe).
     """
     data = _read_yaml(Path(path)) if path is not None else {}
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            overrides = parse_overrides(overrides)
-        for key, value in overrides.items():
-            _set_dotted(data, key, value)
-    return config_from_dict(data)
+    return config_from_dict(apply_overrides(data, overrides))
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -35,7 +35,7 @@ ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
 def resolve_config(checkpoint: dict, config=None, opts: Sequence[str] = ()):
     """The run's config: ``config`` (a Config or a YAML path, + ``opts``), else the one stored in the checkpoint."""
     from config import Config, load_config
-    from config.loader import _set_dotted, config_from_dict, parse_overrides
+    from config.loader import apply_overrides, config_from_dict
 
     if isinstance(config, Config):
         if opts:
@@ -45,10 +45,7 @@ def resolve_config(checkpoint: dict, config=None, opts: Sequence[str] = ()):
         return load_config(config, list(opts))
     if "config" not in checkpoint:
         raise ValueError("the checkpoint holds no config: pass config=")
-    data = checkpoint["config"]
-    for k, v in parse_overrides(list(opts)).items():
-        _set_dotted(data, k, v)
-    return config_from_dict(data)
+    return config_from_dict(apply_overrides(checkpoint["config"], list(opts)))
 
 
 def read_image(path: Union[str, Path]) -> np.ndarray:

@@ -14,7 +14,7 @@ import models.matcher
 from config import ConfigError, config_to_dict, load_config
 from config.__main__ import main as config_main
 from config.listing import LISTING, changed_keys, field_comments, format_config, listing, presets
-from config.loader import _families, config_from_dict
+from config.loader import _families, apply_overrides, config_from_dict
 from config.schema import Config
 from tests.conftest import REPO
 
@@ -116,6 +116,18 @@ def test_validation_reads_the_familys_list(monkeypatch):
             monkeypatch.setattr(module, attr, (*family, name))
     cfg = load_config(None, {"model.matcher.name": "hungarian", "model.backbone.name": "resnet152"})
     assert (cfg.model.matcher.name, cfg.model.backbone.name) == ("hungarian", "resnet152")
+
+
+def test_overrides_apply_to_a_stored_config_dict_as_to_a_preset():
+    """A checkpoint's stored config + --opts (test.py, deploy) gives what the preset + the same opts gives."""
+    opts = ["solver.base_lr=0.005", "model.matcher.name=grid_neighbors", "data.train_min_size=[600, 800]"]
+    stored = config_to_dict(load_config(REPO / "config" / "quickstart.yaml"))
+    cfg = config_from_dict(apply_overrides(stored, opts))
+    assert cfg == load_config(REPO / "config" / "quickstart.yaml", opts)
+    assert (cfg.solver.base_lr, cfg.data.train_min_size) == (0.005, (600, 800))
+    assert apply_overrides({"a": 1}, None) == {"a": 1} == apply_overrides({"a": 1}, [])
+    with pytest.raises(ConfigError, match=r"^override 'solver\.base_lr\.x': 'base_lr' is not a section$"):
+        apply_overrides(stored, {"solver.base_lr.x": 1})
 
 
 @pytest.mark.parametrize("override, message", [

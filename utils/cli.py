@@ -55,7 +55,7 @@ def load_run_config(args, weight: str | None = None):
     ``model.num_classes: auto`` takes the class count of the checkpoint's ``class_names`` when there is one.
     """
     from config import load_config
-    from config.loader import _set_dotted, config_from_dict, parse_overrides
+    from config.loader import apply_overrides, config_from_dict
 
     args.opts = list(args.opts)
     if getattr(args, "dataset", None):
@@ -71,10 +71,7 @@ def load_run_config(args, weight: str | None = None):
         ckpt = load_checkpoint(weight)
         if "config" not in ckpt:
             raise UserError(f"{weight} holds no config: pass --config")
-        data = ckpt["config"]
-        for k, v in parse_overrides(args.opts).items():
-            _set_dotted(data, k, v)
-        cfg = config_from_dict(data)
+        cfg = config_from_dict(apply_overrides(ckpt["config"], args.opts))
     else:
         ckpt, cfg = None, load_config(REPO_ROOT / "config" / "quickstart.yaml", args.opts)
     if ckpt is not None and ckpt.get("class_names"):
