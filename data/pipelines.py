@@ -31,8 +31,8 @@ def _flip_shift(d) -> list:
 
 def _resize_shortest_edge(d, is_train: bool) -> Compose:
     if is_train:
-        return build_transforms(True, d.train_min_size, d.train_max_size, d.flip_prob, d.shift_max, d.shift_prob,
-                                d.random_shift)
+        return build_transforms(True, d.train_min_size, d.train_max_size, flip_prob=d.flip_prob,
+                                shift_max=d.shift_max, shift_prob=d.shift_prob, random_shift=d.random_shift)
     return build_transforms(False, d.test_min_size, d.test_max_size)
 
 

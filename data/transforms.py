@@ -380,7 +380,7 @@ class ClipAndFilterBoxes:
         return "ClipAndFilterBoxes()"
 
 
-def build_transforms(is_train: bool, min_size: Union[int, Sequence[int]] = (800,), max_size: int = 1333,
+def build_transforms(is_train: bool, min_size: Union[int, Sequence[int]] = (800,), max_size: int = 1333, *,
                      flip_prob: float = 0.5, shift_max: int = 32, shift_prob: float = 0.5,
                      random_shift: bool = True) -> Compose:
     """The official YOLOF pipelines.
