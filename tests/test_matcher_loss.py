@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
@@ -138,9 +139,10 @@ def test_empty_ground_truth_is_all_background():
     assert torch.isfinite(out["loss_cls"]) and out["loss_cls"].item() > 0
 
 
-def test_anchor_valid_mask_and_image_mask_on_a_real_padded_batch(coco_tiny):
-    """A portrait and a landscape COCO image (test pipeline, short side 160) padded into one batch: the valid mask
-    is the anchors whose cell lies inside each image, and with image_mask the criterion ignores the others."""
+@pytest.fixture(scope="module")
+def padded_coco_batch(coco_tiny):
+    """A portrait and a landscape COCO image (test pipeline, short side 160) padded into one batch, each with an
+    extra box on its padded edge: the model (image_mask on), images, targets, anchors and image sizes."""
     from config import load_config
     from data.coco import COCODetection
     from data.transforms import build_transforms
@@ -161,7 +163,13 @@ def test_anchor_valid_mask_and_image_mask_on_a_real_padded_batch(coco_tiny):
     model = build_model(cfg).train()
     padded, sizes = model.preprocess(images)
     assert sizes == [(239, 160), (160, 240)] and tuple(padded.shape[-2:]) == (239, 240)
-    cls, deltas, anchors = model.forward_features(padded)
+    _, _, anchors = model.forward_features(padded)
+    return model, images, targets, anchors, sizes
+
+
+def test_anchor_valid_mask_on_a_real_padded_batch(padded_coco_batch):
+    """The valid mask is the anchors whose cell lies inside each image of the padded batch."""
+    model, _, _, anchors, sizes = padded_coco_batch
     stride, a = model.anchor_generator.stride, model.anchor_generator.num_anchors
     w = -(-240 // stride)  # the map of the padded 239 x 240 batch: ceil(240 / 32) = 8 columns, and 8 rows
     h = anchors.shape[0] // a // w
@@ -174,6 +182,12 @@ def test_anchor_valid_mask_and_image_mask_on_a_real_padded_batch(coco_tiny):
         assert torch.equal(valid[i], (x * stride < wi) & (y * stride < hi)), i
     assert valid[0].sum() == 5 * 8 * a and valid[1].sum() == 8 * 5 * a  # cells x < 5 (160 / 32) resp. y < 5
 
+
+def test_image_mask_ignores_the_padding_on_a_real_padded_batch(padded_coco_batch):
+    """With image_mask the criterion ignores the anchors in the padding and drops matches there from the box
+    loss; without it (the official way) they are background."""
+    model, images, targets, anchors, sizes = padded_coco_batch
+    valid = anchor_valid_mask(anchors, sizes)
     recorded = []
     real_assign = model.assigner.assign
 
@@ -183,11 +197,14 @@ def test_anchor_valid_mask_and_image_mask_on_a_real_padded_batch(coco_tiny):
         return out
 
     model.assigner.assign = recording_assign
-    for image_mask in (True, False):
-        model.assigner.image_mask = image_mask
-        losses = model(images, targets)
-        assert torch.isfinite(losses["loss_cls"]) and torch.isfinite(losses["loss_box_reg"])
-    (args_on, (labels_on, keep_on)), (args_off, (labels_off, _)) = recorded
+    try:
+        for image_mask in (True, False):
+            model.assigner.image_mask = image_mask
+            losses = model(images, targets)
+            assert torch.isfinite(losses["loss_cls"]) and torch.isfinite(losses["loss_box_reg"])
+    finally:
+        model.assigner.assign, model.assigner.image_mask = real_assign, True
+    (args_on, (labels_on, keep_on)), (_, (labels_off, _)) = recorded
     k = model.num_classes
     for i in range(2):
         pad = ~valid[i]
