@@ -15,18 +15,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from data.transforms import ClipAndFilterBoxes, Compose, RandomFlip, RandomShift, build_transforms
+from data.transforms import ClipAndFilterBoxes, Compose, build_transforms, flip_shift_steps
 
 __all__ = ["PIPELINES", "build_pipeline", "build_per_image_train_steps"]
 
 
 def _flip_shift(d) -> list:
-    steps: list = []
-    if d.flip_prob > 0:
-        steps.append(RandomFlip(d.flip_prob))
-    if d.random_shift and d.shift_prob > 0:
-        steps.append(RandomShift(max_shifts=d.shift_max, prob=d.shift_prob))
-    return steps
+    return flip_shift_steps(d.flip_prob, d.shift_max, d.shift_prob, d.random_shift)
 
 
 def _resize_shortest_edge(d, is_train: bool) -> Compose:

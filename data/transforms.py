@@ -380,6 +380,15 @@ class ClipAndFilterBoxes:
         return "ClipAndFilterBoxes()"
 
 
+def flip_shift_steps(flip_prob: float, shift_max: int, shift_prob: float, random_shift: bool = True) -> list:
+    """RandomFlip(flip_prob) [if > 0], then RandomShift(shift_max, shift_prob) [if on and > 0]: the official
+    augmentation after the resize, shared by every pipeline (data/pipelines.py)."""
+    steps: list = [RandomFlip(flip_prob)] if flip_prob > 0 else []
+    if random_shift and shift_prob > 0:
+        steps.append(RandomShift(max_shifts=shift_max, prob=shift_prob))
+    return steps
+
+
 def build_transforms(is_train: bool, min_size: Union[int, Sequence[int]] = (800,), max_size: int = 1333, *,
                      flip_prob: float = 0.5, shift_max: int = 32, shift_prob: float = 0.5,
                      random_shift: bool = True) -> Compose:
@@ -394,11 +403,8 @@ def build_transforms(is_train: bool, min_size: Union[int, Sequence[int]] = (800,
         min_size = (int(min_size),)
     min_size = tuple(int(s) for s in min_size)
     if is_train:
-        ts: list = [ResizeShortestEdge(min_size, max_size, sample_style="choice")]
-        if flip_prob > 0:
-            ts.append(RandomFlip(flip_prob))
-        if random_shift and shift_prob > 0:
-            ts.append(RandomShift(max_shifts=shift_max, prob=shift_prob))
+        ts: list = [ResizeShortestEdge(min_size, max_size, sample_style="choice"),
+                    *flip_shift_steps(flip_prob, shift_max, shift_prob, random_shift)]
     else:
         if len(min_size) != 1:
             raise ValueError(f"test-time min_size must be a single size, got {min_size}")
