@@ -9,6 +9,9 @@
 
 Every YOLOF trick is a config switch: --opts data.random_shift=false model.matcher.name=iou_topk ...
 --resume continues a run exactly; a run killed after its last step resumes into its final evaluation.
+A folder that holds a run is never overwritten: the same command again (or a torchrun --max-restarts restart)
+continues it from its last.pth; another config stops with one line (--resume, another --output_dir, or
+--overwrite to discard the old run on purpose).
 At the end the run's curves are drawn into OUTPUT_DIR/curves.png (tools/plot_runs.py).
 """
 from __future__ import annotations
@@ -31,7 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--accumulate", type=int, default=1,
                    help="gradient accumulation: N micro-batches per step (same update as an N-times larger batch)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="resume from a checkpoint (default with no value: OUTPUT_DIR/last.pth)")
+                   help="resume from a checkpoint (default with no value: OUTPUT_DIR/last.pth), whatever its config")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the run OUTPUT_DIR holds and start a new one (without it a run is never overwritten)")
     p.add_argument("--max_iter", type=int, default=None, help="stop after this many steps (overrides the schedule)")
     p.add_argument("--vis_targets", action="store_true",
                    help="draw GT boxes and the anchors the matcher makes positive (and ignored) for a few "
@@ -44,10 +49,17 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    from engine.distributed import init_distributed
+    from engine.distributed import destroy_distributed, init_distributed
 
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))  # torchrun sets LOCAL_RANK
     rank, _, world = init_distributed(str(device))
+    try:
+        _train(args, argv, device, rank, world)
+    finally:
+        destroy_distributed()
+
+
+def _train(args, argv, device, rank: int, world: int) -> None:
     setup_logging(rank, args.output_dir)
     cfg = load_run_config(args)
     if args.vis_targets:  # the same as tools/visualize_targets.py
@@ -57,9 +69,9 @@ def main(argv=None) -> None:
         return
     from engine.trainer import fit
 
-    record = fit(cfg, args.output_dir, device=device, accumulate=args.accumulate, resume=args.resume, argv=argv,
-                 rank=rank, world_size=world, max_iter_override=args.max_iter, num_workers=args.num_workers,
-                 progress=not args.no_progress)
+    record = fit(cfg, args.output_dir, device=device, accumulate=args.accumulate, resume=args.resume,
+                 overwrite=args.overwrite, argv=argv, rank=rank, world_size=world, max_iter_override=args.max_iter,
+                 num_workers=args.num_workers, progress=not args.no_progress)
     if rank == 0:
         plot_own_run(args.output_dir)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}

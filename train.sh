@@ -11,8 +11,10 @@
 # batch/N images.
 #
 # COCO layout expected under datasets/coco: annotations/instances_{train,val}2017.json, train2017/, val2017/.
-# ImageNet start: each preset names its file under weights/ (R-50.pkl, R-101.pkl, X-101-64x4d.pkl, ...);
-# train.py stops before the first step and says where to download it when it is missing (weights/README.md).
+# ImageNet start: each preset names its file under weights/ (R-50.pkl, R-101.pkl, X-101-64x4d.pkl, ...).
+# Before torchrun starts, tools/launch_check.py checks the GPUs the mode needs, that file and the dataset folder,
+# and says in one line what is missing and how to fix it (weights/README.md lists where each file is published).
+# Running the same command again continues the run in OUT (from OUT/last.pth); another config stops in one line.
 set -euo pipefail
 cd "$(dirname "$0")"
 MODE=${1:-8gpu}
@@ -31,20 +33,31 @@ esac
 CONFIG=${CONFIG:-config/${PRESET}.yaml}
 DATA=${DATA:-datasets/coco}
 OUT=${OUT:-runs/${PRESET}}
-[ -f "$CONFIG" ] || { echo "no preset $CONFIG (MODEL=$MODEL)"; exit 2; }
+if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python}; fi
+[ -f "$CONFIG" ] || { echo "error: no preset $CONFIG (MODEL=$MODEL)"; exit 2; }
+case "$MODE" in 8gpu|multinode) GPUS=8 ;; 1gpu|1gpu-accum) GPUS=1 ;; *) GPUS=0 ;; esac
+# before any process starts: the GPUs, the ImageNet file and the dataset, one line for what is missing
+if [ "$GPUS" -gt 0 ]; then
+  "$PY" -m tools.launch_check "$MODE" --config "$CONFIG" --data "$DATA" --gpus "$GPUS" >/dev/null || exit 2
+fi
 
 case "$MODE" in
-  8gpu)  # official: 8 GPUs x PER_GPU images, the preset's batch and lr as they are
-    torchrun --nproc_per_node 8 train.py --config "$CONFIG" --output_dir "$OUT" --opts data.root="$DATA" ;;
+  8gpu)  # official: 8 GPUs x PER_GPU images, the preset's batch and lr as they are; a dead worker restarts all
+    torchrun --nproc_per_node 8 --max-restarts "${MAX_RESTARTS:-3}" train.py --config "$CONFIG" --output_dir "$OUT" \
+      --opts data.root="$DATA" train.checkpoint_period_iters=500 ;;
   1gpu)  # 1 GPU x PER_GPU images: lr and schedule rescaled by the linear rule (same epochs)
     python train.py --config "$CONFIG" --output_dir "$OUT" --opts data.root="$DATA" solver.batch_size="$PER_GPU" ;;
   1gpu-accum)  # 1 GPU, PER_GPU images x 8 accumulation steps = the official batch and lr
     python train.py --config "$CONFIG" --output_dir "$OUT" --accumulate 8 \
       --opts data.root="$DATA" solver.batch_size=$((8 * PER_GPU)) ;;
-  multinode)  # e.g. 2 nodes x 8 GPUs: run on every node with NODE_RANK set; twice the batch -> twice the lr
-    torchrun --nnodes "${NNODES:-2}" --node_rank "${NODE_RANK:?set NODE_RANK}" --nproc_per_node 8 \
-      --master_addr "${MASTER_ADDR:?set MASTER_ADDR}" --master_port "${MASTER_PORT:-29500}" \
+  multinode)  # e.g. 2 nodes x 8 GPUs: run on every node with the same command; twice the batch -> twice the lr.
+    # c10d rendezvous: the nodes find each other at MASTER_ADDR:MASTER_PORT; an elastic restart (a node or worker
+    # dies) restarts every worker, and they continue from OUT/last.pth by themselves (rank 0 reads it and sends it
+    # to the others: no shared disk needed). train.checkpoint_period_iters sets how much a restart redoes.
+    torchrun --nnodes "${NNODES:-2}" --nproc_per_node 8 --max-restarts "${MAX_RESTARTS:-3}" \
+      --rdzv-backend c10d --rdzv-endpoint "${MASTER_ADDR:?set MASTER_ADDR}:${MASTER_PORT:-29500}" \
+      --rdzv-id "${RDZV_ID:-yolof_${PRESET}}" \
       train.py --config "$CONFIG" --output_dir "$OUT" \
-      --opts data.root="$DATA" solver.batch_size=$((8 * PER_GPU * ${NNODES:-2})) ;;
+      --opts data.root="$DATA" solver.batch_size=$((8 * PER_GPU * ${NNODES:-2})) train.checkpoint_period_iters=500 ;;
   *) echo "usage: $0 [8gpu|1gpu|1gpu-accum|multinode] [r50_c5|r50_dc5|r101_c5|r101_dc5|x101_c5|<preset>]"; exit 2 ;;
 esac

@@ -255,6 +255,7 @@ def _validate_solver_and_train(s, t) -> None:
     _check(list(s.steps) == sorted(s.steps), "solver.steps", "must be increasing", got=s.steps)
     _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)", got=t.ema_decay)
     _check(t.ema_ramp >= 0, "train.ema_ramp", "must be >= 0", got=t.ema_ramp)
+    _check(t.nan_retries >= 0, "train.nan_retries", "must be >= 0", got=t.nan_retries)
 
 
 def _validate(cfg: Config) -> None:
@@ -324,6 +325,17 @@ def load_config(path: Union[str, Path, None], overrides: Union[Mapping[str, Any]
     """
     data = _read_yaml(Path(path)) if path is not None else {}
     return config_from_dict(apply_overrides(data, overrides))
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys present in both nested config dicts whose values differ.
+
+    A key in only one of them does not count: a config written before the schema gained a key (at its default)
+    still equals the same config written after.
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return [k for key in sorted(set(old) & set(new), key=str) for k in config_diff(old[key], new[key], f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def config_to_dict(cfg: Config) -> dict:

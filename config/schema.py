@@ -174,7 +174,7 @@ class SolverConfig:
     warmup_iters: int = 1500  # linear warm-up steps
     warmup_factor: float = 0.00066667  # lr factor at step 0, rising linearly to 1 at warmup_iters
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
-    amp: str = "none"  # one of utils.precision.AMP_MODES (fp16 and bf16: CUDA only)
+    amp: str = "none"  # one of utils.precision.AMP_MODES: autocast of the network (decoding, matching, losses stay fp32); fp16 adds a GradScaler; auto: bf16 where the device has it natively (CPU avx512_bf16/amx_bf16, CUDA sm80+), else none
     channels_last: bool = False  # channels_last memory format for the model and images
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
 
@@ -183,7 +183,8 @@ class SolverConfig:
 class TrainConfig:
     seed: int = 0  # seeds torch, numpy and random at the start of training
     eval_period: int = 1  # evaluate every N epochs (0: only at the end)
-    checkpoint_period_iters: int = 0  # also checkpoint every N iterations (0: only each epoch)
+    checkpoint_period_iters: int = 0  # also checkpoint every N iterations (0: only each epoch); the resolution of an elastic restart (torchrun --max-restarts)
+    nan_retries: int = 3  # non-finite losses (or gradients outside a GradScaler's skip) rolled back before the run stops (engine/trainer.py)
     log_period: int = 20  # iterations between log lines / TensorBoard points
     max_skip_fraction: float = 0.01  # fail when more than this fraction of images cannot be read
     ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved as "model" (engine/ema.py; not official)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Optional
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -38,7 +39,8 @@ def _coco(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     root = Path(cfg.data.root)
     ann = root / "annotations" / f"instances_{split}.json"
     ds = COCODetection(root / split, ann, transforms, cfg.model.input_format,
-                       filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction)
+                       filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction,
+                       index=not is_train)  # training reads only the packed arrays: no pycocotools index
     if len(ds) and not (root / split).is_dir() and not Path(ds.get_file_name(0)).is_file():
         raise DatasetError(f"image folder not found: {root / split} (it holds the images of {ann})")
     return ds
@@ -143,10 +145,22 @@ class SeededDataset(Dataset):
         return self.dataset[index]
 
 
+def _limit_opencv_threads(workers: int) -> None:
+    """No OpenCV thread pool in DataLoader workers: 64 workers would each start one the size of the machine.
+
+    Set in this process before the workers fork, so they inherit it: calling ``cv2.setNumThreads`` inside a
+    forked worker whose parent has used OpenCV's pool can block forever (see ``data.collate.worker_init_fn``).
+    With no workers, this process decodes and keeps OpenCV's threads.
+    """
+    if workers > 0:
+        cv2.setNumThreads(0)
+
+
 def build_train_loader(cfg, dataset: Dataset, batch_per_process: int, rank: int, world_size: int,
-                       num_workers: Optional[int] = None) -> tuple[DataLoader, Sampler]:
-    sampler = build_train_sampler(cfg, dataset, batch_per_process, rank, world_size)
+                       num_workers: Optional[int] = None, accumulate: int = 1) -> tuple[DataLoader, Sampler]:
+    sampler = build_train_sampler(cfg, dataset, batch_per_process, rank, world_size, accumulate)
     workers = cfg.data.num_workers if num_workers is None else num_workers
+    _limit_opencv_threads(workers)
     loader = DataLoader(SeededDataset(dataset), batch_size=batch_per_process, sampler=sampler, drop_last=True,
                         num_workers=workers, collate_fn=collate, persistent_workers=False,
                         pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers > 0 else None)
@@ -157,5 +171,6 @@ def build_test_loader(dataset: Dataset, batch_size: int, num_workers: int, rank:
     """Sequential loader over this rank's share (every world_size-th image)."""
     indices = list(range(rank, len(dataset), world_size))
     subset = torch.utils.data.Subset(dataset, indices)
+    _limit_opencv_threads(num_workers)
     return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())

@@ -197,6 +197,10 @@ class COCODetection(DetectionDatasetBase):
         filter_empty: drop images with no valid non-crowd box (official training
             default; pass False for evaluation).
         max_skip_fraction: unreadable images tolerated: max(10, fraction * len).
+        index: build the pycocotools index (:attr:`coco`) now, from the parsed file (evaluation splits).
+            Without it (training splits) the dataset keeps only its packed arrays, and :attr:`coco` reads
+            the file again if asked: a training split never needs it, and at COCO scale the parsed JSON
+            and its index are several GB per process.
 
     Category ids are mapped to contiguous labels 0..K-1 in sorted id order:
     ``label_to_cat_id[label] == category_id``, ``cat_id_to_label[category_id] == label``.
@@ -204,7 +208,7 @@ class COCODetection(DetectionDatasetBase):
     """
 
     def __init__(self, image_dir, ann_file, transforms: Optional[Callable] = None, input_format: str = "BGR",
-                 filter_empty: bool = True, max_skip_fraction: float = 0.01):
+                 filter_empty: bool = True, max_skip_fraction: float = 0.01, index: bool = True):
         super().__init__(transforms=transforms, input_format=input_format, max_skip_fraction=max_skip_fraction)
         self.image_dir = str(image_dir)
         self.ann_file = str(ann_file)
@@ -215,7 +219,7 @@ class COCODetection(DetectionDatasetBase):
         self._pack_records(records, id_is_int=True)
         self.ids = [int(v) for v in self._image_ids]
         # pycocotools index over the already-parsed dict (no second file read, no stdout noise)
-        self._coco = self._make_coco(data)
+        self._coco = self._make_coco(data) if index else None
 
     # -------------------------------------------------------------- pycocotools
     @staticmethod

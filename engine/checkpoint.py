@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, ``weights_only`` loads, and clear errors on bad files and mismatches."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -74,27 +75,31 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
     return CheckpointError(f"{path}: not a PyTorch checkpoint (not a zip archive or truncated)")
 
 
-def torch_load(path: Union[str, Path]) -> Any:
+def torch_load(path: Union[str, Path], data: Optional[bytes] = None) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; a file it cannot read raises :class:`CheckpointError`.
 
+    ``data``: the bytes of ``path`` when they were read elsewhere (rank 0 sends them to ranks on other nodes).
     The messages say what is wrong: "not a PyTorch checkpoint (not a zip archive or truncated)", or
     "refused: it would run code (global X)" for a pickle that would import and call ``X`` (never run).
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
         with warnings.catch_warnings():  # torch's note on pickle protocols would precede our one-line error
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip reader), EOFError, KeyError ... on a bad file
+        if data is not None:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (not a zip archive or truncated)") from None
         raise _load_error(path, e) from None
 
 
-def load_checkpoint(path: Union[str, Path]) -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; errors name the file and the problem."""
+def load_checkpoint(path: Union[str, Path], data: Optional[bytes] = None) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; errors name the file and the problem.
+    ``data``: the file's bytes, read elsewhere (see :func:`torch_load`)."""
     path = Path(path)
-    obj = torch_load(path)
+    obj = torch_load(path, data)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a checkpoint of this project (expected a dict, got {type(obj).__name__})")
     if "model" not in obj:

@@ -36,7 +36,7 @@ def init_distributed(device: str) -> tuple[int, int, int]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(local_rank)  # before the first CUDA call: no context on GPU 0 from other ranks
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     return rank, local_rank, world_size
 
@@ -59,3 +59,48 @@ def all_gather_object(obj):
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (small: a decision, a message) on every rank."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _comm_device() -> torch.device:
+    """Where collectives put their tensors: the current GPU under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def broadcast_bytes(data) -> bytes:
+    """Rank 0's ``data`` (bytes; None elsewhere) on every rank: a checkpoint file travels this way to ranks on
+    nodes that do not share rank 0's disk, and is then read with ``torch.load(weights_only=True)`` as a file is."""
+    if not is_dist():
+        return data
+    device = _comm_device()
+    size = torch.tensor([len(data) if get_rank() == 0 else 0], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    if get_rank() == 0:
+        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+    else:
+        buf = torch.empty(int(size), dtype=torch.uint8, device=device)
+    dist.broadcast(buf, src=0)
+    return data if get_rank() == 0 else buf.cpu().numpy().tobytes()
+
+
+@torch.no_grad()
+def broadcast_tensors(tensors) -> None:
+    """Overwrite every tensor of ``tensors`` with rank 0's, in place (e.g. BatchNorm running statistics)."""
+    if not is_dist():
+        return
+    for t in tensors:
+        dist.broadcast(t.data, src=0)
+
+
+def destroy_distributed() -> None:
+    """Destroy the process group (at exit), where one was initialised."""
+    if is_dist():
+        dist.destroy_process_group()

@@ -16,6 +16,7 @@ that (:meth:`MetricsLog.cut`), so the records of work a kill lost are written on
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -54,6 +55,17 @@ def final_record(records: Sequence[dict], max_iter: Optional[int] = None) -> Opt
     return epochs[-1]
 
 
+def strict_json(value):
+    """``value`` with every non-finite float (inf, NaN: not JSON) replaced by None, in dicts and lists too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 class MetricsLog:
     """Appends records to ``path`` (only where ``enabled``: rank 0) and counts its lines."""
 
@@ -77,11 +89,12 @@ class MetricsLog:
         self.lines = len(kept)
 
     def append(self, record: dict) -> None:
+        """Append ``record`` as one line of strict JSON: a non-finite number (a grad norm of inf) becomes null."""
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
         self.lines += 1
 
     def records(self) -> list[dict]:

@@ -41,14 +41,24 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`. A checkpoint of a machine with another number of GPUs restores the CUDA states
+    that fit (GPU i takes state i), and says so in one line."""
     torch.set_rng_state(state["torch"])
     np.random.seed(0)
     st = np.random.get_state()
     np.random.set_state((st[0], np.array(state["numpy"], dtype=np.uint32), *st[2:]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    _set_cuda_rng_states(list(state.get("cuda") or []))
+
+
+def _set_cuda_rng_states(saved: list) -> None:
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for i in range(min(len(saved), here)):
+        torch.cuda.set_rng_state(saved[i], device=i)
+    if saved and len(saved) != here:
+        logger.info("the checkpoint holds %d CUDA RNG state(s), this process sees %d GPU(s): restored %d",
+                    len(saved), here, min(len(saved), here))
 
 
 def machine_info() -> dict:

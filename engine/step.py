@@ -12,10 +12,20 @@ update as one process with the whole batch, for both loss normalisations:
   criterion uses; ``batch`` normalisation, the official one) or left as they are
   (``per_image``: the per-image losses are already normalised, and ``S * W`` is
   the number of images).
+
+A step is taken only when it is finite everywhere. A non-finite loss on any rank,
+or non-finite gradients without a GradScaler, raise :class:`NonFiniteLossError` /
+:class:`NonFiniteGradientError` on every rank *before* the optimizer step, so the
+parameters, the optimizer and the scaler are untouched (the trainer rolls back
+what the forward pass changed, see ``engine.trainer``). With a GradScaler (fp16),
+non-finite gradients are the scaler's to skip: the step is then reported as
+``skipped`` and the trainer advances neither the schedule, the EMA nor the
+iteration count.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Optional
 
 import torch
@@ -28,7 +38,15 @@ from utils.precision import amp_context
 
 
 class NonFiniteLossError(FloatingPointError):
-    pass
+    """A loss was not finite on some process; ``parts`` holds this process's loss parts (empty where finite)."""
+
+    def __init__(self, message: str, parts: Optional[dict] = None):
+        super().__init__(message)
+        self.parts = parts or {}
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """The losses were finite but the gradients were not (no GradScaler to skip the step)."""
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches, *, device: torch.device,
@@ -48,13 +66,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     world = get_world_size()
     if stats[1] < world:
         raise NonFiniteLossError(f"non-finite loss on {int(world - stats[1])} of {world} process(es); "
-                                 f"loss parts on this process: {bad_parts or 'finite here'}")
+                                 f"loss parts on this process: {bad_parts or 'finite here'}", bad_parts)
     factor = s / foreground_normalizer(float(stats[0]), world) if normalization == "batch" else None
-    grad_norm = _normalise_clip_step(optimizer, factor=factor, clip_grad_norm=clip_grad_norm, scaler=scaler)
+    grad_norm, skipped = _normalise_clip_step(optimizer, factor=factor, clip_grad_norm=clip_grad_norm, scaler=scaler)
     logs["loss"] = logs["loss_cls"] + logs["loss_box_reg"]
     logs["num_foreground"] = float(stats[0])
-    if grad_norm is not None:
+    if clip_grad_norm > 0:
         logs["grad_norm"] = grad_norm
+    logs["skipped"] = skipped
     return logs
 
 
@@ -92,23 +111,32 @@ def _forward_backward(model: nn.Module, micro_batches, s: float, *, device: torc
 
 
 def _normalise_clip_step(optimizer: torch.optim.Optimizer, *, factor: Optional[float], clip_grad_norm: float,
-                         scaler: Optional[torch.amp.GradScaler]) -> Optional[float]:
-    """Unscale (AMP), multiply the gradients by ``factor`` (None: leave them), clip, step; returns the norm
-    before clipping when ``clip_grad_norm > 0``."""
+                         scaler: Optional[torch.amp.GradScaler]) -> tuple[float, bool]:
+    """Unscale (AMP), multiply the gradients by ``factor`` (None: leave them), clip, step.
+
+    Returns (the gradient norm before clipping, whether the scaler skipped the step). Without a scaler,
+    non-finite gradients raise :class:`NonFiniteGradientError` before the step (DDP's gradients are the same
+    on every rank, so every rank raises).
+    """
     if scaler is not None:
         scaler.unscale_(optimizer)
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if factor is not None:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.mul_(factor)
-    grad_norm = None
+        for p in params:
+            p.grad.mul_(factor)
     if clip_grad_norm > 0:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None], clip_grad_norm))
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_grad_norm))
+    elif scaler is None and params:  # the finiteness check (the scaler makes its own)
+        grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
     else:
+        grad_norm = 0.0
+    if scaler is None:
+        if not math.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteGradientError(f"non-finite gradients (norm {grad_norm}) with finite losses")
         optimizer.step()
-    return grad_norm
+        return grad_norm, False
+    scale = scaler.get_scale()
+    scaler.step(optimizer)  # skipped by the scaler when the unscaled gradients hold inf / NaN
+    scaler.update()
+    return grad_norm, scaler.get_scale() < scale

@@ -9,6 +9,10 @@ Deltas ``(dx, dy, dw, dh)`` relative to an anchor of centre ``(cx, cy)`` and siz
 where ``c`` is ``ctr_clamp`` (YOLOF: 32 px; off when <= 0) and ``s`` is
 ``scale_clamp`` = log(1000 / 16), which keeps ``exp()`` finite. Widths are
 ``x2 - x1`` (no +1), as in detectron2/cvpods.
+
+Both directions compute in fp32 whatever the inputs' dtype and the autocast state:
+under bf16 a centre at x = 1186.24 px would land on 1184 (bf16 keeps 8 significant
+bits), a 4-8 px grid on the right half of an 800x1333 image.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import math
 from typing import Optional, Sequence
 
 import torch
+
+from utils.precision import fp32
 
 DECODE_METHODS = ("anchor", "stride")  # model.box_coder.decode_method
 
@@ -38,7 +44,11 @@ class BoxCoder:
         return s, s
 
     def encode(self, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Deltas (..., 4) that turn ``anchors`` (..., 4) into ``boxes`` (..., 4), both xyxy."""
+        """Deltas (..., 4) float32 that turn ``anchors`` (..., 4) into ``boxes`` (..., 4), both xyxy."""
+        with fp32(boxes.device):
+            return self._encode(anchors.float(), boxes.float())
+
+    def _encode(self, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         wx, wy, ww, wh = self.weights
         aw = anchors[..., 2] - anchors[..., 0]
         ah = anchors[..., 3] - anchors[..., 1]
@@ -54,8 +64,11 @@ class BoxCoder:
         )
 
     def decode(self, deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """Boxes (..., 4) xyxy from ``deltas`` (..., 4) and ``anchors`` broadcastable to them."""
-        anchors = anchors.to(deltas.dtype)
+        """Boxes (..., 4) xyxy float32 from ``deltas`` (..., 4) and ``anchors`` broadcastable to them."""
+        with fp32(deltas.device):
+            return self._decode(deltas.float(), anchors.float())
+
+    def _decode(self, deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         wx, wy, ww, wh = self.weights
         aw = anchors[..., 2] - anchors[..., 0]
         ah = anchors[..., 3] - anchors[..., 1]

@@ -7,6 +7,9 @@ does, including its clamp of ``exp()`` at 1e8 (which only matters where a logit
 exceeds ln(1e8) ~ 18.4):
 
     out = cls + obj - log(1 + min(e^cls, 1e8) + min(e^obj, 1e8))
+
+The combination runs in fp32 whatever the autocast state: in fp16 the 1e8 clamp
+overflows, and in bf16 the sum of two logits loses the bits that separate scores.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from models.layers import activation, norm2d
+from utils.precision import fp32
 
 _INF = 1e8
 
@@ -28,11 +32,12 @@ def _tower(channels: int, num_convs: int, norm: str, act: str) -> nn.Sequential:
 
 
 def combine_objectness(cls_logits: torch.Tensor, objectness: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, A*K, H, W) class logits and (B, A, H, W) objectness -> (B, A*K, H, W)."""
+    """(B, A*K, H, W) class logits and (B, A, H, W) objectness -> (B, A*K, H, W) float32."""
     b, _, h, w = cls_logits.shape
-    cls = cls_logits.view(b, -1, num_classes, h, w)
-    obj = objectness.view(b, -1, 1, h, w)
-    out = cls + obj - torch.log(1.0 + cls.exp().clamp(max=_INF) + obj.exp().clamp(max=_INF))
+    with fp32(cls_logits.device):
+        cls = cls_logits.float().view(b, -1, num_classes, h, w)
+        obj = objectness.float().view(b, -1, 1, h, w)
+        out = cls + obj - torch.log(1.0 + cls.exp().clamp(max=_INF) + obj.exp().clamp(max=_INF))
     return out.view(b, -1, h, w)
 
 

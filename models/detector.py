@@ -12,6 +12,7 @@ from models.box_coder import BoxCoder
 from models.criterion import YOLOFCriterion
 from models.image_list import pad_images
 from models.postprocess import postprocess
+from utils.precision import fp32
 
 INPUT_FORMATS = ("BGR", "RGB")  # model.input_format: the channel order the model expects its images in
 
@@ -37,6 +38,10 @@ class YOLOF(nn.Module):
 
     The assigner and the criterion hold no parameters or buffers: the state dict
     is the backbone's, encoder's, decoder's and ``pixel_mean`` / ``pixel_std``.
+
+    Under autocast (``solver.amp``) only the network (:meth:`forward_features`) runs in
+    half precision: decoding, label assignment, the losses and the post-processing run
+    in fp32 on the fp32 head outputs.
     """
 
     def __init__(self, *, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module,
@@ -118,6 +123,12 @@ class YOLOF(nn.Module):
                 output_sizes: Optional[Sequence[tuple[int, int]]] = None, reduce_over_ranks: bool = True):
         batch, sizes = self.preprocess(images)
         cls, deltas, anchors = self.forward_features(batch)
+        with fp32(batch.device):
+            return self._head_outputs(cls.float(), deltas.float(), anchors.float(), targets, sizes, output_sizes,
+                                      reduce_over_ranks)
+
+    def _head_outputs(self, cls, deltas, anchors, targets, sizes, output_sizes, reduce_over_ranks):
+        """Losses (training) or detections (eval) from the fp32 head outputs; see :meth:`forward`."""
         if self.training:
             if targets is None:
                 raise ValueError("in training mode the model needs targets (a list of dicts with boxes and labels)")

@@ -56,9 +56,24 @@ def _pad_boxes(gt_boxes: Sequence[torch.Tensor], like: torch.Tensor) -> tuple[to
 
 
 def _smallest_k(cost: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (B, k, G) of the k smallest entries along dim 1 of cost (B, R, G), lowest index first on ties."""
-    k = min(k, cost.shape[1])
-    return torch.sort(cost, dim=1, stable=True).indices[:, :k, :]
+    """Indices (B, k, G) of the k smallest entries along dim 1 of cost (B, R, G), lowest index first on ties.
+
+    The result of a stable sort of all R entries, from a ``topk`` of ``2k`` candidates: those hold every entry
+    tied with the k-th smallest unless 2k entries tie with it, in which case (rare: a degenerate cost) the whole
+    column is sorted. ``topk`` alone leaves the order of ties to the device; a full sort of a DC5 batch
+    (B=8, R=5*50*84, G up to ~100) makes about 0.5 GB of temporaries.
+    """
+    r = cost.shape[1]
+    k = min(k, r)
+    m = min(2 * k, r)
+    if m == r:
+        return torch.sort(cost, dim=1, stable=True).indices[:, :k, :]
+    values, cand = torch.topk(cost, m, dim=1, largest=False, sorted=True)  # (B, m, G)
+    if not bool((values[:, m - 1] > values[:, k - 1]).all()):  # a tie reaches past the candidates
+        return torch.sort(cost, dim=1, stable=True).indices[:, :k, :]
+    cand, order = torch.sort(cand, dim=1)  # candidates by anchor index...
+    order = torch.sort(torch.gather(values, 1, order), dim=1, stable=True).indices  # ...then by cost, stably
+    return torch.gather(cand, 1, order)[:, :k, :]
 
 
 def _pairs_from_topk(idx_lists: Sequence[torch.Tensor], num_gt: Sequence[int]) -> list[Match]:

@@ -59,6 +59,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 
 from config import ConfigError, config_to_dict, load_config  # noqa: E402
+from config.loader import config_diff
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 from engine.metrics_log import epoch_records, final_record, read_metrics
@@ -297,19 +298,12 @@ def is_finished(run_dir: Path, max_iter: int) -> bool:
     return final_record(read_metrics(Path(run_dir) / "metrics.jsonl"), max_iter) is not None
 
 
-def _config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys present in both nested dicts whose values differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [k for key in sorted(set(old) & set(new)) for k in _config_diff(old[key], new[key], f"{prefix}{key}.")]
-    return [] if old == new else [prefix.rstrip(".")]
-
-
 def check_existing(run: PlannedRun) -> None:
     """An existing run folder must hold the planned config (else its results would be mislabelled)."""
     path = run.output_dir / "config.yaml"
     if not path.is_file():
         return
-    diff = _config_diff(yaml.safe_load(path.read_text()) or {}, run.config)
+    diff = config_diff(yaml.safe_load(path.read_text()) or {}, run.config)
     if diff:
         raise SpecError(f"{run.output_dir} was run with a different config than the spec now gives row "
                         f"'{run.row.name}' (keys {', '.join(diff)}); rename the row or delete that folder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -35,7 +36,10 @@ def resolve_device(name: str, local_rank: int = 0) -> "torch.device":
         name = f"cuda:{local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # the current device: else pin-memory and allocator contexts land on GPU 0
+    return device
 
 
 def setup_logging(rank: int = 0, output_dir: Path | None = None) -> None:
@@ -95,9 +99,11 @@ def user_message(e: UserError) -> str:
 
 def run_script(main: Callable[[], Any]) -> Any:
     """Run a script's ``main``: a :class:`UserError` (bad input: a file, an id, a config value) ends the program
-    with its one-line message on stderr and exit status 2; any other exception is a bug and keeps its traceback."""
+    with its one-line message on stderr and exit status 2; any other exception is a bug and keeps its traceback.
+    Under torchrun every process exits with 2 and only rank 0 prints the line (all ranks meet the same error)."""
     try:
         return main()
     except UserError as e:
-        print(f"error: {user_message(e)}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {user_message(e)}", file=sys.stderr)
         raise SystemExit(2) from None

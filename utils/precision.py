@@ -1,10 +1,16 @@
 """Precision: the inference names and bf16 support detection, the autocast contexts of inference and of
-training / evaluation (``train.amp``).
+training / evaluation (``solver.amp``), and the fp32 region the numerics that need it run in.
 
 bf16 on CPU runs convolutions through oneDNN in bfloat16 only where the CPU has
 native bf16 instructions (AVX512_BF16 or AMX_BF16); elsewhere oneDNN emulates it,
-slower than fp32. So bf16 is used only where those instructions exist, and
-otherwise the program says so in one log line and runs in fp32.
+slower than fp32. Inference (``resolve_precision``) then falls back to fp32 with one
+log line; training with ``solver.amp=bf16`` runs as asked and says in one line that it
+will be slow; ``solver.amp=auto`` takes bf16 only where it is native.
+
+Mixed precision covers the convolutional trunk only: box decoding and encoding, the
+objectness combination, the matcher's costs, the losses and the post-processing run in
+fp32 whatever the autocast state (:func:`fp32`), so that a box centre at x = 1186 px is
+not rounded to bf16's 8-px grid there.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-AMP_MODES = ("none", "fp16", "bf16")  # solver.amp and eval.py --amp (CUDA autocast)
+AMP_MODES = ("none", "fp16", "bf16", "auto")  # solver.amp and eval.py --amp (auto: bf16 where native, else none)
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +73,49 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """(whether ``device`` runs bf16 natively, what was found): CUDA compute capability >= 8, or the CPU flags."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported(including_emulation=False)
+        return ok, f"{torch.cuda.get_device_name(device)} {'supports' if ok else 'does not support'} bf16"
+    return cpu_bf16_support()
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The ``solver.amp`` mode that will run on ``device``, with one log line saying which and why.
+
+    ``auto`` is bf16 where the device has native bf16, else ``none``. ``bf16`` without native support and
+    ``fp16`` on a CPU run as asked (emulated or slow: said in one line).
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
+    if amp == "none":
+        return amp
+    native, reason = native_bf16(device)
+    if amp == "auto":
+        amp = "bf16" if native else "none"
+        logger.info("solver.amp=auto: %s on %s (%s)", "bf16 autocast" if native else "fp32", device.type, reason)
+    elif amp == "bf16" and not native:
+        logger.warning("solver.amp=bf16 on a %s without native bf16 (%s): it runs, but slower than fp32",
+                       device.type, reason)
+    elif amp == "fp16" and device.type == "cpu":
+        logger.warning("solver.amp=fp16 on CPU runs, with a GradScaler, but most CPUs have no fast fp16: "
+                       "bf16 (or none) is the CPU choice")
+    else:
+        logger.info("solver.amp=%s: %s autocast on %s", amp, amp, device.type)
+    return amp
+
+
 def amp_context(device: torch.device, amp: str):
-    """The autocast of ``train.amp`` (``none`` | ``fp16`` | ``bf16``) in the train step and the evaluator: CUDA only."""
-    if device.type == "cuda" and amp in ("fp16", "bf16"):
-        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    """The autocast of a resolved ``solver.amp`` (``none`` | ``fp16`` | ``bf16``) in the train step and the
+    evaluator, on CUDA and CPU alike (``auto`` must go through :func:`resolve_amp` first)."""
+    if amp in ("fp16", "bf16"):
+        return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    if amp not in ("none", "fp32"):
+        raise ValueError(f"amp mode {amp!r} must be resolved (resolve_amp) before it is used")
     return contextlib.nullcontext()
+
+
+def fp32(device: torch.device):
+    """A region that runs in fp32 whatever the surrounding autocast (its tensors must be cast with ``.float()``)."""
+    return torch.autocast(device.type, enabled=False)
