@@ -7,7 +7,9 @@ writes) and writes into one folder:
   :mod:`evaluation.tide`);
 * ``confusion_matrix.json`` / ``.png`` -- :mod:`evaluation.confusion`;
 * ``error_analysis.json`` -- all of it in one file: AP50, dAP, error counts, thresholds, and the worst and
-  best images by their own AP50 (ties: more errors is worse);
+  best images by their own AP50 (over the classes with a gt in the image), ties broken by their errors at
+  the score threshold (false positives + missed gt: what the drawings show); an image without gt has AP50
+  100 when nothing scores above the threshold in it, else 0;
 * ``worst_images/`` and ``best_images/`` -- those images with their ground truth and detections drawn (when an
   image folder is given): true positives green, false positives red with their TIDE error type, missed gt
   orange, every gt box thin white beneath.
@@ -28,7 +30,7 @@ from evaluation.matching import ImageBoxes, group_by_image, match_image
 from evaluation.tide import ERROR_TYPES, SPECIAL_ERROR_TYPES, TideResult, classify_errors, format_table, tide_errors
 from utils.visualize import draw_boxes, draw_legend, draw_tagged_boxes
 
-__all__ = ["AnalysisOptions", "analyze_errors", "rank_images", "draw_image_errors"]
+__all__ = ["AnalysisOptions", "analyze_errors", "image_errors", "image_scores", "rank_images", "draw_image_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +49,25 @@ class AnalysisOptions:
     max_dets: int = 100  # detections per image kept (the best), as COCO's and tidecv's maxDets
 
 
-def rank_images(tide: TideResult, num: int) -> tuple[list[int], list[int]]:
-    """(worst, best) image ids by the image's own AP50, ties broken by its errors (false positives + missed);
-    images with neither gt nor detections are left out."""
-    ids = sorted(tide.image_ap50)
-    worst = sorted(ids, key=lambda i: (tide.image_ap50[i], -tide.image_errors[i], i))
-    best = sorted(ids, key=lambda i: (-tide.image_ap50[i], tide.image_errors[i], i))
+def image_errors(images: list[ImageBoxes], options: AnalysisOptions = AnalysisOptions()) -> dict[int, int]:
+    """Image id -> false positives + missed gt among the detections scoring >= ``options.score_thresh``."""
+    out = {}
+    for image in images:
+        m = match_image(image.keep_detections(image.det_scores >= options.score_thresh), pos_thresh=options.pos_thresh)
+        out[image.image_id] = int((~m.det_tp & ~m.det_ignored).sum() + (~m.gt_matched).sum())
+    return out
+
+
+def image_scores(image_ap50: dict[int, float], errors: dict[int, int]) -> dict[int, float]:
+    """Image id (of ``errors``) -> its AP50 (``TideResult.image_ap50``); an image without gt, missing there,
+    has 100 without errors, else 0."""
+    return {i: image_ap50.get(i, 0.0 if errors[i] else 100.0) for i in errors}
+
+
+def rank_images(ap: dict[int, float], errors: dict[int, int], num: int) -> tuple[list[int], list[int]]:
+    """(worst, best) ``num`` image ids by AP50 (:func:`image_scores`), ties broken by the errors."""
+    worst = sorted(ap, key=lambda i: (ap[i], -errors[i], i))
+    best = sorted(ap, key=lambda i: (-ap[i], errors[i], i))
     return worst[:num], best[:num]
 
 
@@ -84,7 +99,7 @@ def draw_image_errors(image_bgr: np.ndarray, image: ImageBoxes, names: dict[int,
                              (f"missed ({int(missed.sum())})", MISSED_COLOR)])
 
 
-def _draw_ranked(images: dict[int, ImageBoxes], ids: list[int], tide: TideResult, names: dict[int, str],
+def _draw_ranked(images: dict[int, ImageBoxes], ids: list[int], ap: dict[int, float], names: dict[int, str],
                  image_dir: Path, out_dir: Path, options: AnalysisOptions) -> list[str]:
     """Draw the images ``ids`` into ``out_dir`` (rank, AP50 and name in the file name); returns the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,22 +111,21 @@ def _draw_ranked(images: dict[int, ImageBoxes], ids: list[int], tide: TideResult
         if bgr is None:
             logger.warning("could not read %s: image %d not drawn", path, i)
             continue
-        out = out_dir / f"{rank:02d}_ap{tide.image_ap50[i]:.0f}_{Path(im.file_name).stem}.jpg"
+        out = out_dir / f"{rank:02d}_ap{ap[i]:.0f}_{Path(im.file_name).stem}.jpg"
         cv2.imwrite(str(out), draw_image_errors(bgr, im, names, options=options))
         written.append(str(out))
     return written
 
 
-def _summary(tide: TideResult, worst: list[int], best: list[int], images: dict[int, ImageBoxes],
-             options: AnalysisOptions) -> dict:
+def _summary(tide: TideResult, ranked: dict[str, list[int]], ap: dict[int, float], errors: dict[int, int],
+             images: dict[int, ImageBoxes], options: AnalysisOptions) -> dict:
     def entry(i):
-        return {"image_id": i, "file_name": images[i].file_name, "AP50": tide.image_ap50[i],
-                "errors": tide.image_errors[i]}
+        return {"image_id": i, "file_name": images[i].file_name, "AP50": ap[i], "errors": errors[i]}
 
     return {"AP50": tide.ap50, "dAP": {k: tide.dap[k] for k in ERROR_TYPES + SPECIAL_ERROR_TYPES},
             "counts": tide.counts, "pos_thresh": options.pos_thresh, "bg_thresh": options.bg_thresh,
             "score_thresh": options.score_thresh, "max_dets": options.max_dets,
-            "worst_images": [entry(i) for i in worst], "best_images": [entry(i) for i in best]}
+            **{f"{key}_images": [entry(i) for i in ids] for key, ids in ranked.items()}}
 
 
 def analyze_errors(gt: dict, dets: list[dict], out_dir: str | Path, *, image_dir: Optional[str | Path] = None,
@@ -134,13 +148,15 @@ def analyze_errors(gt: dict, dets: list[dict], out_dir: str | Path, *, image_dir
         plot_confusion_matrix(cm, out_dir / "confusion_matrix.png")
     except Exception as e:  # a plot must never lose the numbers
         logger.warning("could not draw the confusion matrix: %s", e)
-    worst, best = rank_images(tide, options.num_images)
+    errors = image_errors(images, options)
+    ap = image_scores(tide.image_ap50, errors)
+    ranked = dict(zip(("worst", "best"), rank_images(ap, errors, options.num_images)))
     by_id = {im.image_id: im for im in images}
-    summary = _summary(tide, worst, best, by_id, options)
+    summary = _summary(tide, ranked, ap, errors, by_id, options)
     if image_dir is not None:
         names = {cid: name for cid, name in zip(cm.category_ids, cm.class_names)}
-        for key, ids in (("worst", worst), ("best", best)):
-            summary[f"{key}_image_files"] = _draw_ranked(by_id, ids, tide, names, Path(image_dir),
+        for key, ids in ranked.items():
+            summary[f"{key}_image_files"] = _draw_ranked(by_id, ids, ap, names, Path(image_dir),
                                                          out_dir / f"{key}_images", options)
     (out_dir / "error_analysis.json").write_text(json.dumps(summary, indent=1))
     report = "\n".join([format_table(tide), "", f"written to {out_dir}: tide.json, confusion_matrix.json/.png, "

@@ -53,8 +53,7 @@ class TideResult:
     ap50: float  # tidecv's AP at pos_thresh, in AP points (0-100)
     dap: dict[str, float]  # ERROR_TYPES + SPECIAL_ERROR_TYPES -> AP points recovered by fixing them
     counts: dict[str, int]  # ERROR_TYPES -> number of errors
-    image_ap50: dict[int, float] = field(repr=False)  # image id -> AP50 of that image alone (tidecv's rule)
-    image_errors: dict[int, int] = field(repr=False)  # image id -> false positives + missed gt
+    image_ap50: dict[int, float] = field(repr=False)  # image id -> AP50 of that image alone (images with gt)
     pos_thresh: float = 0.5
     bg_thresh: float = 0.1
 
@@ -218,21 +217,18 @@ def _special(dets, gt, classes, base_gt: dict) -> dict[str, float]:
     return {"FalsePos": false_pos, "FalseNeg": false_neg}
 
 
-def _per_image(dets: _Detections, gt: _GroundTruth, images: list[ImageBoxes]) -> tuple[dict, dict]:
-    """Image id -> AP50 of the image alone (classes with a gt or a detection there) and -> its errors."""
+def _per_image(dets: _Detections, gt: _GroundTruth, images: list[ImageBoxes]) -> dict[int, float]:
+    """Image id -> AP50 of the image alone: the mean over the classes with a gt in it (COCO's rule; tidecv's
+    rule, which also counts every class detected there, would count most classes of one image as AP 0)."""
+    key_gt, num_gt = np.unique(gt.image * (1 << 32) + gt.label, return_counts=True)  # (image, class) pairs
     kept = ~dets.ignored
     key_det = dets.image[kept] * (1 << 32) + dets.label[kept]
-    key_gt = gt.image * (1 << 32) + gt.label
-    keys, inverse = np.unique(np.concatenate([key_det, key_gt]), return_inverse=True)
-    num_gt = np.bincount(inverse[len(key_det):], minlength=len(keys))
-    ap = group_ap(inverse[:len(key_det)], dets.score[kept], dets.tp[kept], num_gt)
-    image_of_key = keys >> 32
+    has_gt = np.isin(key_det, key_gt)
+    ap = group_ap(np.searchsorted(key_gt, key_det[has_gt]), dets.score[kept][has_gt], dets.tp[kept][has_gt], num_gt)
+    image_of_key = key_gt >> 32
     sums = np.bincount(image_of_key, weights=ap, minlength=len(images))
     n = np.bincount(image_of_key, minlength=len(images))
-    errors = np.bincount(dets.image[kept & ~dets.tp], minlength=len(images))
-    errors += np.bincount(gt.image[~gt.matched], minlength=len(images))
-    ap50 = {im.image_id: float(100 * sums[k] / n[k]) for k, im in enumerate(images) if n[k]}
-    return ap50, {im.image_id: int(errors[k]) for k, im in enumerate(images)}
+    return {im.image_id: float(100 * sums[k] / n[k]) for k, im in enumerate(images) if n[k]}
 
 
 def tide_errors(images: list[ImageBoxes], *, pos_thresh: float = 0.5, bg_thresh: float = 0.1) -> TideResult:
@@ -249,8 +245,7 @@ def tide_errors(images: list[ImageBoxes], *, pos_thresh: float = 0.5, bg_thresh:
     dap.update({k: v - base for k, v in _special(dets, gt, classes, base_gt).items()})
     counts = {name: int((dets.error == kind).sum()) for kind, name in enumerate(ERROR_TYPES)}
     counts["Miss"] = int(miss.sum())
-    image_ap50, image_errors = _per_image(dets, gt, images)
-    return TideResult(ap50=base, dap=dap, counts=counts, image_ap50=image_ap50, image_errors=image_errors,
+    return TideResult(ap50=base, dap=dap, counts=counts, image_ap50=_per_image(dets, gt, images),
                       pos_thresh=pos_thresh, bg_thresh=bg_thresh)
 
 

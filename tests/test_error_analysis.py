@@ -21,7 +21,7 @@ import pytest
 
 from evaluation.coco_eval import evaluate_coco, write_metrics_json
 from evaluation.confusion import confusion_matrix
-from evaluation.error_analysis import AnalysisOptions, draw_image_errors, rank_images
+from evaluation.error_analysis import AnalysisOptions, draw_image_errors, image_errors, image_scores, rank_images
 from evaluation.matching import group_by_image
 from evaluation.tide import ERROR_TYPES, SPECIAL_ERROR_TYPES, tide_errors
 from tests.conftest import COCO_JSON, COCO_TINY, REPO
@@ -103,10 +103,19 @@ def test_perfect_detections_have_no_errors_and_crowd_hits_are_ignored():
 
 
 def test_worst_image_is_the_one_with_the_error():
-    r = tide_errors(group_by_image(GT, CASES["Bkg"][0]))
-    worst, best = rank_images(r, 1)
-    assert worst == [1] and best == [2]  # the background box is in image 1
-    assert r.image_errors == {1: 1, 2: 0}
+    images = group_by_image(GT, CASES["Bkg"][0] + [det(2, 1, [150, 150, 20, 20], 0.2)])
+    r = tide_errors(images)
+    # image 1: class a has the background box (0.95) before A: AP 1/2; class b: 1. Image 2: C and D found,
+    # the box scoring 0.2 comes after them; the detected-but-absent classes would not count either
+    assert r.image_ap50 == {1: pytest.approx(75.0), 2: 100.0}
+    errors = image_errors(images, AnalysisOptions(score_thresh=0.3))
+    assert errors == {1: 1, 2: 0}  # the 0.2 box is below the threshold
+    worst, best = rank_images(image_scores(r.image_ap50, errors), errors, 1)
+    assert worst == [1] and best == [2]
+    empty = {"images": GT["images"] + [{"id": 3, "width": 9, "height": 9}], "categories": GT["categories"],
+             "annotations": GT["annotations"]}  # image 3 has no gt: 100 when nothing is found in it, else 0
+    assert image_scores({}, {3: 0}) == {3: 100.0} and image_scores({}, {3: 2}) == {3: 0.0}
+    assert 3 not in tide_errors(group_by_image(empty, PERFECT)).image_ap50
 
 
 @pytest.fixture(scope="module")
