@@ -39,7 +39,8 @@ import numpy as np
 
 from evaluation.matching import ImageBoxes, match_image
 
-__all__ = ["ERROR_TYPES", "SPECIAL_ERROR_TYPES", "TideResult", "tide_errors", "classify_errors", "group_ap", "format_table"]
+__all__ = ["ERROR_TYPES", "SPECIAL_ERROR_TYPES", "TideResult", "tide_errors", "classify_errors", "group_ap",
+           "format_table"]
 
 ERROR_TYPES: tuple[str, ...] = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")  # tidecv's order
 SPECIAL_ERROR_TYPES: tuple[str, ...] = ("FalsePos", "FalseNeg")
@@ -110,21 +111,28 @@ class _GroundTruth:
     image: np.ndarray
 
 
+_DET_FIELDS = {"label": np.int64, "score": np.float64, "tp": bool, "ignored": bool, "error": np.int64,
+               "target": np.int64, "image": np.int64}
+_GT_FIELDS = {"label": np.int64, "matched": bool, "image": np.int64}
+
+
+def _concat(parts: list[dict], fields: dict) -> dict:
+    """The per-image arrays of ``parts`` joined, field by field, with the dtypes of ``fields``."""
+    return {k: np.concatenate([p[k] for p in parts] + [np.zeros(0, t)]).astype(t) for k, t in fields.items()}
+
+
 def _collect(images: list[ImageBoxes], pos_thresh: float, bg_thresh: float) -> tuple[_Detections, _GroundTruth]:
-    parts, gt_parts, offset = [], [], 0
+    """Every image matched and its errors classified; the detections and the gt of all images, joined."""
+    det_parts, gt_parts, offset = [], [], 0
     for k, im in enumerate(images):
         m = match_image(im, pos_thresh=pos_thresh)
         error, target = classify_errors(im, m.det_gt, pos_thresh=pos_thresh, bg_thresh=bg_thresh, iou=m.iou)
-        D = len(m.det_gt)
-        parts.append((im.det_labels, im.det_scores, m.det_tp, m.det_ignored, error,
-                      np.where(target >= 0, target + offset, -1), np.full(D, k)))
-        gt_parts.append((im.gt_labels, m.gt_matched, np.full(len(im.gt_labels), k)))
+        det_parts.append({"label": im.det_labels, "score": im.det_scores, "tp": m.det_tp, "ignored": m.det_ignored,
+                          "error": error, "target": np.where(target >= 0, target + offset, -1),
+                          "image": np.full(len(error), k)})
+        gt_parts.append({"label": im.gt_labels, "matched": m.gt_matched, "image": np.full(len(im.gt_labels), k)})
         offset += len(im.gt_labels)
-    cat = [np.concatenate(c) if c else np.zeros(0) for c in zip(*parts)] if parts else [np.zeros(0)] * 7
-    gcat = [np.concatenate(c) for c in zip(*gt_parts)] if gt_parts else [np.zeros(0)] * 3
-    dets = _Detections(cat[0].astype(np.int64), cat[1].astype(np.float64), cat[2].astype(bool), cat[3].astype(bool),
-                       cat[4].astype(np.int64), cat[5].astype(np.int64), cat[6].astype(np.int64))
-    return dets, _GroundTruth(gcat[0].astype(np.int64), gcat[1].astype(bool), gcat[2].astype(np.int64))
+    return _Detections(**_concat(det_parts, _DET_FIELDS)), _GroundTruth(**_concat(gt_parts, _GT_FIELDS))
 
 
 def group_ap(groups: np.ndarray, scores: np.ndarray, tps: np.ndarray, num_gt: np.ndarray) -> np.ndarray:
@@ -180,9 +188,9 @@ def _fixable(dets: _Detections, gt: _GroundTruth) -> tuple[np.ndarray, np.ndarra
     return fixable, usable
 
 
-def _fixed_map(dets, gt, classes, base_gt: dict, kind: int | None, fixable, miss) -> float:
-    """mAP with every error of type ``kind`` fixed (None: nothing fixed), points in tidecv's order after a fix:
-    the errors' points first, then the true positives."""
+def _fixed_map(dets: _Detections, gt: _GroundTruth, classes, base_gt: dict, kind: int, fixable, miss) -> float:
+    """mAP with every error of type ``kind`` fixed, points in tidecv's order after a fix: the errors' points
+    first, then the true positives (the order decides between tied scores)."""
     err = ~dets.tp
     label, score, keep = dets.label[err].copy(), dets.score[err], ~dets.ignored[err]
     tp = np.zeros(int(err.sum()), bool)
@@ -195,7 +203,7 @@ def _fixed_map(dets, gt, classes, base_gt: dict, kind: int | None, fixable, miss
     elif kind == MISS:
         for c, n in zip(*np.unique(gt.label[miss], return_counts=True)):
             num_gt[int(c)] -= int(n)
-    elif kind is not None:
+    else:  # Dupe, Bkg, Both: the detections go
         keep &= dets.error[err] != kind
     label = np.concatenate([label[keep], dets.label[dets.tp]])
     score = np.concatenate([score[keep], dets.score[dets.tp]])
@@ -203,7 +211,7 @@ def _fixed_map(dets, gt, classes, base_gt: dict, kind: int | None, fixable, miss
     return _mean_ap(label, score, tp, num_gt, classes)
 
 
-def _special(dets, gt, classes, base_gt: dict) -> dict[str, float]:
+def _special(dets: _Detections, gt: _GroundTruth, classes, base_gt: dict) -> dict[str, float]:
     """AP after perfect precision (FalsePos) and after perfect recall (FalseNeg), points in the fixed order."""
     err = ~dets.tp & ~dets.ignored
     label = np.concatenate([dets.label[err], dets.label[dets.tp]])
