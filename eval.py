@@ -8,6 +8,8 @@
     python eval.py --config config/quickstart.yaml --results dets.json
     # PASCAL VOC 2007 test, 11-point metric (VOC07 default) or area (VOC2010+)
     python eval.py --weight voc.pth -d voc --root VOCdevkit --year 2007 --split test --voc_metric area
+    # ... and why it fails: TIDE errors, confusion matrix, worst / best images, beside metrics.json
+    python eval.py --weight runs/quickstart/last.pth -d synthetic --out runs/analysis/metrics.json --analyze
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--amp", choices=AMP_MODES, default="none", help="half precision inference on CUDA")
     p.add_argument("--batch_size", type=int, default=None,
                    help="images per process (default: data.test_batch_size, 1 for the official presets)")
+    p.add_argument("--analyze", action="store_true",
+                   help="COCO metric only: also write the error analysis (TIDE, confusion matrix, worst / best "
+                        "images) into the folder of --out; python -m tools.analyze_errors has its options")
     return p.parse_args(argv)
 
 
@@ -73,6 +78,21 @@ def _results_target(args) -> tuple[str, Path, str]:
 def _check_exists(results: Path) -> None:
     if not results.exists():
         raise UserError(f"--results {results}: no such file or folder")
+
+
+def _check_analyzable(args, kind: str) -> None:
+    if args.analyze and DATASETS[kind].metric != "coco":
+        raise UserError(f"--analyze needs COCO-format ground truth; -d {kind} is scored with the "
+                        f"{DATASETS[kind].metric} metric")
+
+
+def _analyze(args, gt: dict, dets: list[dict], image_dir: Path | None) -> None:
+    """The error analysis of ``dets`` into the folder of ``--out``."""
+    from evaluation.error_analysis import analyze_errors
+
+    if image_dir is not None and not Path(image_dir).is_dir():
+        image_dir = None
+    print(analyze_errors(gt, dets, Path(args.out).parent, image_dir=image_dir)[1])
 
 
 def _score_voc_files(args, root: Path, split: str) -> dict:
@@ -112,12 +132,15 @@ def _score_coco_file(args, root: Path, split: str) -> dict:
     result = evaluate_coco(str(ann), dets, backend=args.backend)
     print(summary_table(result))
     write_reports(args.out, pr_curves=result.pr_curves, title="COCO", write_json=lambda p: write_metrics_json(result, p))
+    if args.analyze:
+        _analyze(args, json.loads(ann.read_text()), dets, root / split)
     return dict(result.stats)
 
 
 def _score_files(args) -> dict:
     """No model: score a detections file (COCO metric) or a folder of comp4 files (VOC metric)."""
     kind, root, split = _results_target(args)
+    _check_analyzable(args, kind)
     if DATASETS[kind].metric == "voc":
         return _score_voc_files(args, root, split)
     return _score_coco_file(args, root, split)
@@ -127,11 +150,12 @@ def _evaluate_model(args) -> dict:
     """Predict with ``--weight`` on the split and score it with the dataset's metric."""
     from data.build import build_dataset, build_test_loader
     from engine.checkpoint import load_model_weights
-    from evaluation.evaluator import ScoreOptions, predict, score
+    from evaluation.evaluator import ScoreOptions, predict, score, to_coco_results
     from models import build_model
     from models.fuse import prepare_for_inference
 
     cfg = load_run_config(args, args.weight)
+    _check_analyzable(args, cfg.data.dataset)
     split = _split_name(args, args.dataset or cfg.data.dataset, cfg.data.val_split)
     device = resolve_device(args.device)
     model = build_model(cfg).to(device)
@@ -147,7 +171,12 @@ def _evaluate_model(args) -> dict:
     predictions = predict(model, loader, device, amp=args.amp)
     options = ScoreOptions(metrics_path=args.out, save_results=args.save_results, backend=args.backend,
                            use_07_metric=args.voc_metric == "11point")
-    return score(dataset, predictions, dataset_kind=cfg.data.dataset, options=options)[0]
+    metrics = score(dataset, predictions, dataset_kind=cfg.data.dataset, options=options)[0]
+    if args.analyze:
+        image_dir = getattr(dataset, "image_dir", None)  # file_name entries may also be absolute paths
+        _analyze(args, dataset.coco.dataset, to_coco_results(predictions, dataset.label_to_cat_id),
+                 Path(image_dir) if image_dir else None)
+    return metrics
 
 
 def main(argv=None) -> dict:

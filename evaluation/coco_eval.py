@@ -31,6 +31,10 @@ Conventions
 * Per-class AP (``per_class``) = mean of ``precision[:, :, k, area=all,
   maxDets=100]`` over the entries > -1, i.e. AP@[.50:.95]; ``per_class_ap50``
   is the same at IoU=.50 only. A class without (non-crowd) gt gets ``-1``.
+  ``per_class_aps`` / ``_apm`` / ``_apl`` are AP@[.50:.95] of the class on
+  small / medium / large objects (pycocotools' area ranges, maxDets=100), the
+  per-class terms of the ``APs`` / ``APm`` / ``APl`` stats; ``-1`` where the
+  class has no gt of that size.
 * ``pr_curves`` hold, for every class with gt, the 101-point interpolated
   precision of COCOeval at IoU=.50, area=all, maxDets=100 against the recall
   thresholds ``0, .01, ..., 1``; ``mean_pr_curve`` is their average (the
@@ -69,6 +73,7 @@ STAT_NAMES: tuple[str, ...] = (
 BACKENDS: tuple[str, ...] = ("pycocotools", "faster-coco-eval")
 _REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 _MAX_LISTED = 5  # how many offending ids / indices an error message lists
+_SIZES = {"aps": "small", "apm": "medium", "apl": "large"}  # CocoResult.per_class_<key> -> pycocotools area label
 
 
 @dataclass
@@ -81,6 +86,8 @@ class CocoResult:
         per_class: class name -> AP@[.50:.95] (area all, maxDets 100); -1 when
             the class has no gt.
         per_class_ap50: class name -> AP@.50; -1 when the class has no gt.
+        per_class_aps, per_class_apm, per_class_apl: class name -> AP@[.50:.95]
+            on small / medium / large objects; -1 without gt of that size.
         pr_curves: class name -> (recall (101,), precision (101,)) at IoU .50,
             only for classes with gt.
         mean_pr_curve: (recall (101,), precision (101,)) averaged over classes
@@ -100,6 +107,9 @@ class CocoResult:
     num_images: int = 0
     num_detections: int = 0
     category_ids: dict[str, int] = field(default_factory=dict, repr=False)
+    per_class_aps: dict[str, float] = field(default_factory=dict, repr=False)
+    per_class_apm: dict[str, float] = field(default_factory=dict, repr=False)
+    per_class_apl: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 # --------------------------------------------------------------------------- I/O
@@ -124,7 +134,7 @@ def load_detections(path: str | os.PathLike) -> list[dict]:
 
 
 def write_metrics_json(result: CocoResult, path: str | os.PathLike) -> None:
-    """Write stats, per-class AP and per-class AP50 of ``result`` as json."""
+    """Write stats, per-class AP, AP50 and AP on small / medium / large objects of ``result`` as json."""
     payload = {
         "backend": result.backend,
         "num_images": result.num_images,
@@ -132,6 +142,8 @@ def write_metrics_json(result: CocoResult, path: str | os.PathLike) -> None:
         "stats": {k: float(v) for k, v in result.stats.items()},
         "per_class": {k: float(v) for k, v in result.per_class.items()},
         "per_class_ap50": {k: float(v) for k, v in result.per_class_ap50.items()},
+        **{f"per_class_{size}": {k: float(v) for k, v in getattr(result, f"per_class_{size}").items()}
+           for size in _SIZES},
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -352,19 +364,24 @@ def _class_names(gt, cat_ids: Sequence) -> list[str]:
 
 
 def _per_class(E, gt) -> dict:
-    """Per-class AP, AP50, PR curves (IoU .50) and the category id of each name, from ``E.eval["precision"]``."""
+    """Per-class AP, AP50, AP per object size, PR curves (IoU .50) and the category id of each name, from
+    ``E.eval["precision"]``."""
     p = E.params
     precision = np.asarray(E.eval["precision"], dtype=float)  # [T, R, K, A, M]
     recall_thrs = np.asarray(p.recThrs, dtype=float)
     t50 = int(np.argmin(np.abs(np.asarray(p.iouThrs) - 0.5)))
     a_all = list(p.areaRngLbl).index("all")
     m100 = list(p.maxDets).index(100)
+    areas = {size: list(p.areaRngLbl).index(label) for size, label in _SIZES.items()}
     out = {"per_class": {}, "per_class_ap50": {}, "pr_curves": {}, "category_ids": {}}
+    out.update({f"per_class_{size}": {} for size in _SIZES})
     for k, (cid, name) in enumerate(zip(p.catIds, _class_names(gt, p.catIds))):
         out["category_ids"][name] = int(cid)
         pk = precision[:, :, k, a_all, m100]
         out["per_class"][name] = _mean_valid(pk)
         out["per_class_ap50"][name] = _mean_valid(pk[t50])
+        for size, a in areas.items():
+            out[f"per_class_{size}"][name] = _mean_valid(precision[:, :, k, a, m100])
         if np.all(pk[t50] > -1):
             out["pr_curves"][name] = (recall_thrs.copy(), pk[t50].copy())
     curves = out["pr_curves"]

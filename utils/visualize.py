@@ -21,6 +21,8 @@ __all__ = [
     "draw_boxes",
     "draw_detections",
     "draw_anchor_assignment",
+    "draw_tagged_boxes",
+    "draw_legend",
 ]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -156,6 +158,35 @@ def draw_detections(
         name = class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
         text = name if sc is None else f"{name} {sc[i]:.2f}"
         _label(img, text, drawn[0], drawn[1], drawn[3], color, font_scale)
+    return img
+
+
+def draw_tagged_boxes(
+    image: Any,
+    boxes: Any,
+    tags: Sequence[str] | None,
+    color: Sequence[int],
+    thickness: int = 2,
+    font_scale: float = 0.45,
+) -> np.ndarray:
+    """Outline ``boxes`` (N, 4 xyxy) in one BGR ``color``, each with its text tag (``tags[i]``; none when
+    ``tags`` is None or the tag is empty); returns a new image."""
+    img = _check_image(image)
+    b = _boxes(boxes)
+    if tags is not None and len(tags) != len(b):
+        raise ValueError(f"{len(b)} boxes but {len(tags)} tags")
+    for i, box in enumerate(b):
+        drawn = _rect(img, box, color, thickness)
+        if drawn is not None and tags is not None and tags[i]:
+            _label(img, tags[i], drawn[0], drawn[1], drawn[3], color, font_scale)
+    return img
+
+
+def draw_legend(image: Any, entries: Sequence[tuple[str, Sequence[int]]]) -> np.ndarray:
+    """A legend panel in the top-left corner: one colour swatch and text per ``(text, BGR colour)``."""
+    img = _check_image(image)
+    if entries:
+        _legend(img, list(entries))
     return img
 
 
