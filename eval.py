@@ -8,6 +8,8 @@
     python eval.py --config config/quickstart.yaml --results dets.json
     # PASCAL VOC 2007 test, 11-point metric (VOC07 default) or area (VOC2010+)
     python eval.py --weight voc.pth -d voc --root VOCdevkit --year 2007 --split test --voc_metric area
+    # a YOLO-layout or VOC-XML set: COCO metrics against its annotations in COCO form (docs/your_own_data.md)
+    python eval.py --weight runs/mine/last.pth -d yolo --root my_data/data.yaml --split val
 """
 from __future__ import annotations
 
@@ -95,21 +97,33 @@ def _score_voc_files(args, root: Path, split: str) -> dict:
     return {"mAP": result.mAP}
 
 
-def _score_coco_file(args, root: Path, split: str) -> dict:
-    """The COCO results JSON ``--results`` against ``root/annotations/instances_<split>.json``."""
+def _coco_ground_truth(args, kind: str, root: Path, split: str):
+    """``root/annotations/instances_<split>.json`` (coco, synthetic), else the split's annotations read into an
+    in-memory COCO object (yolo, voc_xml), as the evaluation of a model scores them."""
+    if kind in ("coco", "synthetic"):
+        ann = root / "annotations" / f"instances_{split}.json"
+        if not ann.is_file():
+            raise UserError(f"annotation file not found: {ann}")
+        return str(ann)
+    from data.build import build_dataset
+    from data.transforms import Compose
+
+    return build_dataset(load_run_config(args), split, is_train=False, transforms=Compose([])).coco
+
+
+def _score_coco_file(args, kind: str, root: Path, split: str) -> dict:
+    """The COCO results JSON ``--results`` against the split's annotations (:func:`_coco_ground_truth`)."""
     from evaluation.coco_eval import evaluate_coco, load_detections, summary_table, validate_detections, write_metrics_json
     from evaluation.evaluator import write_reports
 
-    ann = root / "annotations" / f"instances_{split}.json"
-    if not ann.is_file():
-        raise UserError(f"annotation file not found: {ann}")
+    gt = _coco_ground_truth(args, kind, root, split)
     _check_exists(args.results)
     try:  # every problem of the file (ids, categories, boxes, scores) is named, with the file, in one line
         dets = load_detections(args.results)
-        validate_detections(dets, str(ann), source=str(args.results))
+        validate_detections(dets, gt, source=str(args.results))
     except ValueError as e:
         raise UserError(str(e)) from None
-    result = evaluate_coco(str(ann), dets, backend=args.backend)
+    result = evaluate_coco(gt, dets, backend=args.backend)
     print(summary_table(result))
     write_reports(args.out, pr_curves=result.pr_curves, title="COCO", write_json=lambda p: write_metrics_json(result, p))
     return dict(result.stats)
@@ -120,7 +134,7 @@ def _score_files(args) -> dict:
     kind, root, split = _results_target(args)
     if DATASETS[kind].metric == "voc":
         return _score_voc_files(args, root, split)
-    return _score_coco_file(args, root, split)
+    return _score_coco_file(args, kind, root, split)
 
 
 def _evaluate_model(args) -> dict:

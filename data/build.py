@@ -18,6 +18,8 @@ from data.sampler import build_train_sampler
 from data.pipelines import build_per_image_train_steps, build_pipeline
 from data.transforms import ClipAndFilterBoxes, Compose
 from data.voc import VOCDetection
+from data.voc_xml import VOCXMLDetection, class_names_in, split_xml_files
+from data.yolo import YOLODetection
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,27 @@ def _voc(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
                         keep_difficult=not is_train, max_skip_fraction=cfg.train.max_skip_fraction)
 
 
+def _yolo(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
+    """``<root>`` is the ``data.yaml``, ``split`` one of its keys (``train``, ``val``...): :mod:`data.yolo`."""
+    return YOLODetection(cfg.data.root, split, transforms, cfg.model.input_format,
+                         filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction)
+
+
+def voc_xml_class_names(cfg, split: str) -> list[str]:
+    """``data.class_names``, else the sorted names in the XML files of the training, validation and this split."""
+    d = cfg.data
+    if d.class_names:
+        return list(d.class_names)
+    splits = dict.fromkeys([d.train_split, d.val_split, split])  # each once, in order
+    return sorted({name for s in splits for name in class_names_in(split_xml_files(d.root, s))})
+
+
+def _voc_xml(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
+    """``<root>`` holds the split folders (or list files) of VOC XML files: :mod:`data.voc_xml`."""
+    return VOCXMLDetection(cfg.data.root, split, voc_xml_class_names(cfg, split), transforms, cfg.model.input_format,
+                           filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction)
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetFormat:
     """One ``data.dataset``: how a split is read, how it is scored, and the split ``eval.py --results`` scores
@@ -78,6 +101,8 @@ DATASETS: dict[str, DatasetFormat] = {
     "coco": DatasetFormat(_coco, metric="coco", val_split="val2017"),
     "voc": DatasetFormat(_voc, metric="voc", val_split="test"),  # + eval.py --year
     "synthetic": DatasetFormat(_synthetic, metric="coco", val_split="val"),
+    "yolo": DatasetFormat(_yolo, metric="coco", val_split="val"),  # scored on its ground truth in COCO form
+    "voc_xml": DatasetFormat(_voc_xml, metric="coco", val_split="val"),  # idem
 }
 
 

@@ -88,6 +88,21 @@ class RawSplit:
     def image_path(self, image: dict) -> str:
         return os.path.join(str(self.image_dir), image["file_name"])
 
+    def raise_for_labels_outside_names(self) -> None:
+        """One :class:`DatasetError` naming the first box whose class the class list lacks (and how many more)."""
+        bad = [i for i in self.issues if i.kind == "label_outside_names"]
+        if bad:
+            more = f" ({len(bad) - 1} more such box(es), e.g. {'; '.join(map(str, bad[1:4]))})" if len(bad) > 1 else ""
+            raise DatasetError(f"{bad[0]}{more}")
+
+    def log_issues(self, name: str) -> None:
+        """One warning per kind of issue, with the first few files."""
+        kinds: dict[str, list[Issue]] = {}
+        for issue in self.issues:
+            kinds.setdefault(issue.kind, []).append(issue)
+        for kind, found in kinds.items():
+            logger.warning("%s: %d %s issue(s), e.g. %s", name, len(found), kind, "; ".join(map(str, found[:3])))
+
 
 class DatasetError(UserError, ValueError):
     """An annotation file or data folder is malformed or missing; the message names the file and the problem."""
