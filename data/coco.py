@@ -37,13 +37,14 @@ from utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCODetection"]
+__all__ = ["COCODetection", "load_coco_json"]
 
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 
 
-def _load_coco_json(ann_file: Path) -> dict:
+def load_coco_json(ann_file: Path) -> dict:
+    """The COCO annotation dict of ``ann_file``, with its three lists; a missing or malformed file raises."""
     if not ann_file.is_file():
         raise AnnotationFileNotFoundError(f"COCO annotation file not found: {ann_file}")
     try:
@@ -238,7 +239,7 @@ class COCODetection(DetectionDatasetBase):
     def _load_annotations(self) -> dict:
         """The COCO annotation dict: ``ann_file`` read. The datasets of other layouts (:mod:`data.yolo`,
         :mod:`data.voc_xml`) read their own files into one here."""
-        return _load_coco_json(Path(self.ann_file))
+        return load_coco_json(Path(self.ann_file))
 
     def _describe(self) -> str:
         """What the log messages call the annotations."""

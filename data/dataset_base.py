@@ -61,7 +61,8 @@ class Issue:
 
     ``kind``: ``label_outside_names`` (a class the class list lacks: the box is left out, and a dataset built on
     it refuses to load), ``unreadable_image`` (its size cannot be read, so its normalised boxes are left out),
-    ``image_not_found`` (no image beside or parallel to an annotation file).
+    ``image_not_found`` (no image beside or parallel to an annotation file), ``left_out`` (shapes an export
+    holds that are not boxes).
     """
 
     kind: str

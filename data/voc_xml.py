@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["split_xml_files", "find_image", "class_names_in", "read_voc_xml_files", "read_voc_xml_split",
            "VOCXMLDetection"]
 
-_ANNOTATION_DIRS = ("Annotations", "annotations", "xml", "xmls", "labels")
-_IMAGE_DIRS = ("JPEGImages", "images", "Images", "imgs")
+ANNOTATION_DIRS = ("Annotations", "annotations", "xml", "xmls", "labels")
+IMAGE_DIRS = ("JPEGImages", "images", "Images", "imgs")
 
 
 def split_xml_files(root, split: str) -> list[Path]:
@@ -68,8 +68,8 @@ def find_image(xml_path: Path, filename: Optional[str]) -> Optional[Path]:
     folders = [xml_path.parent]
     parts = xml_path.parent.parts
     for i in range(len(parts) - 1, -1, -1):  # the last annotation folder of the path
-        if parts[i] in _ANNOTATION_DIRS:
-            folders += [Path(*parts[:i], d, *parts[i + 1:]) for d in _IMAGE_DIRS]
+        if parts[i] in ANNOTATION_DIRS:
+            folders += [Path(*parts[:i], d, *parts[i + 1:]) for d in IMAGE_DIRS]
             break
     stems = [Path(filename).stem] if filename else []
     stems += [xml_path.stem] if xml_path.stem not in stems else []
