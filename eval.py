@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -151,8 +152,11 @@ def _evaluate_model(args) -> dict:
     model = build_model(cfg).to(device)
     ckpt = load_model_weights(model, args.weight)
     model = prepare_for_inference(model)
-    dataset = build_dataset(cfg, split, is_train=False)
     trained_on = ckpt.get("class_names")
+    if cfg.data.dataset == "voc_xml" and not cfg.data.class_names and trained_on:  # the model's label order
+        logger.info("voc_xml classes in the order %s was trained on: %s", args.weight, list(trained_on)[:10])
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, class_names=tuple(trained_on)))
+    dataset = build_dataset(cfg, split, is_train=False)
     if trained_on and list(trained_on) != list(dataset.class_names):
         logger.warning("%s was trained on classes %s but %s has %s: labels are matched by position",
                        args.weight, list(trained_on)[:10], split, list(dataset.class_names)[:10])

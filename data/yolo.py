@@ -112,7 +112,7 @@ def _list_images(path: Path, dy: DataYaml) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if path.is_file() and path.suffix == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
         return [Path(os.path.abspath(path.parent / line)) for line in lines if line]  # an absolute line stays
     raise AnnotationFileNotFoundError(f"{dy.file}: {path} is neither a folder of images nor a .txt list of them")
 
@@ -156,7 +156,7 @@ def _parse_line(text: str, file: Path, line: int) -> tuple[float, list[float]]:
 def _read_labels(file: Path, names: list[str], hw: Optional[tuple[int, int]], image: Path, raw: RawSplit,
                  image_id: int) -> None:
     """Append the boxes of ``file`` (the labels of ``image``, of size ``hw``) to ``raw``."""
-    lines = file.read_text(encoding="utf-8").splitlines()
+    lines = file.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no number
     anns = raw.coco["annotations"]
     for n, text in enumerate(lines, start=1):
         if not text.strip():

@@ -4,6 +4,7 @@ and are scored by the COCO evaluator, per class by name; the YOLO reader's edge 
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -52,6 +53,8 @@ def test_yolo_set_loads_the_coco_boxes_and_names(tmp_path, coco_tiny, names_as_d
     gt = ds.coco.dataset  # the ground truth in COCO form, for the COCO evaluator
     assert len(gt["images"]) == 7 and len(gt["annotations"]) == 74 and gt["annotations"][0]["source"].endswith(
         "000000005001.txt line 1")
+    copy = pickle.loads(pickle.dumps(ds))  # as a DataLoader worker gets it: reads its files again for `coco`
+    assert copy.coco.dataset == gt and len(copy) == 7
 
 
 def test_yolo_background_image_bad_class_and_polygon(tmp_path, coco_tiny):
