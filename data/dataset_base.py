@@ -1,5 +1,7 @@
 """The dataset machinery shared by the COCO and VOC readers: packed records, image decoding with logged skips,
-the dataset errors, and the augmentation RNG.
+the dataset errors, and the augmentation RNG; and what the readers of the folder layouts share: image sizes
+from the headers (:func:`image_size`) and a split's annotations as read, in COCO form (:class:`RawSplit`,
+with the :class:`Issue` s met).
 
 Output of ``dataset[i]`` is ``(image, target)``:
 

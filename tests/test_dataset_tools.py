@@ -203,3 +203,23 @@ def test_browse_dataset_draws_the_training_samples(tmp_path, coco_tiny):
                                    class_names=dataset.class_names)
         np.testing.assert_array_equal(cv2.imread(str(picture)), expected)  # the mosaic sample, boxes and names
         assert expected.shape[:2] == (320, 320) and len(target["boxes"]) > 0
+
+
+def test_check_dataset_reads_a_vocdevkit(tmp_path):
+    """data.dataset=voc: the image set's XML files, read as VOC XML with the 20 classes (difficult: crowd)."""
+    voc = tmp_path / "VOCdevkit" / "VOC2007"
+    _png(voc / "JPEGImages" / "000001.jpg", 100, 200)  # a JPEG, by its suffix
+    (voc / "Annotations").mkdir()
+    (voc / "Annotations" / "000001.xml").write_text(
+        "<annotation><size><width>200</width><height>100</height></size>"
+        "<object><name>car</name><difficult>0</difficult><bndbox><xmin>11</xmin><ymin>21</ymin><xmax>50</xmax>"
+        "<ymax>60</ymax></bndbox></object><object><name>dog</name><difficult>1</difficult><bndbox><xmin>1</xmin>"
+        "<ymin>1</ymin><xmax>200</xmax><ymax>100</ymax></bndbox></object></annotation>")
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
+    cfg = load_config(REPO / "config/quickstart.yaml", ["data.dataset=voc", f"data.root={tmp_path / 'VOCdevkit'}",
+                                                        "data.train_split=2007_test", "model.num_classes=20"])
+    r = check_dataset.check_split(cfg, "2007_test")
+    assert r["errors"] == [] and (r["images"], r["boxes"], r["crowd_or_difficult"], r["classes"]) == (1, 1, 1, 20)
+    assert r["per_class"]["car"] == 1 and r["sizes"] == {"small": 0, "medium": 1, "large": 0}  # 40 x 40 px
+    assert all(not v for v in r["problems"].values())
