@@ -10,10 +10,13 @@
     python eval.py --weight voc.pth -d voc --root VOCdevkit --year 2007 --split test --voc_metric area
     # ... and why it fails: TIDE errors, confusion matrix, worst / best images, beside metrics.json
     python eval.py --weight runs/quickstart/last.pth -d synthetic --out runs/analysis/metrics.json --analyze
+    # a YOLO-layout or VOC-XML set: COCO metrics against its annotations in COCO form (docs/your_own_data.md)
+    python eval.py --weight runs/mine/last.pth -d yolo --root my_data/data.yaml --split val
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -115,25 +118,38 @@ def _score_voc_files(args, root: Path, split: str) -> dict:
     return {"mAP": result.mAP}
 
 
-def _score_coco_file(args, root: Path, split: str) -> dict:
-    """The COCO results JSON ``--results`` against ``root/annotations/instances_<split>.json``."""
+def _coco_ground_truth(args, kind: str, root: Path, split: str):
+    """``root/annotations/instances_<split>.json`` (coco, synthetic), else the split's annotations read into an
+    in-memory COCO object (yolo, voc_xml), as the evaluation of a model scores them."""
+    if kind in ("coco", "synthetic"):
+        ann = root / "annotations" / f"instances_{split}.json"
+        if not ann.is_file():
+            raise UserError(f"annotation file not found: {ann}")
+        return str(ann)
+    from data.build import build_dataset
+    from data.transforms import Compose
+
+    return build_dataset(load_run_config(args), split, is_train=False, transforms=Compose([])).coco
+
+
+def _score_coco_file(args, kind: str, root: Path, split: str) -> dict:
+    """The COCO results JSON ``--results`` against the split's annotations (:func:`_coco_ground_truth`)."""
     from evaluation.coco_eval import evaluate_coco, load_detections, summary_table, validate_detections, write_metrics_json
     from evaluation.evaluator import write_reports
 
-    ann = root / "annotations" / f"instances_{split}.json"
-    if not ann.is_file():
-        raise UserError(f"annotation file not found: {ann}")
+    gt = _coco_ground_truth(args, kind, root, split)
     _check_exists(args.results)
     try:  # every problem of the file (ids, categories, boxes, scores) is named, with the file, in one line
         dets = load_detections(args.results)
-        validate_detections(dets, str(ann), source=str(args.results))
+        validate_detections(dets, gt, source=str(args.results))
     except ValueError as e:
         raise UserError(str(e)) from None
-    result = evaluate_coco(str(ann), dets, backend=args.backend)
+    result = evaluate_coco(gt, dets, backend=args.backend)
     print(summary_table(result))
     write_reports(args.out, pr_curves=result.pr_curves, title="COCO", write_json=lambda p: write_metrics_json(result, p))
     if args.analyze:
-        _analyze(args, json.loads(ann.read_text()), dets, root / split)
+        gt_dict = json.loads(Path(gt).read_text()) if isinstance(gt, str) else gt.dataset
+        _analyze(args, gt_dict, dets, root / split if isinstance(gt, str) else None)
     return dict(result.stats)
 
 
@@ -143,7 +159,7 @@ def _score_files(args) -> dict:
     _check_analyzable(args, kind)
     if DATASETS[kind].metric == "voc":
         return _score_voc_files(args, root, split)
-    return _score_coco_file(args, root, split)
+    return _score_coco_file(args, kind, root, split)
 
 
 def _evaluate_model(args) -> dict:
@@ -161,8 +177,11 @@ def _evaluate_model(args) -> dict:
     model = build_model(cfg).to(device)
     ckpt = load_model_weights(model, args.weight)
     model = prepare_for_inference(model)
-    dataset = build_dataset(cfg, split, is_train=False)
     trained_on = ckpt.get("class_names")
+    if cfg.data.dataset == "voc_xml" and not cfg.data.class_names and trained_on:  # the model's label order
+        logger.info("voc_xml classes in the order %s was trained on: %s", args.weight, list(trained_on)[:10])
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, class_names=tuple(trained_on)))
+    dataset = build_dataset(cfg, split, is_train=False)
     if trained_on and list(trained_on) != list(dataset.class_names):
         logger.warning("%s was trained on classes %s but %s has %s: labels are matched by position",
                        args.weight, list(trained_on)[:10], split, list(dataset.class_names)[:10])

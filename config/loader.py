@@ -232,6 +232,10 @@ def _validate_data(d) -> None:
         _check(ok, f"data.{key}", why, got=getattr(d, key))
 
     check(d.test_batch_size >= 1, "test_batch_size", "must be >= 1")
+    check(not d.class_names or d.dataset == "voc_xml", "class_names",
+          f"is read by data.dataset=voc_xml only ({d.dataset} names its classes in its own files)")
+    check(all(n.strip() for n in d.class_names) and len(set(d.class_names)) == len(d.class_names), "class_names",
+          "must be distinct non-empty names")
     check(not d.synthetic_size_range or (len(d.synthetic_size_range) == 2
                                          and 1 <= d.synthetic_size_range[0] <= d.synthetic_size_range[1]),
           "synthetic_size_range", "must be empty or [min, max] with 1 <= min <= max")

@@ -115,9 +115,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "coco"  # one of data.build.DATASETS
-    root: str = "datasets/coco"  # coco: holds annotations/instances_<split>.json and <split>/; voc: VOCdevkit; synthetic: cache folder
-    train_split: str = "train2017"  # coco split name; voc: "2007_trainval+2012_trainval"
-    val_split: str = "val2017"  # coco split name; voc: "2007_test"
+    root: str = "datasets/coco"  # coco: holds annotations/instances_<split>.json and <split>/; voc: VOCdevkit; synthetic: cache folder; yolo: the data.yaml; voc_xml: the folder holding the split folders (docs/your_own_data.md)
+    train_split: str = "train2017"  # coco split name; voc: "2007_trainval+2012_trainval"; yolo: a key of the data.yaml (train); voc_xml: a folder or list file under root (train)
+    val_split: str = "val2017"  # coco split name; voc: "2007_test"; yolo: a key of the data.yaml (val); voc_xml: a folder or list file under root (val)
+    class_names: tuple[str, ...] = ()  # voc_xml: the classes in label order; empty: the sorted names found in the XML files of train_split and val_split (other datasets name their classes themselves)
     train_min_size: tuple[int, ...] = (800,)  # shorter side for training; several values = multi-scale, one drawn per image (ablation: [640, 672, 704, 736, 768, 800])
     train_max_size: int = 1333  # cap of the longer side for training
     test_min_size: int = 800  # shorter side for evaluation

@@ -12,13 +12,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from config import ConfigError
-from data.coco import COCODetection
-from data.dataset_base import DatasetError
+from data.coco import COCODetection, load_coco_json
+from data.dataset_base import DatasetError, RawSplit
 from data.collate import collate
 from data.sampler import build_train_sampler
 from data.pipelines import build_per_image_train_steps, build_pipeline
 from data.transforms import ClipAndFilterBoxes, Compose
-from data.voc import VOCDetection
+from data.voc import VOC_CLASSES, VOCDetection
+from data.voc_xml import VOCXMLDetection, class_names_in, read_voc_xml_files, read_voc_xml_split, split_xml_files
+from data.yolo import YOLODetection, read_yolo_split
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,8 @@ def _coco(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     return ds
 
 
-def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
-    """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``), then read as COCO."""
+def _generate_synthetic(cfg) -> None:
+    """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``)."""
     from data.synthetic import generate_synthetic_coco
 
     d = cfg.data
@@ -56,6 +58,11 @@ def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
                             num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
                             max_box=d.synthetic_max_box or None, size_range=tuple(d.synthetic_size_range) or None,
                             max_aspect=d.synthetic_max_aspect)
+
+
+def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
+    """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``), then read as COCO."""
+    _generate_synthetic(cfg)
     return _coco(cfg, split, is_train=is_train, transforms=transforms)
 
 
@@ -65,21 +72,77 @@ def _voc(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
                         keep_difficult=not is_train, max_skip_fraction=cfg.train.max_skip_fraction)
 
 
+def _yolo(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
+    """``<root>`` is the ``data.yaml``, ``split`` one of its keys (``train``, ``val``...): :mod:`data.yolo`."""
+    return YOLODetection(cfg.data.root, split, transforms, cfg.model.input_format,
+                         filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction)
+
+
+def voc_xml_class_names(cfg, split: str) -> list[str]:
+    """``data.class_names``, else the sorted names in the XML files of the training, validation and this split."""
+    d = cfg.data
+    if d.class_names:
+        return list(d.class_names)
+    splits = dict.fromkeys([d.train_split, d.val_split, split])  # each once, in order
+    return sorted({name for s in splits for name in class_names_in(split_xml_files(d.root, s))})
+
+
+def _voc_xml(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
+    """``<root>`` holds the split folders (or list files) of VOC XML files: :mod:`data.voc_xml`."""
+    return VOCXMLDetection(cfg.data.root, split, voc_xml_class_names(cfg, split), transforms, cfg.model.input_format,
+                           filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction)
+
+
+def _coco_raw(cfg, split: str) -> RawSplit:
+    root = Path(cfg.data.root)
+    return RawSplit(load_coco_json(root / "annotations" / f"instances_{split}.json"), root / split)
+
+
+def _synthetic_raw(cfg, split: str) -> RawSplit:
+    _generate_synthetic(cfg)
+    return _coco_raw(cfg, split)
+
+
+def _voc_raw(cfg, split: str) -> RawSplit:
+    """The XML files the image sets list, read as a folder of VOC XML files with the 20 classes."""
+    root = Path(cfg.data.root)
+    files = []
+    for year, name in voc_image_sets(split):
+        listing = root / f"VOC{year}" / "ImageSets" / "Main" / f"{name}.txt"
+        if not listing.is_file():
+            raise DatasetError(f"VOC image-set file not found: {listing}")
+        ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+        files += [root / f"VOC{year}" / "Annotations" / f"{i}.xml" for i in ids]
+    return read_voc_xml_files(files, root, VOC_CLASSES)
+
+
+def _yolo_raw(cfg, split: str) -> RawSplit:
+    return read_yolo_split(cfg.data.root, split)
+
+
+def _voc_xml_raw(cfg, split: str) -> RawSplit:
+    return read_voc_xml_split(cfg.data.root, split, voc_xml_class_names(cfg, split))
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetFormat:
-    """One ``data.dataset``: how a split is read, how it is scored, and the split ``eval.py --results`` scores
-    when neither ``--split`` nor ``--config`` names one."""
+    """One ``data.dataset``: how a split is read, how it is scored, the split ``eval.py --results`` scores
+    when neither ``--split`` nor ``--config`` names one, and how its annotations read before any cleaning."""
 
     build: Callable[..., Dataset]  # (cfg, split, *, is_train, transforms) -> dataset with class_names
     metric: str  # "coco" (pycocotools) or "voc" (the devkit): evaluation.evaluator.METRICS
     val_split: str
+    read_raw: Callable[..., RawSplit]  # (cfg, split) -> the annotations as written, in COCO form (tools/check_dataset.py)
 
 
 # every data.dataset: config validation and the scripts' -d read the names; adding a format is one entry here
 DATASETS: dict[str, DatasetFormat] = {
-    "coco": DatasetFormat(_coco, metric="coco", val_split="val2017"),
-    "voc": DatasetFormat(_voc, metric="voc", val_split="test"),  # + eval.py --year
-    "synthetic": DatasetFormat(_synthetic, metric="coco", val_split="val"),
+    "coco": DatasetFormat(_coco, metric="coco", val_split="val2017", read_raw=_coco_raw),
+    "voc": DatasetFormat(_voc, metric="voc", val_split="test", read_raw=_voc_raw),  # + eval.py --year
+    "synthetic": DatasetFormat(_synthetic, metric="coco", val_split="val", read_raw=_synthetic_raw),
+    # scored by the COCO evaluator against their annotations read into COCO form (the dataset's ``coco``)
+    "yolo": DatasetFormat(_yolo, metric="coco", val_split="val", read_raw=_yolo_raw),
+    "voc_xml": DatasetFormat(_voc_xml, metric="coco", val_split="val", read_raw=_voc_xml_raw),
 }
 
 

@@ -37,13 +37,14 @@ from utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCODetection"]
+__all__ = ["COCODetection", "load_coco_json"]
 
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 
 
-def _load_coco_json(ann_file: Path) -> dict:
+def load_coco_json(ann_file: Path) -> dict:
+    """The COCO annotation dict of ``ann_file``, with its three lists; a missing or malformed file raises."""
     if not ann_file.is_file():
         raise AnnotationFileNotFoundError(f"COCO annotation file not found: {ann_file}")
     try:
@@ -214,7 +215,7 @@ class COCODetection(DetectionDatasetBase):
         self.ann_file = str(ann_file)
         self.filter_empty = filter_empty
         path = Path(ann_file)
-        data = _load_coco_json(path)
+        data = self._load_annotations()
         records = self._parse(data, path)
         self._pack_records(records, id_is_int=True)
         self.ids = [int(v) for v in self._image_ids]
@@ -233,10 +234,27 @@ class COCODetection(DetectionDatasetBase):
 
     @property
     def coco(self):
-        """pycocotools ``COCO`` object of ``ann_file`` (rebuilt lazily after pickling)."""
+        """pycocotools ``COCO`` object of the annotations as read (rebuilt lazily after pickling): the ground
+        truth the COCO evaluator scores against."""
         if self._coco is None:
-            self._coco = self._make_coco(_load_coco_json(Path(self.ann_file)))
+            self._coco = self._make_coco(self._load_annotations())
         return self._coco
+
+    def _load_annotations(self) -> dict:
+        """The COCO annotation dict: ``ann_file`` read. The datasets of other layouts (:mod:`data.yolo`,
+        :mod:`data.voc_xml`) read their own files into one here."""
+        return load_coco_json(Path(self.ann_file))
+
+    def _describe(self) -> str:
+        """What the log messages call the annotations."""
+        return f"COCO annotation file {self.ann_file}"
+
+    @staticmethod
+    def _where(data: dict, ids: list) -> list:
+        """Annotations ``ids`` named by their ``source`` (file and line, from the YOLO / VOC-XML readers) or id."""
+        wanted = set(ids)
+        found = {a["id"]: a.get("source", a["id"]) for a in data["annotations"] if a["id"] in wanted}
+        return [found[i] for i in ids]
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -254,16 +272,15 @@ class COCODetection(DetectionDatasetBase):
         boxes = _AnnotationBoxes.read(data["annotations"], images=images, cat_id_to_label=self.cat_id_to_label, path=path)
         outside = boxes.clip_to_images(images)
         if boxes.bad_size or outside:
-            logger.warning("COCO annotation file %s: dropped %d box(es) with zero/negative (or non-finite) width or "
-                           "height (e.g. annotation ids %s) and %d box(es) lying entirely outside their image "
-                           "(e.g. annotation ids %s)", path, len(boxes.bad_size), boxes.bad_size[:5], len(outside),
-                           outside[:5])
+            logger.warning("%s: dropped %d box(es) with zero/negative (or non-finite) width or height (e.g. "
+                           "annotation ids %s) and %d box(es) lying entirely outside their image (e.g. annotation ids "
+                           "%s)", self._describe(), len(boxes.bad_size), self._where(data, boxes.bad_size[:5]),
+                           len(outside), self._where(data, outside[:5]))
         if boxes.num_clipped:
-            logger.info("COCO annotation file %s: clipped %d box(es) extending outside their image", path,
-                        boxes.num_clipped)
-        return self._records(images, boxes.per_image(images), path)
+            logger.info("%s: clipped %d box(es) extending outside their image", self._describe(), boxes.num_clipped)
+        return self._records(images, boxes.per_image(images))
 
-    def _records(self, images: dict[int, dict], per_image: dict[int, dict[str, list]], path: Path) -> list[dict]:
+    def _records(self, images: dict[int, dict], per_image: dict[int, dict[str, list]]) -> list[dict]:
         """One record per image in id order (those without non-crowd boxes left out with ``filter_empty``)."""
         records = []
         n_empty = 0
@@ -283,11 +300,11 @@ class COCODetection(DetectionDatasetBase):
                 "crowd_boxes": np.asarray(rec["crowd"], dtype=np.float64).reshape(-1, 4),
             })
         if n_empty:
-            logger.info("COCO annotation file %s: filter_empty removed %d of %d images without non-crowd boxes",
-                        path, n_empty, len(images))
+            logger.info("%s: filter_empty removed %d of %d images without non-crowd boxes", self._describe(),
+                        n_empty, len(images))
         if not records:
-            logger.warning("COCO annotation file %s: the dataset is empty (%d images in the file, %d removed by "
-                           "filter_empty)", path, len(images), n_empty)
+            logger.warning("%s: the dataset is empty (%d images in the file, %d removed by filter_empty)",
+                           self._describe(), len(images), n_empty)
         return records
 
     def __repr__(self) -> str:

@@ -32,7 +32,7 @@ from utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VOCDetection", "VOC_CLASSES"]
+__all__ = ["VOCDetection", "VOC_CLASSES", "read_xml", "xml_text", "xml_size", "voc_object"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -40,7 +40,7 @@ VOC_CLASSES = (
 )
 
 
-def _text(node: ET.Element, tag: str, xml_path: Path, *, required: bool = True) -> Optional[str]:
+def xml_text(node: ET.Element, tag: str, xml_path: Path, *, required: bool = True) -> Optional[str]:
     child = node.find(tag)
     if child is None or child.text is None:
         if required:
@@ -49,7 +49,7 @@ def _text(node: ET.Element, tag: str, xml_path: Path, *, required: bool = True) 
     return child.text.strip()
 
 
-def _read_xml(xml_path: Path) -> ET.Element:
+def read_xml(xml_path: Path) -> ET.Element:
     if not xml_path.is_file():
         raise AnnotationFileNotFoundError(f"VOC annotation file not found: {xml_path}")
     try:
@@ -58,15 +58,30 @@ def _read_xml(xml_path: Path) -> ET.Element:
         raise DatasetError(f"VOC annotation {xml_path} is not valid XML: {e}") from e
 
 
-def _xml_size(node: ET.Element, xml_path: Path) -> tuple[int, int]:
+def xml_size(node: ET.Element, xml_path: Path) -> tuple[int, int]:
     """(height, width) of the annotation's <size>; (-1, -1) without one."""
     size = node.find("size")
     if size is None:
         return -1, -1
     try:
-        return int(float(_text(size, "height", xml_path))), int(float(_text(size, "width", xml_path)))
+        return int(float(xml_text(size, "height", xml_path))), int(float(xml_text(size, "width", xml_path)))
     except ValueError as e:
         raise DatasetError(f"VOC annotation {xml_path}: malformed <size>: {e}") from e
+
+
+def voc_object(obj: ET.Element, k: int, xml_path: Path) -> tuple[str, list[float], bool]:
+    """(class name, 0-based continuous box before clipping, difficult) of ``<object>`` #k of ``xml_path``."""
+    name = xml_text(obj, "name", xml_path)
+    diff_text = xml_text(obj, "difficult", xml_path, required=False)
+    is_difficult = bool(int(float(diff_text))) if diff_text else False
+    bnd = obj.find("bndbox")
+    if bnd is None:
+        raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has no <bndbox>")
+    try:
+        xmin, ymin, xmax, ymax = (float(xml_text(bnd, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax"))
+    except ValueError as e:
+        raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has a malformed <bndbox>: {e}") from e
+    return name, [xmin - 1.0, ymin - 1.0, xmax, ymax], is_difficult
 
 
 class VOCDetection(DetectionDatasetBase):
@@ -126,8 +141,8 @@ class VOCDetection(DetectionDatasetBase):
 
     def _parse_xml(self, xml_path: Path) -> tuple[dict, list[str]]:
         """(record, descriptions of the boxes dropped as empty) of one annotation file."""
-        node = _read_xml(xml_path)
-        height, width = _xml_size(node, xml_path)
+        node = read_xml(xml_path)
+        height, width = xml_size(node, xml_path)
         objects = [self._object(obj, k, xml_path) for k, obj in enumerate(node.findall("object"))]
         boxes = np.asarray([box for _, box, _ in objects], dtype=np.float64).reshape(-1, 4)
         if height > 0 and width > 0:
@@ -147,20 +162,11 @@ class VOCDetection(DetectionDatasetBase):
 
     def _object(self, obj: ET.Element, k: int, xml_path: Path) -> tuple[int, list[float], bool]:
         """(label, 0-based continuous box before clipping, difficult) of object #k."""
-        name = _text(obj, "name", xml_path)
+        name, box, is_difficult = voc_object(obj, k, xml_path)
         if name not in self._class_to_label:
             raise DatasetError(f"VOC annotation {xml_path}: unknown class name {name!r} in object #{k} "
                                f"(expected one of the 20 VOC classes)")
-        diff_text = _text(obj, "difficult", xml_path, required=False)
-        is_difficult = bool(int(float(diff_text))) if diff_text else False
-        bnd = obj.find("bndbox")
-        if bnd is None:
-            raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has no <bndbox>")
-        try:
-            xmin, ymin, xmax, ymax = (float(_text(bnd, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax"))
-        except ValueError as e:
-            raise DatasetError(f"VOC annotation {xml_path}: object #{k} ({name}) has a malformed <bndbox>: {e}") from e
-        return self._class_to_label[name], [xmin - 1.0, ymin - 1.0, xmax, ymax], is_difficult
+        return self._class_to_label[name], box, is_difficult
 
     def __repr__(self) -> str:
         return (f"VOCDetection(root={self.root!r}, image_sets={self.image_sets}, images={len(self)}, "

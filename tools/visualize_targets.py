@@ -43,6 +43,23 @@ def assignment_for_batch(model, images, targets):
     return out
 
 
+def augmented_samples(dataset, num_images: int, seed: int):
+    """``(n, image, target)`` of ``num_images`` distinct training images drawn with ``seed``, each augmented with
+    its own generator (``seed + n``): the same samples for the same seed. Shared by ``--vis_targets`` and
+    ``tools/browse_dataset.py``."""
+    rng = np.random.default_rng(seed)
+    indices = rng.choice(len(dataset), size=min(num_images, len(dataset)), replace=False)
+    for n, idx in enumerate(indices.tolist()):
+        dataset.set_rng(np.random.default_rng(seed + n))
+        image, target = dataset[idx]
+        yield n, image, target
+
+
+def sample_path(out_dir: Path, n: int, target: dict) -> Path:
+    """``out_dir/<n>_<image stem>.png``: where a drawn sample goes."""
+    return out_dir / f"{n:02d}_{Path(target['file_name']).stem}.png"
+
+
 def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device, *,
                       weight: str | None = None) -> list[Path]:
     """Draw the anchor assignment of ``num_images`` augmented training images into ``out_dir``; their paths."""
@@ -57,17 +74,13 @@ def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device,
     model = build_model(cfg).to(device)
     if weight:
         load_model_weights(model, weight)
-    rng = np.random.default_rng(cfg.train.seed)
-    indices = rng.choice(len(dataset), size=min(num_images, len(dataset)), replace=False)
     paths = []
-    for n, idx in enumerate(indices.tolist()):
-        dataset.set_rng(np.random.default_rng(cfg.train.seed + n))
-        image, target = dataset[idx]
+    for n, image, target in augmented_samples(dataset, num_images, cfg.train.seed):
         (pos, _, ignored), = assignment_for_batch(model, [image.to(device)], [
             {"boxes": target["boxes"].to(device), "labels": target["labels"].to(device)}])
         canvas = draw_anchor_assignment(image_to_bgr(image, cfg.model.input_format), target["boxes"].numpy(),
                                         pos.cpu().numpy(), ignored.cpu().numpy())
-        path = out_dir / f"{n:02d}_{Path(target['file_name']).stem}.png"
+        path = sample_path(out_dir, n, target)
         cv2.imwrite(str(path), canvas)
         logger.info("%s: %d boxes, %d positive anchors, %d ignored", path.name, len(target["boxes"]), len(pos), len(ignored))
         paths.append(path)
