@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import types
 
 import numpy as np
 import pytest
@@ -182,13 +183,25 @@ def test_the_training_split_keeps_arrays_not_a_pycocotools_index(tmp_path):
     (root / "annotations" / "instances_train.json").write_text(json.dumps(data))
     cfg = load_config(REPO / "config/quickstart.yaml", {"data.dataset": "coco", "data.root": str(root),
                                                         "model.num_classes": 3})
-    del data, images, anns
-    gc.collect()
     ds = build_dataset(cfg, "train", is_train=True)
-    gc.collect()
-    assert not any(type(o) is COCO for o in gc.get_objects())
     assert len(ds) > 4000 and ds._coco is None
-    assert not any(type(o) is dict and len(o) == 3 and "annotations" in o for o in gc.get_objects())
+    reachable = _reachable(ds)
+    assert not any(type(o) is COCO for o in reachable)
+    assert not any(type(o) is dict and ("annotations" in o or "bbox" in o) for o in reachable)  # nor the JSON
+    assert len(reachable) < len(anns) / 2  # packed arrays, not an object per annotation
+
+
+def _reachable(root, limit: int = 200_000) -> list:
+    """The objects reachable from ``root`` (through gc referents; modules, classes and functions not followed)."""
+    seen, todo, out = {id(root)}, [root], []
+    while todo and len(out) < limit:
+        obj = todo.pop()
+        out.append(obj)
+        for ref in gc.get_referents(obj):
+            if id(ref) not in seen and not isinstance(ref, (type, types.ModuleType, types.FunctionType)):
+                seen.add(id(ref))
+                todo.append(ref)
+    return out
 
 
 def test_dataloader_workers_have_no_opencv_pool(tmp_path):
