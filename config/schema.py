@@ -154,6 +154,7 @@ class DataConfig:
     synthetic_max_box: float = 0.0  # synthetic dataset: largest object side in pixels (0: 0.6 x the image side)
     synthetic_size_range: tuple[int, ...] = ()  # synthetic dataset: [min, max] px of each image's h and w, drawn per image (varied shapes, batches need padding); empty: every image synthetic_image_size
     synthetic_max_aspect: float = 2.0  # synthetic dataset with synthetic_size_range: largest long / short side of an image
+    synthetic_stats: str = "none"  # synthetic dataset: one of data.synthetic.SYNTHETIC_STATS; none: the ranges above; coco: scenes drawn from COCO's measured statistics (data.synthetic.COCO_STATS: image shapes, objects per image, box sizes and shapes; 640-px images; the synthetic_* keys above other than num_train, num_val and seed unused)
 
 
 @dataclass(frozen=True)
