@@ -219,6 +219,8 @@ def _validate_model(m) -> None:
             f"model.encoder.num_blocks={m.encoder.num_blocks}"
         )
     _check(m.decoder.pred_kernel in (1, 3), "model.decoder.pred_kernel", "must be 1 or 3", got=m.decoder.pred_kernel)
+    _check(m.matcher.atss_topk >= 2, "model.matcher.atss_topk", "must be >= 2 (its IoUs' std needs two)",
+           got=m.matcher.atss_topk)
     _check(0 <= m.backbone.freeze_at <= 5, "model.backbone.freeze_at", "must be in 0..5", got=m.backbone.freeze_at)
     _check(m.num_classes == "auto" or (not isinstance(m.num_classes, str) and m.num_classes >= 1),
            "model.num_classes", "must be >= 1 or 'auto'", got=m.num_classes)
