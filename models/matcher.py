@@ -103,14 +103,12 @@ class UniformMatcher:
         gts, _ = _pad_boxes(gt_boxes, pred_boxes)
         gts_c = box_convert(gts, "xyxy", "cxcywh")
         anchor_c = box_convert(anchors, "xyxy", "cxcywh").unsqueeze(0).expand(b, -1, -1)
-        cost_anchor = torch.cdist(anchor_c.contiguous(), gts_c, p=1)  # (B, R, Gmax)
-        idx_anchor = _smallest_k(cost_anchor, self.topk)
-        if not self.by_prediction:
-            return _pairs_from_topk([idx_anchor], [int(g.shape[0]) for g in gt_boxes])
-        pred_c = box_convert(pred_boxes, "xyxy", "cxcywh")
-        cost_pred = torch.cdist(pred_c, gts_c, p=1)  # (B, R, Gmax)
-        idx_pred = _smallest_k(cost_pred, self.topk)
-        return _pairs_from_topk([idx_pred, idx_anchor], [int(g.shape[0]) for g in gt_boxes])
+        idx = []  # the official pair order: the predicted-box choice, then the anchor choice
+        if self.by_prediction:
+            pred_c = box_convert(pred_boxes, "xyxy", "cxcywh")
+            idx.append(_smallest_k(torch.cdist(pred_c, gts_c, p=1), self.topk))  # cost (B, R, Gmax)
+        idx.append(_smallest_k(torch.cdist(anchor_c.contiguous(), gts_c, p=1), self.topk))
+        return _pairs_from_topk(idx, [int(g.shape[0]) for g in gt_boxes])
 
 
 class IoUTopKMatcher:
