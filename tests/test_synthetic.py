@@ -269,3 +269,31 @@ def test_coco_stats_variant_is_deterministic_and_cached_apart(tmp_path):
     assert "stats" not in json.loads((plain / "manifest.json").read_text())["params"]  # the shapes' caches stay valid
     with pytest.raises(ValueError, match="unknown synthetic stats"):
         generate_synthetic_coco(tmp_path / "d", stats="cocoa", **{k: v for k, v in kw.items() if k != "stats"})
+
+
+def test_coco_stats_tool_measures_by_hand(tmp_path):
+    from tools.coco_stats import load_scenes, measure, size_split
+
+    # a 640x480 image (sqrt of its area 554.3) with two boxes: sqrt(box area) 30 px (30 / 554.3 = 0.054, octave bin
+    # [1/32, 1/16)) of h / w 3, and 100 px (0.180, bin [1/8, 1/4)) of h / w 0.7; a crowd region, which does not count;
+    # a 480x640 image without boxes; the file given twice counts once
+    def box(side, aspect):
+        return [0, 0, side / aspect ** 0.5, side * aspect ** 0.5]
+
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 480, "width": 640},
+                     {"id": 2, "file_name": "b.jpg", "height": 640, "width": 480}],
+          "annotations": [{"id": 1, "image_id": 1, "bbox": box(30, 3), "area": 500.0, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "bbox": box(100, 0.7), "area": 9000.0, "iscrowd": 0},
+                          {"id": 3, "image_id": 1, "bbox": [0, 0, 300, 300], "area": 90000.0, "iscrowd": 1}],
+          "categories": [{"id": 1, "name": "x"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    scenes = load_scenes([path, path])
+    assert len(scenes) == 2 and [len(s.boxes) for s in scenes] == [2, 0]
+    stats = measure(scenes)
+    assert stats.image_aspect_p == (0.0, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0)  # 3:4 and 4:3
+    assert stats.objects.p == (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # the image with boxes holds 2
+    assert stats.sizes[0].p == (0.0, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0) and stats.sizes[1].p == (0.0,) * 7
+    assert stats.box_aspect.p == (0.0, 0.0, 0.0, 0.5, 0.0, 0.5, 0.0)  # [1/2, 1) and [2, 4)
+    # COCO's limits 32^2 and 96^2: the area field 500 small, 9000 medium; the box areas 900 small, 10000 large
+    assert size_split(scenes) == {"area": (0.5, 0.5, 0.0), "box": (0.5, 0.0, 0.5)}
