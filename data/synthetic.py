@@ -584,7 +584,9 @@ def _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box,
         params["size_range"] = [int(size_range[0]), int(size_range[1])]
         params["max_aspect"] = float(max_aspect)
         params["max_box"] = float(max_box) if max_box is not None else None
-    if stats != "none":  # scenes drawn from a table (only then in the manifest, as size_range), and which table
+    if stats != "none":  # scenes drawn from a table (only then in the manifest, as size_range), and which table;
+        for key in ("image_size", "num_objects", "min_box", "max_box"):  # the shapes' ranges are then unused
+            del params[key]
         params["stats"] = stats
         params["stats_table"] = hashlib.sha1(repr(SYNTHETIC_STATS[stats]).encode()).hexdigest()[:12]
     return params
@@ -741,6 +743,8 @@ def generate_synthetic_coco(
     out_dir = Path(out_dir)
     if stats not in SYNTHETIC_STATS:
         raise ValueError(f"unknown synthetic stats {stats!r}; expected one of {', '.join(SYNTHETIC_STATS)}")
+    if stats != "none" and size_range:
+        raise ValueError(f"size_range and stats={stats!r} both draw the image sizes; give one of them")
     params = _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box, size_range, max_aspect,
                      stats)
     if not force and _is_complete(out_dir, params):
@@ -757,16 +761,17 @@ def generate_synthetic_coco(
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-    render_kw = {
-        "image_size": tuple(params["image_size"]),
-        "num_objects": tuple(params["num_objects"]),
-        "min_box": params["min_box"],
-        "max_box": params["max_box"],
-    }
+    if stats != "none":  # each scene draws its image size and boxes (_render_task)
+        render_kw: dict[str, Any] = {"stats": stats}
+    else:
+        render_kw = {
+            "image_size": tuple(params["image_size"]),
+            "num_objects": tuple(params["num_objects"]),
+            "min_box": params["min_box"],
+            "max_box": params["max_box"],
+        }
     if size_range:
         render_kw.update(size_range=params["size_range"], max_aspect=params["max_aspect"])
-    if stats != "none":
-        render_kw["stats"] = stats
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     pool = None

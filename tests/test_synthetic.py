@@ -265,10 +265,16 @@ def test_coco_stats_variant_is_deterministic_and_cached_apart(tmp_path):
     c = generate_synthetic_coco(tmp_path / "c", seed=2, **kw)
     assert _files(a) == _files(b) and _files(a) != _files(c)
     assert json.loads((a / "manifest.json").read_text())["params"]["stats"] == "coco"
+    # the shapes' own ranges are unused: other values of them find the cache up to date
+    before = (a / "manifest.json").stat().st_mtime_ns
+    generate_synthetic_coco(a, seed=1, image_size=(64, 64), num_objects=(1, 4), min_box=24, max_box=160, **kw)
+    assert (a / "manifest.json").stat().st_mtime_ns == before
     plain = generate_synthetic_coco(tmp_path / "plain", seed=1, num_train=4, num_val=2, workers=0)
     assert "stats" not in json.loads((plain / "manifest.json").read_text())["params"]  # the shapes' caches stay valid
     with pytest.raises(ValueError, match="unknown synthetic stats"):
         generate_synthetic_coco(tmp_path / "d", stats="cocoa", **{k: v for k, v in kw.items() if k != "stats"})
+    with pytest.raises(ValueError, match="size_range"):
+        generate_synthetic_coco(tmp_path / "d", size_range=(100, 200), **kw)
 
 
 def test_coco_stats_tool_measures_by_hand(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -168,6 +168,9 @@ def main(argv=None) -> int:
     ap.add_argument("--table", action="store_true", help="print the statistics as data/synthetic.py's COCO_STATS")
     args = ap.parse_args(argv)
     files = args.files or [p for p in DEFAULT_FILES if p.is_file()]
+    missing = [] if args.files else [p for p in DEFAULT_FILES if not p.is_file()]
+    if missing:  # e.g. a checkout without ../shared: the table was measured with them
+        print(f"note: default file(s) not found, measured without them: {', '.join(map(str, missing))}", file=sys.stderr)
     if not files:
         raise UserError(f"no annotation files given and none of the defaults exists: {', '.join(map(str, DEFAULT_FILES))}")
     scenes = load_scenes(files)
