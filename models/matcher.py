@@ -13,9 +13,8 @@ are neither positive nor negative (max-IoU's band between its thresholds).
 
 * ``UniformMatcher`` (official YOLOF): for every box, the k anchors whose
   *predicted* box is closest in L1 over (cx, cy, w, h), plus the k closest
-  *anchors*; 2k pairs per box, no threshold. ``top1`` (the paper's "Top1"
-  row) is this matcher with k = 1 and without the predicted-box half: each
-  box's single nearest anchor.
+  *anchors*; 2k pairs per box, no threshold. ``top1`` is this matcher with
+  k = 1 and without the predicted-box half: each box's single nearest anchor.
 * ``ATSSMatcher`` (Zhang et al., CVPR 2020, on YOLOF's single level): the k
   anchors nearest each box by centre distance are its candidates; those whose
   IoU with it reaches mean + std of the candidates' IoUs and whose centre lies
@@ -87,11 +86,11 @@ class UniformMatcher:
     """Uniform matching: for every box, the ``topk`` anchors nearest it in L1 over (cx, cy, w, h) by their
     predicted box, then the ``topk`` nearest by the anchor itself (``by_prediction=False``: the anchors only).
 
-    ``top1`` is ``UniformMatcher(1, by_prediction=False)``: the one anchor nearest each box. It is not uniform
-    matching with k = 1, which also takes the anchor of the nearest predicted box (two pairs per box, or the same
-    anchor twice): "Top1" in the paper's comparison of matchers is a fixed assignment of the nearest anchor, and
-    "nearest" is read here in uniform matching's own metric, so that the two rows differ only in k and in the
-    predicted-box half.
+    ``top1`` ("Top1" of the paper's comparison of matchers, read as "only the nearest anchor") is
+    ``UniformMatcher(1, by_prediction=False)``: the one anchor nearest each box, a fixed assignment that does not
+    look at the predictions. It is not uniform matching with k = 1, which also takes the anchor of the nearest
+    predicted box (two pairs per box, or the same anchor twice). "Nearest" is uniform matching's own metric, so
+    that the two rows differ only in k and in the predicted-box half.
     """
 
     def __init__(self, topk: int = 4, by_prediction: bool = True):
