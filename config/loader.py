@@ -168,6 +168,7 @@ def _families() -> dict[str, Collection[str]]:
     """
     from data.build import DATASETS
     from data.pipelines import PIPELINES
+    from data.synthetic import SYNTHETIC_STATS
     from engine.optim import OPTIMIZERS, SCHEDULES
     from models.backbone import BACKBONE_NORMS, BACKBONES, STYLES
     from models.box_coder import DECODE_METHODS
@@ -192,6 +193,7 @@ def _families() -> dict[str, Collection[str]]:
         "model.loss.normalization": NORMALIZATIONS,
         "data.dataset": DATASETS,
         "data.pipeline": PIPELINES,
+        "data.synthetic_stats": SYNTHETIC_STATS,
         "solver.schedule": SCHEDULES,
         "solver.amp": AMP_MODES,
         "solver.optimizer": OPTIMIZERS,
@@ -217,6 +219,8 @@ def _validate_model(m) -> None:
             f"model.encoder.num_blocks={m.encoder.num_blocks}"
         )
     _check(m.decoder.pred_kernel in (1, 3), "model.decoder.pred_kernel", "must be 1 or 3", got=m.decoder.pred_kernel)
+    _check(m.matcher.atss_topk >= 2, "model.matcher.atss_topk", "must be >= 2 (its IoUs' std needs two)",
+           got=m.matcher.atss_topk)
     _check(0 <= m.backbone.freeze_at <= 5, "model.backbone.freeze_at", "must be in 0..5", got=m.backbone.freeze_at)
     _check(m.num_classes == "auto" or (not isinstance(m.num_classes, str) and m.num_classes >= 1),
            "model.num_classes", "must be >= 1 or 'auto'", got=m.num_classes)
@@ -240,6 +244,8 @@ def _validate_data(d) -> None:
                                          and 1 <= d.synthetic_size_range[0] <= d.synthetic_size_range[1]),
           "synthetic_size_range", "must be empty or [min, max] with 1 <= min <= max")
     check(d.synthetic_max_aspect >= 1.0, "synthetic_max_aspect", "must be >= 1")
+    check(d.synthetic_stats == "none" or not d.synthetic_size_range, "synthetic_size_range",
+          f"must be empty with data.synthetic_stats={d.synthetic_stats} (its table draws the image sizes)")
     check(0.0 <= d.mixup_prob <= 1.0, "mixup_prob", "must be in [0, 1]")
     check(0.0 <= d.jitter_ratio < 0.5, "jitter_ratio", "must be in [0, 0.5)")
     for key in ("resize_shape", "test_resize_shape", "mosaic_size"):

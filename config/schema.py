@@ -35,6 +35,9 @@ class EncoderConfig:
     mid_channels: int = 128  # bottleneck middle channels of each residual block
     num_blocks: int = 4  # number of dilated residual blocks
     dilations: tuple[int, ...] = (2, 4, 6, 8)  # one dilation per block
+    enabled: bool = True  # false: no encoder, one 1x1 conv from C5 to `channels` (the paper's "no encoder" baseline; the keys above but channels unused)
+    residual: bool = True  # false: the projector alone, no dilated blocks (num_blocks and dilations unused)
+    shortcut: bool = True  # false: blocks without their identity shortcut (the block's output is its conv branch)
     norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
     activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
 
@@ -45,6 +48,7 @@ class DecoderConfig:
     num_reg_convs: int = 4  # conv-norm-ReLU layers in the regression subnet
     pred_kernel: int = 3  # kernel of the cls/box/objectness prediction convs (1 = the seed's ablation)
     prior_prob: float = 0.01  # initial foreground probability (bias init of cls_score)
+    implicit_objectness: bool = True  # false: no objectness branch, the class logits alone (the paper's ablation)
     norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
     activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
 
@@ -70,6 +74,7 @@ class MatcherConfig:
     name: str = "uniform"  # one of models.matcher.MATCHERS: uniform (L1 top-k) is official; the others are ablations (models/matcher.py)
     grid_anchors: str = "best"  # grid_* matchers: best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
     topk: int = 4  # k for uniform / iou_topk
+    atss_topk: int = 9  # atss: candidate anchors per box, nearest by centre distance (ATSS's k = 9)
     max_iou_pos_thresh: float = 0.5  # max_iou: IoU >= this is positive
     max_iou_neg_thresh: float = 0.4  # max_iou: IoU < this is negative, in between ignored
     ignore_thresholds: bool = True  # apply the two thresholds below (official); False = every match positive, every other anchor negative
@@ -155,6 +160,7 @@ class DataConfig:
     synthetic_max_box: float = 0.0  # synthetic dataset: largest object side in pixels (0: 0.6 x the image side)
     synthetic_size_range: tuple[int, ...] = ()  # synthetic dataset: [min, max] px of each image's h and w, drawn per image (varied shapes, batches need padding); empty: every image synthetic_image_size
     synthetic_max_aspect: float = 2.0  # synthetic dataset with synthetic_size_range: largest long / short side of an image
+    synthetic_stats: str = "none"  # synthetic dataset: one of data.synthetic.SYNTHETIC_STATS; none: the ranges above; coco: scenes drawn from COCO's measured statistics (data.synthetic.COCO_STATS: image shapes, objects per image, box sizes and shapes; 640-px images; the synthetic_* keys above other than num_train, num_val and seed unused)
 
 
 @dataclass(frozen=True)

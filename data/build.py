@@ -57,7 +57,7 @@ def _generate_synthetic(cfg) -> None:
                             image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed,
                             num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
                             max_box=d.synthetic_max_box or None, size_range=tuple(d.synthetic_size_range) or None,
-                            max_aspect=d.synthetic_max_aspect)
+                            max_aspect=d.synthetic_max_aspect, stats=d.synthetic_stats)
 
 
 def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:

@@ -26,6 +26,12 @@ its visible pixels (so every box stays tight to what is visible).
 
 Images are JPEG (quality 95), see ``IMAGE_EXT``.
 
+Scenes with COCO's statistics (``stats="coco"``, config ``data.synthetic_stats: coco``):
+instead of the ranges above, each image's shape, its number of objects and every box's
+size and shape are drawn from a table measured on real COCO annotations
+(:data:`COCO_STATS`, :func:`draw_scene`, measured by ``tools/coco_stats.py``); the
+design and the numbers are in ablations/README.md.
+
 Usage::
 
     python -m data.synthetic                      # -> data/synthetic_cache (the quickstart cache)
@@ -37,6 +43,7 @@ This module must stay free of imports from ``models/`` and ``utils/``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -44,6 +51,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -60,6 +68,11 @@ __all__ = [
     "render_sample",
     "generate_synthetic_coco",
     "load_manifest",
+    "Histogram",
+    "SceneStats",
+    "COCO_STATS",
+    "SYNTHETIC_STATS",
+    "draw_scene",
 ]
 
 SHAPE_CLASSES: tuple[str, ...] = (
@@ -153,19 +166,28 @@ def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def _make_shape(rng: np.random.Generator, label: int, size: float) -> tuple[np.ndarray, float]:
-    """Centred polygon (float, continuous coords) and stroke width (0 = filled)."""
+def _make_shape(rng: np.random.Generator, label: int, size: float,
+                wh: tuple[float, float] | None = None) -> tuple[np.ndarray, float]:
+    """Centred polygon (float, continuous coords) and stroke width (0 = filled).
+
+    ``size`` is sqrt(w * h) of a shape whose aspect ratio is drawn here; ``wh`` instead gives the exact extent
+    (w, h) of the shape (its box before clipping): rectangles are then axis-aligned and rotated ellipses are
+    stretched back to it (an ellipse stays an ellipse).
+    """
     name = SHAPE_CLASSES[label]
     outlined = name.startswith("outlined_")
     base = name.replace("outlined_", "")
-    if base == "triangle":
-        ar = _loguniform(rng, 1 / 2.0, 2.0)
+    if wh is not None:
+        w, h = float(wh[0]), float(wh[1])
     else:
-        ar = _loguniform(rng, 1 / 2.5, 2.5)
-    w, h = size * math.sqrt(ar), size / math.sqrt(ar)
+        if base == "triangle":
+            ar = _loguniform(rng, 1 / 2.0, 2.0)
+        else:
+            ar = _loguniform(rng, 1 / 2.5, 2.5)
+        w, h = size * math.sqrt(ar), size / math.sqrt(ar)
     if base == "rectangle":
         poly = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=np.float64) / 2
-        if rng.random() < 0.5:
+        if wh is None and rng.random() < 0.5:
             poly = _rotate(poly, math.radians(rng.uniform(-30, 30)))
     elif base == "ellipse":
         n = 128
@@ -181,12 +203,16 @@ def _make_shape(rng: np.random.Generator, label: int, size: float) -> tuple[np.n
         poly = (poly - (lo + hi) / 2) / (hi - lo) * np.array([w, h])
     else:  # pragma: no cover
         raise ValueError(name)
+    if wh is not None and base == "ellipse":  # rotated: stretch its extent back to (w, h)
+        poly = poly * (np.array([w, h]) / (poly.max(0) - poly.min(0)))
     stroke = 0.0
     if outlined:
         ext = poly.max(0) - poly.min(0)
         stroke = max(1.5, rng.uniform(0.08, 0.16) * float(min(ext)))
         if base == "ellipse":  # stay below the smallest radius of curvature b^2/a
             a_, b_ = max(w, h) / 2, min(w, h) / 2
+            if wh is not None:  # the stretched ellipse's semi-axes: its equally spaced vertices have covariance
+                b_, a_ = np.sqrt(2 * np.linalg.eigvalsh(np.cov(poly.T, bias=True)))  # diag(a^2, b^2) / 2 rotated
             stroke = min(stroke, 0.8 * b_ * b_ / a_)
     return poly, stroke
 
@@ -263,10 +289,11 @@ def _pick_color(rng: np.random.Generator, ring_pixels: np.ndarray, min_contrast:
 
 
 class _Obj:
-    __slots__ = ("box", "label", "crop", "npix", "pix_box")
+    __slots__ = ("box", "label", "crop", "npix", "pix_box", "area")
 
-    def __init__(self, box, label, crop, npix, pix_box):
+    def __init__(self, box, label, crop, npix, pix_box, area):
         self.box, self.label, self.crop, self.npix, self.pix_box = box, label, crop, npix, pix_box
+        self.area = area
 
 
 def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -293,7 +320,9 @@ def render_sample(
     max_truncation: float = 0.35,
     min_contrast: float = 70.0,
     max_tries: int = 30,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    objects: Sequence[tuple[float, float]] | None = None,
+    return_areas: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Render one synthetic image.
 
     Args:
@@ -315,10 +344,18 @@ def render_sample(
         max_truncation: at most this fraction of an object's area may lie outside.
         min_contrast: target 10th-percentile BGR distance between an object's
             colour and the pixels just around its edges.
+        objects: the extent (w, h) in pixels of each object to attempt, in drawing
+            order (e.g. :func:`draw_scene`), instead of ``num_objects``, ``min_box``
+            and ``max_box``; a retry only moves (and re-draws the details of) the shape.
+            Such a box is taken as measured, i.e. the visible part of an object: the
+            shape lies inside the image (at most its size) and is not truncated.
+        return_areas: also return each object's area: its silhouette (the filled
+            outer boundary) clipped to the image, as COCO's ``area`` is its mask's.
 
     Returns:
         image (H, W, 3) uint8 BGR, boxes (N, 4) float32 xyxy absolute (continuous
-        pixel coords, clipped to the image), labels (N,) int64 in [0, K).
+        pixel coords, clipped to the image), labels (N,) int64 in [0, K), and with
+        ``return_areas`` areas (N,) float32 in pixels.
     """
     h, w = int(image_size[0]), int(image_size[1])
     if max_box is None:
@@ -332,26 +369,36 @@ def render_sample(
 
     owner = np.full((h, w), -1, np.int32)
     objs: list[_Obj] = []
-    n_target = int(rng.integers(num_objects[0], num_objects[1] + 1))
+    n_target = int(rng.integers(num_objects[0], num_objects[1] + 1)) if objects is None else len(objects)
     pad = 3
-    for _ in range(n_target):
+    for k in range(n_target):
         label = int(rng.integers(len(SHAPE_CLASSES)))
         for _try in range(max_tries):
-            size = _loguniform(rng, min_box, max_box) if max_box > min_box else min_box
-            poly, stroke = _make_shape(rng, label, size)
+            if objects is None:
+                size = _loguniform(rng, min_box, max_box) if max_box > min_box else min_box
+                poly, stroke = _make_shape(rng, label, size)
+            else:
+                poly, stroke = _make_shape(rng, label, 0.0, wh=objects[k])
             ext = poly.max(0) - poly.min(0)
-            # keep every shape within 90% of the image side
-            scale = min(1.0, 0.9 * w / ext[0], 0.9 * h / ext[1])
+            # keep every shape within 90% of the image side (a given extent: within the image)
+            cap = 0.9 if objects is None else 1.0
+            scale = min(1.0, cap * w / ext[0], cap * h / ext[1])
             if scale < 1.0:
                 poly, stroke, ext = poly * scale, stroke * scale, ext * scale
-            # position: allow a little truncation at the image border
+            # position: allow a little truncation at the image border; a given extent is a box as measured,
+            # i.e. already the visible part of an object: it lies inside the image (clipping would shrink it again)
             lo = poly.min(0)
-            tx = rng.uniform(-0.25 * ext[0], w - 0.75 * ext[0]) - lo[0]
-            ty = rng.uniform(-0.25 * ext[1], h - 0.75 * ext[1]) - lo[1]
+            if objects is None:
+                tx = rng.uniform(-0.25 * ext[0], w - 0.75 * ext[0]) - lo[0]
+                ty = rng.uniform(-0.25 * ext[1], h - 0.75 * ext[1]) - lo[1]
+            else:
+                tx = rng.uniform(0, max(0.0, w - ext[0])) - lo[0]  # max: ext may exceed w by rounding
+                ty = rng.uniform(0, max(0.0, h - ext[1])) - lo[1]
             poly = poly + [tx, ty]
             clipped = _clip_polygon(poly, w, h)
             full_area = _polygon_area(poly)
-            if len(clipped) < 3 or _polygon_area(clipped) < (1 - max_truncation) * full_area:
+            area = _polygon_area(clipped)  # 0 with fewer than 3 vertices
+            if area < (1 - max_truncation) * full_area:
                 continue
             bx0, by0 = np.clip(clipped.min(0), 0, [w, h])
             bx1, by1 = np.clip(clipped.max(0), 0, [w, h])
@@ -410,7 +457,7 @@ def render_sample(
             pix_box = (mb[0] + cx0, mb[1] + cy0, mb[2] + cx0, mb[3] + cy0)
             # store the pixel bbox relative to this object's crop for the later checks
             rel = (pix_box[0] - cx0, pix_box[1] - cy0, pix_box[2] - cx0, pix_box[3] - cy0)
-            objs.append(_Obj((bx0, by0, bx1, by1), label, (cx0, cy0, cx1, cy1), npix, rel))
+            objs.append(_Obj((bx0, by0, bx1, by1), label, (cx0, cy0, cx1, cy1), npix, rel, area))
             break
 
     if noise_prob > 0 and rng.random() < noise_prob:
@@ -419,14 +466,106 @@ def render_sample(
     image = np.rint(img, out=img).astype(np.uint8)
     boxes = np.array([o.box for o in objs], dtype=np.float32).reshape(-1, 4)
     labels = np.array([o.label for o in objs], dtype=np.int64)
+    if return_areas:
+        return image, boxes, labels, np.array([o.area for o in objs], dtype=np.float32)
     return image, boxes, labels
+
+
+# ----------------------------------------------------------------------------
+# scenes with COCO's statistics (data.synthetic_stats: coco)
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Histogram:
+    """Bins ``[edges[i], edges[i + 1])`` holding the fractions ``p[i]`` of the values (values outside the edges
+    are counted in the first or last bin). A draw picks a bin by its fraction, then a value inside it: uniform in
+    log (sizes and aspect ratios) or a uniform integer (counts)."""
+
+    edges: tuple[float, ...]
+    p: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SceneStats:
+    """What a scene is drawn from: the image's shape, how many objects it holds, and each object's box."""
+
+    long_side: int  # every image's long side in pixels
+    image_aspects: tuple[float, ...]  # the image shapes w / h that images take (each measured image snaps to the nearest in log)
+    image_aspect_p: tuple[float, ...]  # the fraction of images of each shape
+    objects: Histogram  # objects per image, integer bins [lo, hi)
+    size_groups: tuple[int, ...]  # object-count edges of the rows of ``sizes``: row g holds the images with size_groups[g] <= n < size_groups[g + 1]
+    sizes: tuple[Histogram, ...]  # sqrt(box area / image area), one row per count group (crowded images hold smaller objects)
+    box_aspect: Histogram  # box h / w
+    min_side: float  # drawn box sides are raised to at least this many pixels (smaller shapes cannot be drawn and told apart)
+
+
+# COCO's statistics, measured by tools/coco_stats.py (``python -m tools.coco_stats --table`` prints this literal)
+# on the 160 images of ../shared/data/coco_tiny (annotations/instances_{train,val}2017.json: 80 train2017 + 80
+# val2017 images, 1503 boxes without iscrowd) and tests/assets/annotations/instances_val2017.json (its 7 images are
+# among coco_tiny's val2017 ones, so they add none). ablations/README.md (synthetic_coco_stats) has the numbers.
+COCO_STATS = SceneStats(
+    long_side=640,
+    image_aspects=(0.5625, 0.6667, 0.75, 1.0, 1.3333, 1.5, 1.7778),
+    image_aspect_p=(0.013, 0.069, 0.138, 0.019, 0.362, 0.375, 0.025),
+    objects=Histogram((1, 2, 3, 5, 9, 17, 33, 45), (0.062, 0.156, 0.156, 0.194, 0.237, 0.169, 0.025)),
+    size_groups=(1, 5, 17, 45),
+    sizes=(
+        Histogram((0.0078125, 0.015625, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0), (0.000, 0.028, 0.062, 0.090, 0.208, 0.340, 0.271)),
+        Histogram((0.0078125, 0.015625, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0), (0.013, 0.090, 0.133, 0.247, 0.266, 0.186, 0.064)),
+        Histogram((0.0078125, 0.015625, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0), (0.033, 0.124, 0.311, 0.257, 0.179, 0.082, 0.015)),
+    ),
+    box_aspect=Histogram((0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), (0.005, 0.015, 0.105, 0.297, 0.332, 0.218, 0.027)),
+    min_side=6.0,
+)
+
+# every data.synthetic_stats: none = the shapes' own ranges (data.synthetic_num_objects, _min_box, ...)
+SYNTHETIC_STATS: dict[str, SceneStats | None] = {"none": None, "coco": COCO_STATS}
+
+
+def _draw_bins(rng: np.random.Generator, hist: Histogram, n: int) -> np.ndarray:
+    """``n`` bin indices drawn by the bins' fractions."""
+    return rng.choice(len(hist.p), size=n, p=np.asarray(hist.p) / np.sum(hist.p))
+
+
+def _draw_log_uniform(rng: np.random.Generator, hist: Histogram, n: int) -> np.ndarray:
+    """``n`` values: a bin by its fraction, then uniform in log inside it."""
+    i = _draw_bins(rng, hist, n)
+    lo, hi = np.log(np.asarray(hist.edges)[i]), np.log(np.asarray(hist.edges)[i + 1])
+    return np.exp(lo + rng.random(n) * (hi - lo))
+
+
+def draw_scene(rng: np.random.Generator, stats: SceneStats) -> tuple[tuple[int, int], list[tuple[float, float]]]:
+    """A scene's image size (h, w) and the extent (w, h) of each of its objects, largest first (drawn first, so
+    that smaller objects lie over larger ones, as they mostly do in photographs).
+
+    The image takes one of ``stats.image_aspects`` at ``stats.long_side``; the number of objects n, then each box's
+    sqrt(area) / sqrt(image area) from the row of n's group and its h / w, independently. A box that does not fit
+    in the image redraws its h / w (up to 50 times; what is left is scaled down when drawn), so that the sizes
+    follow the table; sides are raised to ``stats.min_side``.
+    """
+    ratio = stats.image_aspects[int(rng.choice(len(stats.image_aspects), p=np.asarray(stats.image_aspect_p)
+                                               / np.sum(stats.image_aspect_p)))]
+    long = stats.long_side
+    h, w = (round(long / ratio), long) if ratio >= 1 else (long, round(long * ratio))
+    i = int(_draw_bins(rng, stats.objects, 1)[0])
+    n = int(rng.integers(stats.objects.edges[i], stats.objects.edges[i + 1]))
+    group = min(int(np.searchsorted(stats.size_groups, n, side="right")) - 1, len(stats.sizes) - 1)
+    side = _draw_log_uniform(rng, stats.sizes[group], n) * math.sqrt(h * w)  # sqrt(box area) in pixels
+    aspect = np.sqrt(_draw_log_uniform(rng, stats.box_aspect, n))  # sqrt(h / w)
+    for _ in range(50):  # a box must fit in the image: a large one takes another shape (not another size)
+        wide, tall = side / aspect > w, side * aspect > h
+        if not (wide | tall).any():
+            break
+        aspect = np.where(wide | tall, np.sqrt(_draw_log_uniform(rng, stats.box_aspect, n)), aspect)
+    bw, bh = np.maximum(side / aspect, stats.min_side), np.maximum(side * aspect, stats.min_side)
+    order = np.argsort(-(bw * bh), kind="stable")
+    return (h, w), [(float(bw[j]), float(bh[j])) for j in order]
 
 
 # ----------------------------------------------------------------------------
 # COCO folder generation
 # ----------------------------------------------------------------------------
 def _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box, size_range=None,
-            max_aspect=2.0) -> dict[str, Any]:
+            max_aspect=2.0, stats="none") -> dict[str, Any]:
     h, w = int(image_size[0]), int(image_size[1])
     params = {
         "format_version": FORMAT_VERSION,
@@ -445,6 +584,11 @@ def _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box,
         params["size_range"] = [int(size_range[0]), int(size_range[1])]
         params["max_aspect"] = float(max_aspect)
         params["max_box"] = float(max_box) if max_box is not None else None
+    if stats != "none":  # scenes drawn from a table (only then in the manifest, as size_range), and which table;
+        for key in ("image_size", "num_objects", "min_box", "max_box"):  # the shapes' ranges are then unused
+            del params[key]
+        params["stats"] = stats
+        params["stats_table"] = hashlib.sha1(repr(SYNTHETIC_STATS[stats]).encode()).hexdigest()[:12]
     return params
 
 
@@ -488,15 +632,22 @@ def _render_task(args) -> list[list]:
     seeds, img_dir, names, render_kw = args
     render_kw = dict(render_kw)
     size_range, max_aspect = render_kw.pop("size_range", None), render_kw.pop("max_aspect", 2.0)
+    stats = SYNTHETIC_STATS[render_kw.pop("stats", "none")]
     out = []
     for ss, name in zip(seeds, names):
         rng = np.random.default_rng(ss)
-        if size_range:  # varied shapes: the image's own stream draws its size first
-            render_kw["image_size"] = draw_image_size(rng, size_range, max_aspect)
-        image, boxes, labels = render_sample(rng, **render_kw)
+        areas = None
+        if stats is not None:  # a drawn scene: the image's own stream draws its size and boxes first
+            render_kw["image_size"], render_kw["objects"] = draw_scene(rng, stats)
+            image, boxes, labels, areas = render_sample(rng, **render_kw, return_areas=True)
+            areas = areas.tolist()
+        else:
+            if size_range:  # varied shapes: the image's own stream draws its size first
+                render_kw["image_size"] = draw_image_size(rng, size_range, max_aspect)
+            image, boxes, labels = render_sample(rng, **render_kw)
         if not cv2.imwrite(str(Path(img_dir) / name), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
             raise OSError(f"could not write {Path(img_dir) / name}")
-        out.append((boxes.tolist(), labels.tolist(), image.shape[:2]))
+        out.append((boxes.tolist(), labels.tolist(), image.shape[:2], areas))
     return out
 
 
@@ -513,16 +664,16 @@ def _write_split(split: str, ss: np.random.SeedSequence, n: int, root: Path, ren
     ann_id = 1
     img_id = 1
     for chunk_res in results:
-        for boxes, labels, (h, w) in chunk_res:
+        for boxes, labels, (h, w), areas in chunk_res:
             images.append({"id": img_id, "file_name": names[img_id - 1], "height": int(h), "width": int(w)})
-            for (x0, y0, x1, y1), lab in zip(boxes, labels):
+            for k, ((x0, y0, x1, y1), lab) in enumerate(zip(boxes, labels)):
                 bw, bh = round(x1 - x0, 2), round(y1 - y0, 2)
                 anns.append({
                     "id": ann_id,
                     "image_id": img_id,
                     "category_id": int(lab) + 1,
                     "bbox": [round(x0, 2), round(y0, 2), bw, bh],
-                    "area": round(bw * bh, 2),
+                    "area": round(bw * bh, 2) if areas is None else round(areas[k], 2),  # drawn scenes: the silhouette's
                     "iscrowd": 0,
                 })
                 ann_id += 1
@@ -552,6 +703,7 @@ def generate_synthetic_coco(
     *,
     size_range: Sequence[int] | None = None,
     max_aspect: float = 2.0,
+    stats: str = "none",
     workers: int | None = None,
     force: bool = False,
     verbose: bool = False,
@@ -576,13 +728,25 @@ def generate_synthetic_coco(
     ``image_size`` is then unused, and ``max_box=None`` means 0.6 x each image's
     short side. Batches of such images need padding, as COCO's do.
 
+    ``stats``: a key of :data:`SYNTHETIC_STATS`. ``"coco"`` draws every scene from
+    :data:`COCO_STATS` (:func:`draw_scene`: the image's shape, its number of objects,
+    their sizes and box shapes, as measured on COCO; images 640 px on the long side),
+    and writes each object's silhouette area as its ``area`` (COCO: the mask's), so that
+    COCO's small / medium / large split applies as it is; ``image_size``,
+    ``num_objects``, ``min_box``, ``max_box`` and ``size_range`` are then unused.
+
     ``workers``: processes used for rendering (None: ``min(4, cpu_count)``;
     0 or 1: in-process; at most 128 images are always rendered in-process).  Worker
     processes are started with "spawn", so a calling script needs the usual
     ``if __name__ == "__main__":`` guard.  Does not affect the output.
     """
     out_dir = Path(out_dir)
-    params = _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box, size_range, max_aspect)
+    if stats not in SYNTHETIC_STATS:
+        raise ValueError(f"unknown synthetic stats {stats!r}; expected one of {', '.join(SYNTHETIC_STATS)}")
+    if stats != "none" and size_range:
+        raise ValueError(f"size_range and stats={stats!r} both draw the image sizes; give one of them")
+    params = _params(num_train, num_val, image_size, seed, num_objects, min_box, max_box, size_range, max_aspect,
+                     stats)
     if not force and _is_complete(out_dir, params):
         if verbose:
             print(f"synthetic dataset up to date: {out_dir}")
@@ -597,12 +761,15 @@ def generate_synthetic_coco(
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-    render_kw = {
-        "image_size": tuple(params["image_size"]),
-        "num_objects": tuple(params["num_objects"]),
-        "min_box": params["min_box"],
-        "max_box": params["max_box"],
-    }
+    if stats != "none":  # each scene draws its image size and boxes (_render_task)
+        render_kw: dict[str, Any] = {"stats": stats}
+    else:
+        render_kw = {
+            "image_size": tuple(params["image_size"]),
+            "num_objects": tuple(params["num_objects"]),
+            "min_box": params["min_box"],
+            "max_box": params["max_box"],
+        }
     if size_range:
         render_kw.update(size_range=params["size_range"], max_aspect=params["max_aspect"])
     if workers is None:
@@ -662,11 +829,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--num-objects", type=int, nargs=2, default=list(DEFAULT_NUM_OBJECTS), metavar=("MIN", "MAX"))
     ap.add_argument("--min-box", type=float, default=DEFAULT_MIN_BOX)
     ap.add_argument("--max-box", type=float, default=None, help="default: 0.6 * min(H, W)")
+    ap.add_argument("--stats", choices=list(SYNTHETIC_STATS), default="none",
+                    help="coco: scenes drawn from COCO's statistics (COCO_STATS; --size, --num-objects, --min-box and "
+                         "--max-box unused)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--force", action="store_true", help="regenerate even if the cache matches")
     a = ap.parse_args(argv)
     out = generate_synthetic_coco(a.out, a.num_train, a.num_val, tuple(a.size), a.seed, tuple(a.num_objects),
-                                  a.min_box, a.max_box, workers=a.workers, force=a.force, verbose=True)
+                                  a.min_box, a.max_box, stats=a.stats, workers=a.workers, force=a.force, verbose=True)
     print(out.resolve())
     return 0
 

@@ -1,6 +1,8 @@
 """``build_model(cfg)``: the one place that turns configuration into a YOLOF."""
 from __future__ import annotations
 
+from torch import nn
+
 from models.anchors import AnchorGenerator
 from models.assigner import LabelAssigner
 from models.backbone import build_backbone
@@ -8,7 +10,7 @@ from models.box_coder import BoxCoder
 from models.criterion import YOLOFCriterion
 from models.decoder import Decoder
 from models.detector import YOLOF
-from models.encoder import DilatedEncoder
+from models.encoder import C5Projection, DilatedEncoder
 from models.matcher import build_matcher
 
 
@@ -24,16 +26,15 @@ def build_model(cfg) -> YOLOF:
     # built in this order: the random initialisation draws backbone, encoder, then decoder weights
     backbone = build_backbone(bb.name, style=bb.style, dilated_c5=bb.dilated_c5, freeze_at=bb.freeze_at, norm=bb.norm,
                               width_mult=bb.width_mult)
-    encoder = DilatedEncoder(in_channels=backbone.out_channels, channels=m.encoder.channels,
-                             mid_channels=m.encoder.mid_channels, dilations=m.encoder.dilations, norm=m.encoder.norm,
-                             act=m.encoder.activation)
+    encoder = build_encoder(m.encoder, in_channels=backbone.out_channels)
     anchor_generator = AnchorGenerator(stride=backbone.stride, sizes=m.anchors.sizes,
                                        aspect_ratios=m.anchors.aspect_ratios, offset=m.anchors.offset,
                                        custom_wh=m.anchors.custom_wh)
     decoder = Decoder(in_channels=m.encoder.channels, num_classes=m.num_classes,
                       num_anchors=anchor_generator.num_anchors, num_cls_convs=m.decoder.num_cls_convs,
                       num_reg_convs=m.decoder.num_reg_convs, pred_kernel=m.decoder.pred_kernel,
-                      prior_prob=m.decoder.prior_prob, norm=m.decoder.norm, act=m.decoder.activation)
+                      prior_prob=m.decoder.prior_prob, norm=m.decoder.norm, act=m.decoder.activation,
+                      implicit_objectness=m.decoder.implicit_objectness)
     box_coder = BoxCoder(weights=m.box_coder.weights, scale_clamp=m.box_coder.scale_clamp,
                          ctr_clamp=m.box_coder.ctr_clamp, decode_method=m.box_coder.decode_method,
                          stride=backbone.stride)
@@ -49,13 +50,23 @@ def build_model(cfg) -> YOLOF:
                  max_detections=m.test.max_detections)
 
 
+def build_encoder(e, *, in_channels: int) -> nn.Module:
+    """The encoder of ``model.encoder`` config ``e``: YOLOF's dilated encoder, or one of the paper's ablations of it
+    (``enabled: false``: a 1x1 conv from C5; ``residual: false``: the projector alone; ``shortcut: false``)."""
+    if not e.enabled:
+        return C5Projection(in_channels, e.channels)
+    return DilatedEncoder(in_channels=in_channels, channels=e.channels, mid_channels=e.mid_channels,
+                          dilations=e.dilations if e.residual else (), norm=e.norm, act=e.activation,
+                          shortcut=e.shortcut)
+
+
 def build_assigner(m, *, stride: int, num_anchors: int) -> LabelAssigner:
     """The label assigner of model config ``m``: its matcher, ignore thresholds and image mask; ``stride`` and
     ``num_anchors`` (per cell) describe the anchor grid for the grid matchers."""
     mt = m.matcher
     matcher = build_matcher(mt.name, topk=mt.topk, pos_thresh=mt.max_iou_pos_thresh, neg_thresh=mt.max_iou_neg_thresh,
                             stride=stride, offset=m.anchors.offset, num_anchors=num_anchors,
-                            grid_anchors=mt.grid_anchors)
+                            grid_anchors=mt.grid_anchors, atss_topk=mt.atss_topk)
     return LabelAssigner(matcher, num_classes=m.num_classes, ignore_thresholds=mt.ignore_thresholds,
                          neg_ignore_thresh=mt.neg_ignore_thresh, pos_ignore_thresh=mt.pos_ignore_thresh,
                          image_mask=m.loss.image_mask)

@@ -10,6 +10,9 @@ exceeds ln(1e8) ~ 18.4):
 
 The combination runs in fp32 whatever the autocast state: in fp16 the 1e8 clamp
 overflows, and in bf16 the sum of two logits loses the bits that separate scores.
+
+Without ``implicit_objectness`` (the paper's ablation of it) there is no objectness
+branch: the class logits are the output as they are.
 """
 from __future__ import annotations
 
@@ -47,11 +50,12 @@ class Decoder(nn.Module):
     Channel ``a*K + k`` is class ``k`` of anchor ``a``; channel ``a*4 + j`` is delta
     ``j`` in (dx, dy, dw, dh), as in the official layout. The towers are conv-norm-``act``
     (``relu``, or ``leaky_relu`` with slope 0.1 in the official CSP-D-53 recipes).
+    ``implicit_objectness=False``: no ``object_pred``; the class logits are returned as they are.
     """
 
     def __init__(self, in_channels: int, num_classes: int, num_anchors: int, num_cls_convs: int = 2,
                  num_reg_convs: int = 4, pred_kernel: int = 3, prior_prob: float = 0.01, norm: str = "bn",
-                 act: str = "relu"):
+                 act: str = "relu", implicit_objectness: bool = True):
         super().__init__()
         self.num_classes = num_classes
         self.num_anchors = num_anchors
@@ -60,7 +64,8 @@ class Decoder(nn.Module):
         self.bbox_subnet = _tower(in_channels, num_reg_convs, norm, act)
         self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, pred_kernel, padding=pad)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, pred_kernel, padding=pad)
-        self.object_pred = nn.Conv2d(in_channels, num_anchors, pred_kernel, padding=pad)
+        self.object_pred = (nn.Conv2d(in_channels, num_anchors, pred_kernel, padding=pad)
+                            if implicit_objectness else None)
         self.prior_prob = prior_prob
         self.reset_parameters()
 
@@ -77,4 +82,6 @@ class Decoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls_logits = self.cls_score(self.cls_subnet(x))
         reg = self.bbox_subnet(x)
+        if self.object_pred is None:
+            return cls_logits, self.bbox_pred(reg)
         return combine_objectness(cls_logits, self.object_pred(reg), self.num_classes), self.bbox_pred(reg)

@@ -13,7 +13,12 @@ are neither positive nor negative (max-IoU's band between its thresholds).
 
 * ``UniformMatcher`` (official YOLOF): for every box, the k anchors whose
   *predicted* box is closest in L1 over (cx, cy, w, h), plus the k closest
-  *anchors*; 2k pairs per box, no threshold.
+  *anchors*; 2k pairs per box, no threshold. ``top1`` is this matcher with
+  k = 1 and without the predicted-box half: each box's single nearest anchor.
+* ``ATSSMatcher`` (Zhang et al., CVPR 2020, on YOLOF's single level): the k
+  anchors nearest each box by centre distance are its candidates; those whose
+  IoU with it reaches mean + std of the candidates' IoUs and whose centre lies
+  inside it are positive.
 * ``IoUTopKMatcher`` (the seed's alternative): for every box, the k anchors of
   highest IoU with it.
 * ``MaxIoUMatcher`` (RetinaNet): each anchor goes to its best box when IoU >=
@@ -93,21 +98,31 @@ def _pairs_from_topk(idx_lists: Sequence[torch.Tensor], num_gt: Sequence[int]) -
 
 
 class UniformMatcher:
-    def __init__(self, topk: int = 4):
-        self.topk = topk
+    """Uniform matching: for every box, the ``topk`` anchors nearest it in L1 over (cx, cy, w, h) by their
+    predicted box, then the ``topk`` nearest by the anchor itself (``by_prediction=False``: the anchors only).
+
+    ``top1`` ("Top1" of the paper's comparison of matchers, read as "only the nearest anchor") is
+    ``UniformMatcher(1, by_prediction=False)``: the one anchor nearest each box, a fixed assignment that does not
+    look at the predictions. It is not uniform matching with k = 1, which also takes the anchor of the nearest
+    predicted box (two pairs per box, or the same anchor twice). "Nearest" is uniform matching's own metric, so
+    that the two rows differ only in k and in the predicted-box half.
+    """
+
+    def __init__(self, topk: int = 4, by_prediction: bool = True):
+        self.topk, self.by_prediction = topk, by_prediction
 
     @torch.no_grad()
     def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
         b = pred_boxes.shape[0]
         gts, _ = _pad_boxes(gt_boxes, pred_boxes)
         gts_c = box_convert(gts, "xyxy", "cxcywh")
-        pred_c = box_convert(pred_boxes, "xyxy", "cxcywh")
         anchor_c = box_convert(anchors, "xyxy", "cxcywh").unsqueeze(0).expand(b, -1, -1)
-        cost_pred = torch.cdist(pred_c, gts_c, p=1)  # (B, R, Gmax)
-        cost_anchor = torch.cdist(anchor_c.contiguous(), gts_c, p=1)
-        idx_pred = _smallest_k(cost_pred, self.topk)
-        idx_anchor = _smallest_k(cost_anchor, self.topk)
-        return _pairs_from_topk([idx_pred, idx_anchor], [int(g.shape[0]) for g in gt_boxes])
+        idx = []  # the official pair order: the predicted-box choice, then the anchor choice
+        if self.by_prediction:
+            pred_c = box_convert(pred_boxes, "xyxy", "cxcywh")
+            idx.append(_smallest_k(torch.cdist(pred_c, gts_c, p=1), self.topk))  # cost (B, R, Gmax)
+        idx.append(_smallest_k(torch.cdist(anchor_c.contiguous(), gts_c, p=1), self.topk))
+        return _pairs_from_topk(idx, [int(g.shape[0]) for g in gt_boxes])
 
 
 class IoUTopKMatcher:
@@ -147,6 +162,52 @@ class MaxIoUMatcher:
         for i in range(b):
             src = positive[i].nonzero().squeeze(1)
             matches.append(Match(src=src, tgt=best_gt[i, src], ignore=ignore[i]))
+        return matches
+
+
+class ATSSMatcher:
+    """Adaptive training sample selection (Zhang et al., CVPR 2020) on YOLOF's single level.
+
+    For every box, its candidates are the ``topk`` anchors whose centres are nearest the box's centre (Euclidean;
+    the A anchors of a cell share its centre, and ties go to the lower anchor index, so the count is of anchors,
+    not cells, as in the official ATSS code; k = 9 is ATSS's default). Its threshold is the mean plus the standard
+    deviation (the sample std, torch's default, as the official code's ``std(0)``) of the candidates' IoUs with it.
+    A candidate is positive when its IoU >= the threshold and its centre lies inside the box (more than 0.01 px
+    from every side, as the official code). An anchor positive for several boxes goes to the one of highest IoU
+    (the lower box index on ties). A box may get no positive (ATSS does not force one, e.g. for a box that holds
+    no candidate's centre). ``ignore`` is None: every other anchor is negative (before the assigner's ignore
+    thresholds).
+    """
+
+    def __init__(self, topk: int = 9):
+        if topk < 2:
+            raise ValueError(f"ATSS needs at least 2 candidates per box (a std of one IoU is undefined), got {topk}")
+        self.topk = topk
+
+    @torch.no_grad()
+    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
+        gts, valid = _pad_boxes(gt_boxes, anchors)  # (B, G, 4), (B, G)
+        b, gmax = gts.shape[:2]
+        r = anchors.shape[0]
+        anchor_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2)
+        box_ctr = (gts[..., :2] + gts[..., 2:]) / 2  # (B, G, 2)
+        # squared distances, exact (cdist's matrix-product form would round ties between cells differently)
+        dist = (anchor_ctr[None, :, None, :] - box_ctr[:, None, :, :]).square().sum(dim=-1)  # (B, R, G)
+        candidates = _smallest_k(dist, self.topk)  # (B, k, G)
+        iou = box_iou(anchors, gts.reshape(-1, 4)).view(r, b, gmax).permute(1, 0, 2)  # (B, R, G)
+        candidate_iou = iou.gather(1, candidates)  # (B, k, G)
+        thresh = candidate_iou.mean(dim=1) + candidate_iou.std(dim=1)  # (B, G)
+        is_candidate = torch.zeros_like(iou, dtype=torch.bool).scatter_(1, candidates, True)
+        to_sides = torch.cat([anchor_ctr[None, :, None, :] - gts[:, None, :, :2],
+                              gts[:, None, :, 2:] - anchor_ctr[None, :, None, :]], dim=-1)  # (B, R, G, 4) l, t, r, b
+        inside = to_sides.amin(dim=-1) > 0.01
+        positive = is_candidate & (iou >= thresh[:, None, :]) & inside & valid[:, None, :]  # (B, R, G)
+        best_gt = iou.masked_fill(~positive, -1.0).argmax(dim=2)  # (B, R): the first maximum
+        is_positive = positive.any(dim=2)
+        matches = []
+        for i in range(b):
+            src = is_positive[i].nonzero().squeeze(1)
+            matches.append(Match(src=src, tgt=best_gt[i, src]))
         return matches
 
 
@@ -244,6 +305,7 @@ def _grid(mode: str) -> Callable:
 # touches this file (and its test) only. A builder takes, as keywords, the options it names and ignores the
 # others (``**_``); build_matcher passes all of them:
 #   topk                      k of the top-k matchers (model.matcher.topk)
+#   atss_topk                 ATSS's candidates per box (model.matcher.atss_topk)
 #   pos_thresh, neg_thresh    max_iou's thresholds (model.matcher.max_iou_pos_thresh / max_iou_neg_thresh)
 #   stride, offset            the anchor grid: backbone output stride, anchor offset in cells (model.anchors.offset)
 #   num_anchors               anchors per cell (the anchor generator's)
@@ -252,6 +314,8 @@ MATCHERS: dict[str, Callable] = {
     "uniform": lambda *, topk, **_: UniformMatcher(topk),
     "iou_topk": lambda *, topk, **_: IoUTopKMatcher(topk),
     "max_iou": lambda *, pos_thresh, neg_thresh, **_: MaxIoUMatcher(pos_thresh, neg_thresh),
+    "atss": lambda *, atss_topk, **_: ATSSMatcher(atss_topk),
+    "top1": lambda **_: UniformMatcher(1, by_prediction=False),  # the nearest anchor (UniformMatcher's docstring)
     "grid_center": _grid("center"),
     "grid_neighbors": _grid("neighbors"),
     "grid_inside": _grid("inside"),
@@ -259,10 +323,10 @@ MATCHERS: dict[str, Callable] = {
 
 
 def build_matcher(name: str, *, topk: int = 4, pos_thresh: float = 0.5, neg_thresh: float = 0.4, stride: float = 32,
-                  offset: float = 0.0, num_anchors: int = 1, grid_anchors: str = "best"):
+                  offset: float = 0.0, num_anchors: int = 1, grid_anchors: str = "best", atss_topk: int = 9):
     """The matcher called ``name`` (a key of :data:`MATCHERS`), given every option (see there)."""
     if name not in MATCHERS:
         kind = "grid mode" if name.startswith("grid_") else "matcher"  # grid_<mode>: the GridMatcher modes
         raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(MATCHERS)}")
     return MATCHERS[name](topk=topk, pos_thresh=pos_thresh, neg_thresh=neg_thresh, stride=stride, offset=offset,
-                          num_anchors=num_anchors, grid_anchors=grid_anchors)
+                          num_anchors=num_anchors, grid_anchors=grid_anchors, atss_topk=atss_topk)

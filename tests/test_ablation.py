@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import ablate
-from config import load_config
+from config import config_to_dict, load_config
 from data.mixup import MixupDataset, mix_samples
 from models.anchors import AnchorGenerator
 from models.matcher import GridMatcher, build_matcher
@@ -441,6 +441,40 @@ def test_table_means_stds_deltas_and_missing_rows(tmp_path):
         readme = tmp_path / "NO_MARKERS.md"
         readme.write_text("# nothing\n")
         ablation.update_readme(spec, readme, logs)
+
+
+def test_table_metric_columns_follow_the_spec(tmp_path):
+    rows = [{"name": "base", "overrides": {}}, {"name": "x", "overrides": {"model.decoder.pred_kernel": 1}}]
+    spec = ablation.load_spec(_spec(tmp_path, rows, metrics=["AP50", "APs", "APl"]))
+    assert spec.metrics == ("AP50", "APs", "APl")
+    for row, ap50 in (("base", 0.5), ("x", 0.6)):
+        folder = tmp_path / "logs" / "tiny" / row / "seed0"
+        folder.mkdir(parents=True)
+        record = {"iteration": 2, "time_s": 60.0, "AP": 0.3, "AP50": ap50, "AP75": 0.2, "APs": 0.1, "APl": -1.0}
+        (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    lines = ablation.render_table(spec, tmp_path / "logs").splitlines()
+    assert "| row | AP50 | APs | APl | Δ AP50 | time | seeds | overrides |" in lines
+    assert "|---|---|---|---|---|---|---|---|" in lines
+    # APl -1 (no large object in the gt, pycocotools' "undefined") is shown as missing
+    assert "| `base` | 50.0 | 10.0 | – | (ref) | 60 s | 1/1 | – |" in lines
+    assert "| `x` | 60.0 | 10.0 | – | +10.0 | 60 s | 1/1 | `model.decoder.pred_kernel=1` |" in lines
+    default = ablation.load_spec(_spec(tmp_path, rows))
+    assert default.metrics == ("AP", "AP50", "AP75")
+    for bad in (["AP50", "APxl"], [], ["AP", "AP"], "AP50"):
+        with pytest.raises(ablation.SpecError, match="spec key 'metrics'"):
+            ablation.load_spec(_spec(tmp_path, rows, metrics=bad))
+
+
+def test_coco_stats_spec_asks_the_papers_questions():
+    spec = ablation.load_spec(REPO / "ablations" / "synthetic_coco_stats.yaml")
+    assert [r.name for r in spec.rows] == [
+        "baseline", "no_encoder", "projector_only", "no_shortcut", "dilations_1", "blocks_2", "max_iou", "atss", "top1",
+        "no_implicit_objectness", "no_random_shift", "no_ignore_thresholds"]
+    assert spec.seeds == (0, 1, 2) and {"APs", "APm", "APl", "AP50"} <= set(spec.metrics)
+    runs = ablation.plan_runs(spec)
+    assert len(runs) == 36 and all(r.config["data"]["synthetic_stats"] == "coco" for r in runs)
+    quickstart = config_to_dict(load_config(REPO / "config/quickstart.yaml"))["model"]
+    assert runs[0].config["model"] == quickstart  # the baseline row is the quickstart model as it is
 
 
 def test_shipped_specs_are_valid():

@@ -200,3 +200,106 @@ def test_module_does_not_import_models_or_utils():
         elif isinstance(node, ast.ImportFrom):
             names.append(node.module or "")
     assert not [n for n in names if n.split(".")[0] in ("models", "utils")]
+
+
+# ---------------------------------------------------------------- COCO's statistics (data.synthetic_stats: coco)
+def test_drawn_scenes_follow_the_table_and_fit_the_image():
+    rng = np.random.default_rng(0)
+    stats = synthetic.COCO_STATS
+    fits = []
+    for _ in range(300):
+        (h, w), boxes = synthetic.draw_scene(rng, stats)
+        assert max(h, w) == stats.long_side and any(abs(w / h - a) < 0.01 for a in stats.image_aspects)
+        assert stats.objects.edges[0] <= len(boxes) < stats.objects.edges[-1]
+        wh = np.array(boxes)
+        assert (wh >= stats.min_side).all()
+        assert (np.diff(wh.prod(axis=1)) <= 0).all()  # largest first
+        fits += ((wh[:, 0] <= w) & (wh[:, 1] <= h)).tolist()
+    assert np.mean(fits) > 0.999  # a large box redraws its shape until it fits (the rest are scaled when drawn)
+
+
+def _sampling_tv(p, n: int, quantile: float = 0.99) -> float:
+    """The total variation distance between ``p`` and the histogram of ``n`` draws from it, at this quantile of
+    2000 trials: what sampling alone gives a sample of this size (no generator is that exact)."""
+    p = np.asarray(p, dtype=np.float64) / np.sum(p)
+    counts = np.random.default_rng(0).multinomial(n, p, size=2000)
+    return float(np.quantile(0.5 * np.abs(counts / n - p).sum(axis=1), quantile))
+
+
+def test_generated_split_matches_the_coco_table(tmp_path):
+    """The realised statistics (after placement, occlusion checks and drops) of a 120-image split against COCO_STATS.
+
+    Threshold of each histogram: the 99th percentile of the distance that sampling alone gives at the split's size
+    (e.g. ~0.15 for the 7 image shapes of 120 images) plus 0.05, twice the generator's own largest deviation
+    measured on a 3000-image split (box_aspect 0.025, every other histogram <= 0.018:
+    ``python -m tools.coco_stats data/synthetic_cache_coco/annotations/instances_train.json``). A generator that
+    ignored the table (the shapes' 1-6 objects in square images) is at 0.5-1 on the image shapes and object counts.
+    """
+    from tools.coco_stats import distances, load_scenes, measure
+
+    root = generate_synthetic_coco(tmp_path / "coco", num_train=120, num_val=1, seed=3, stats="coco", workers=0)
+    scenes = load_scenes([root / "annotations" / "instances_train.json"])
+    got, table = measure(scenes), synthetic.COCO_STATS
+    counts = np.array([len(s.boxes) for s in scenes])
+    group = np.searchsorted(table.size_groups, counts, side="right") - 1
+    boxes = {"image_aspect": (table.image_aspect_p, len(scenes)), "objects": (table.objects.p, len(scenes)),
+             "box_aspect": (table.box_aspect.p, int(counts.sum()))}
+    for g, hist in enumerate(table.sizes):
+        boxes[f"size[{table.size_groups[g]}-{table.size_groups[g + 1] - 1} objects]"] = (hist.p, int(counts[group == g].sum()))
+    for name, tv in distances(got, table).items():
+        p, n = boxes[name]
+        assert tv <= _sampling_tv(p, n) + 0.05, (name, tv, n)
+    ann = json.loads((root / "annotations" / "instances_train.json").read_text())["annotations"]
+    fill = np.array([a["area"] / (a["bbox"][2] * a["bbox"][3]) for a in ann])
+    name = np.array([SHAPE_CLASSES[a["category_id"] - 1].replace("outlined_", "") for a in ann])
+    # the area is the silhouette's (COCO: the mask's), never the box's: an axis-aligned rectangle fills its box, a
+    # triangle at most half of it, an ellipse at most pi / 4 (axis-aligned; less when rotated); 2-decimal rounding
+    assert (np.abs(fill[name == "rectangle"] - 1) < 2e-3).all()
+    assert (fill[name == "triangle"] <= 0.5 + 1e-3).all() and (fill[name == "ellipse"] <= np.pi / 4 + 1e-3).all()
+    assert (fill > 0).all()
+
+
+def test_coco_stats_variant_is_deterministic_and_cached_apart(tmp_path):
+    kw = dict(num_train=4, num_val=2, stats="coco", workers=0)
+    a, b = generate_synthetic_coco(tmp_path / "a", seed=1, **kw), generate_synthetic_coco(tmp_path / "b", seed=1, **kw)
+    c = generate_synthetic_coco(tmp_path / "c", seed=2, **kw)
+    assert _files(a) == _files(b) and _files(a) != _files(c)
+    assert json.loads((a / "manifest.json").read_text())["params"]["stats"] == "coco"
+    # the shapes' own ranges are unused: other values of them find the cache up to date
+    before = (a / "manifest.json").stat().st_mtime_ns
+    generate_synthetic_coco(a, seed=1, image_size=(64, 64), num_objects=(1, 4), min_box=24, max_box=160, **kw)
+    assert (a / "manifest.json").stat().st_mtime_ns == before
+    plain = generate_synthetic_coco(tmp_path / "plain", seed=1, num_train=4, num_val=2, workers=0)
+    assert "stats" not in json.loads((plain / "manifest.json").read_text())["params"]  # the shapes' caches stay valid
+    with pytest.raises(ValueError, match="unknown synthetic stats"):
+        generate_synthetic_coco(tmp_path / "d", stats="cocoa", **{k: v for k, v in kw.items() if k != "stats"})
+    with pytest.raises(ValueError, match="size_range"):
+        generate_synthetic_coco(tmp_path / "d", size_range=(100, 200), **kw)
+
+
+def test_coco_stats_tool_measures_by_hand(tmp_path):
+    from tools.coco_stats import load_scenes, measure, size_split
+
+    # a 640x480 image (sqrt of its area 554.3) with two boxes: sqrt(box area) 30 px (30 / 554.3 = 0.054, octave bin
+    # [1/32, 1/16)) of h / w 3, and 100 px (0.180, bin [1/8, 1/4)) of h / w 0.7; a crowd region, which does not count;
+    # a 480x640 image without boxes; the file given twice counts once
+    def box(side, aspect):
+        return [0, 0, side / aspect ** 0.5, side * aspect ** 0.5]
+
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 480, "width": 640},
+                     {"id": 2, "file_name": "b.jpg", "height": 640, "width": 480}],
+          "annotations": [{"id": 1, "image_id": 1, "bbox": box(30, 3), "area": 500.0, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "bbox": box(100, 0.7), "area": 9000.0, "iscrowd": 0},
+                          {"id": 3, "image_id": 1, "bbox": [0, 0, 300, 300], "area": 90000.0, "iscrowd": 1}],
+          "categories": [{"id": 1, "name": "x"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    scenes = load_scenes([path, path])
+    assert len(scenes) == 2 and [len(s.boxes) for s in scenes] == [2, 0]
+    stats = measure(scenes)
+    assert stats.image_aspect_p == (0.0, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0)  # 3:4 and 4:3
+    assert stats.objects.p == (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # the image with boxes holds 2
+    assert stats.sizes[0].p == (0.0, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0) and stats.sizes[1].p == (0.0,) * 7
+    assert stats.box_aspect.p == (0.0, 0.0, 0.0, 0.5, 0.0, 0.5, 0.0)  # [1/2, 1) and [2, 4)
+    # COCO's limits 32^2 and 96^2: the area field 500 small, 9000 medium; the box areas 900 small, 10000 large
+    assert size_split(scenes) == {"area": (0.5, 0.5, 0.0), "box": (0.5, 0.0, 0.5)}

@@ -9,6 +9,7 @@ A spec (``ablations/*.yaml``)::
     accumulate: 1                       # optional: train.py --accumulate of every row
     launcher: python                    # optional: python (default) | torchrun
     nproc_per_node: 8                   # optional, torchrun only: processes per node
+    metrics: [AP, AP50, APs, APm, APl]  # optional: the table's metric columns (default AP, AP50, AP75)
     rows:                               # the first row is the baseline of the delta column
       - {name: baseline, overrides: {}}
       - {name: no_shift, overrides: {data.random_shift: false}, accumulate: 2}
@@ -63,12 +64,14 @@ from config.loader import config_diff
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 from engine.metrics_log import epoch_records, final_record, read_metrics
+from evaluation.coco_eval import STAT_NAMES
 
 REPO = REPO_ROOT
 DEFAULT_RUNS_DIR = REPO / "runs" / "ablations"
 DEFAULT_LOGS_DIR = REPO / "ablations" / "runs"
 LOG_FILES = ("config.yaml", "metrics.jsonl", "command.txt", "git_commit.txt", "machine.json", "done.json")
-SPEC_KEYS = ("name", "base", "seeds", "common", "accumulate", "launcher", "nproc_per_node", "rows")
+SPEC_KEYS = ("name", "base", "seeds", "common", "accumulate", "launcher", "nproc_per_node", "metrics", "rows")
+DEFAULT_METRICS = ("AP", "AP50", "AP75")  # the table's metric columns unless the spec names others
 ROW_KEYS = ("name", "overrides", "accumulate")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -95,6 +98,7 @@ class Spec:
     accumulate: Optional[int] = None
     launcher: str = "python"
     nproc_per_node: int = 1
+    metrics: tuple[str, ...] = DEFAULT_METRICS
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,18 @@ def _spec_settings(data: dict, path: Path) -> dict:
         accumulate = _positive_int(accumulate, f"{path}: spec key 'accumulate'")
     common = _overrides(data.get("common"), f"{path}: spec key 'common'")
     return {"name": name, "base": data["base"], "seeds": tuple(seeds), "common": common, "accumulate": accumulate,
-            "launcher": launcher, "nproc_per_node": nproc}
+            "launcher": launcher, "nproc_per_node": nproc, "metrics": _metrics(data.get("metrics"), path)}
+
+
+def _metrics(value: Any, path: Path) -> tuple[str, ...]:
+    """The spec's table columns: distinct names of COCO summary metrics (evaluation.coco_eval.STAT_NAMES)."""
+    if value is None:
+        return DEFAULT_METRICS
+    if (not isinstance(value, list) or not value or len(set(map(str, value))) != len(value)
+            or any(v not in STAT_NAMES for v in value)):
+        raise SpecError(f"{path}: spec key 'metrics': expected a list of distinct names of {', '.join(STAT_NAMES)}, "
+                        f"got {value!r}")
+    return tuple(value)
 
 
 def _rows(rows_data: Any, path: Path) -> tuple[Row, ...]:
@@ -499,12 +514,12 @@ def render_table(spec: Spec, logs_dir: Path | str = DEFAULT_LOGS_DIR) -> str:
     if spec.common:
         lines += ["", "Common overrides: " + ", ".join(f"`{_cell(o)}`" for o in
                                                          (f"{k}={format_value(v)}" for k, v in spec.common.items()))]
-    lines += ["", "| row | AP | AP50 | AP75 | Δ AP50 | time | seeds | overrides |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| row | " + " | ".join(spec.metrics) + " | Δ AP50 | time | seeds | overrides |",
+              "|---|" + "---|" * len(spec.metrics) + "---|---|---|---|"]
     for row in spec.rows:
         finished = [by_row[row.name][seed] for seed in sorted(by_row[row.name])]
         cells = [f"`{row.name}`"]
-        for key in ("AP", "AP50", "AP75"):
+        for key in spec.metrics:
             cells.append(_mean_std([_metric(r[-1], key) for r in finished]))
         if row.name == baseline:
             cells.append("(ref)" if finished else "–")

@@ -117,5 +117,8 @@ def amp_context(device: torch.device, amp: str):
 
 
 def fp32(device: torch.device):
-    """A region that runs in fp32 whatever the surrounding autocast (its tensors must be cast with ``.float()``)."""
+    """A region that runs in fp32 whatever the surrounding autocast (its tensors must be cast with ``.float()``);
+    a null context on devices without autocast (``meta``: shape-only passes)."""
+    if not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()
     return torch.autocast(device.type, enabled=False)
