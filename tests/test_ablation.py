@@ -91,7 +91,7 @@ def test_grid_matcher_batch_with_an_empty_image_and_builder():
 def test_grid_matcher_config_builds_a_model_that_trains():
     from models import build_model
 
-    cfg = load_config(REPO / "config/quickstart.yaml", {
+    cfg = load_config(REPO / "config/small_cpu.yaml", {
         "model.matcher.name": "grid_neighbors", "model.backbone.width_mult": 0.25, "model.encoder.channels": 32,
         "model.encoder.mid_channels": 8, "model.anchors.custom_wh": [[20, 20], [40, 30]]})
     model = build_model(cfg).train()
@@ -128,7 +128,7 @@ def test_kmeans_cli_writes_a_config(tmp_path, capsys):
     from tools.kmeans_anchors import main
 
     out = tmp_path / "kmeans.yaml"
-    main(["--config", str(REPO / "config/quickstart.yaml"), "-k", "3", "--write", str(out), "--opts",
+    main(["--config", str(REPO / "config/small_cpu.yaml"), "-k", "3", "--write", str(out), "--opts",
           f"data.root={tmp_path / 'synth'}", "data.synthetic_num_train=16", "data.synthetic_num_val=4",
           "data.synthetic_image_size=[64, 64]", "data.test_min_size=128", "data.test_max_size=128"])
     printed = capsys.readouterr().out
@@ -246,7 +246,7 @@ def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
     from engine.trainer import fit
 
     torch.set_num_threads(1)
-    cfg = load_config(REPO / "config/quickstart.yaml", {
+    cfg = load_config(REPO / "config/small_cpu.yaml", {
         **TINY_DATA, "data.root": str(tmp_path / "synth"), "model.backbone.norm": "frozen_bn",
         "train.ema": True, "train.ema_decay": 0.9, "train.ema_ramp": 1, "data.mixup_prob": 0.5})
     cpu = torch.device("cpu")
@@ -265,7 +265,7 @@ def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
 
 # ----------------------------------------------------------------------------- the runner
 def _spec(tmp_path, rows, **extra) -> ablation.Spec:
-    data = {"name": "tiny", "base": str(REPO / "config/quickstart.yaml"), "seeds": [0],
+    data = {"name": "tiny", "base": str(REPO / "config/small_cpu.yaml"), "seeds": [0],
             "common": {**TINY_DATA, "data.root": str(tmp_path / "synth")}, "rows": rows, **extra}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -473,8 +473,8 @@ def test_coco_stats_spec_asks_the_papers_questions():
     assert spec.seeds == (0, 1, 2) and {"APs", "APm", "APl", "AP50"} <= set(spec.metrics)
     runs = ablation.plan_runs(spec)
     assert len(runs) == 36 and all(r.config["data"]["synthetic_stats"] == "coco" for r in runs)
-    quickstart = config_to_dict(load_config(REPO / "config/quickstart.yaml"))["model"]
-    assert runs[0].config["model"] == quickstart  # the baseline row is the quickstart model as it is
+    small = config_to_dict(load_config(REPO / "config/small_cpu.yaml"))["model"]
+    assert runs[0].config["model"] == small  # the baseline row is the small CPU model (the quickstart's) as it is
 
 
 def test_shipped_specs_are_valid():
@@ -501,8 +501,8 @@ def test_readme_tables_are_rebuilt_byte_for_byte_from_the_committed_logs(name):
 def test_padding_spec_asks_the_image_mask_question_on_padded_batches():
     spec = ablation.load_spec(REPO / "ablations" / "synthetic_padding.yaml")
     assert [r.name for r in spec.rows] == ["baseline", "image_mask_on", "no_random_shift"] and len(spec.seeds) == 3
-    cfg = load_config(REPO / "config" / "quickstart.yaml", dict(spec.common))
-    assert cfg.data.synthetic_size_range and cfg.data.root != load_config(REPO / "config/quickstart.yaml").data.root
+    cfg = load_config(REPO / "config" / "small_cpu.yaml", dict(spec.common))
+    assert cfg.data.synthetic_size_range and cfg.data.root != load_config(REPO / "config/small_cpu.yaml").data.root
 
 
 def test_kmeans_boxes_follow_the_test_resize_of_each_pipeline(coco_tiny):
@@ -527,5 +527,5 @@ def test_kmeans_boxes_follow_the_test_resize_of_each_pipeline(coco_tiny):
                 if a["image_id"] == im["id"] and not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0:
                     fx, fy = factors(*sizes[im["id"]])
                     want.append((a["bbox"][2] * fx, a["bbox"][3] * fy))  # the boxes lie inside their images
-        got = training_box_sizes(load_config(REPO / "config/quickstart.yaml", {**common, **opts}))
+        got = training_box_sizes(load_config(REPO / "config/small_cpu.yaml", {**common, **opts}))
         np.testing.assert_allclose(got, np.array(want), rtol=1e-6, err_msg=str(opts))

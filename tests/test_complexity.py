@@ -47,7 +47,7 @@ def test_r50_c5_parameters_and_macs_at_800x1216():
 
 def test_complexity_command_line_prints_the_report():
     for argv in (["tools/complexity.py"], ["-m", "tools.complexity"]):
-        proc = subprocess.run([sys.executable, *argv, "--config", "config/quickstart.yaml", "--size", "128", "128"],
+        proc = subprocess.run([sys.executable, *argv, "--config", "config/small_cpu.yaml", "--size", "128", "128"],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "parameters:" in proc.stdout and "GMACs" in proc.stdout and "backbone" in proc.stdout

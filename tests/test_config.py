@@ -34,7 +34,7 @@ def _as_json(cfg: Config) -> str:
 
 def test_the_presets_are_the_paper_settings_and_no_file_repeats_the_defaults():
     names = {p.name for p in PRESETS}
-    assert "yolof_r50_c5_1x.yaml" in names and "quickstart.yaml" in names and len(names) == 10
+    assert "yolof_r50_c5_1x.yaml" in names and "quickstart.yaml" in names and len(names) == 11
     assert not (REPO / "config" / "base.yaml").exists()
 
 
@@ -71,7 +71,7 @@ def test_official_defaults_that_presets_used_to_take_from_a_base_file():
     d = Config()
     assert d.data.num_workers == 8  # official DATALOADER.NUM_WORKERS of yolof.res50.C5.1x
     assert load_config(REPO / "config/yolof_x101_64x4d_c5_1x.yaml").data.num_workers == 4  # its own official value
-    assert load_config(REPO / "config/quickstart.yaml").data.num_workers == 0
+    assert load_config(REPO / "config/small_cpu.yaml").data.num_workers == 0
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
@@ -121,9 +121,9 @@ def test_validation_reads_the_familys_list(monkeypatch):
 def test_overrides_apply_to_a_stored_config_dict_as_to_a_preset():
     """A checkpoint's stored config + --opts (test.py, deploy) gives what the preset + the same opts gives."""
     opts = ["solver.base_lr=0.005", "model.matcher.name=grid_neighbors", "data.train_min_size=[600, 800]"]
-    stored = config_to_dict(load_config(REPO / "config" / "quickstart.yaml"))
+    stored = config_to_dict(load_config(REPO / "config" / "small_cpu.yaml"))
     cfg = config_from_dict(apply_overrides(stored, opts))
-    assert cfg == load_config(REPO / "config" / "quickstart.yaml", opts)
+    assert cfg == load_config(REPO / "config" / "small_cpu.yaml", opts)
     assert (cfg.solver.base_lr, cfg.data.train_min_size) == (0.005, (600, 800))
     assert apply_overrides({"a": 1}, None) == {"a": 1} == apply_overrides({"a": 1}, [])
     with pytest.raises(ConfigError, match=r"^override 'solver\.base_lr\.x': 'base_lr' is not a section$"):
@@ -153,7 +153,7 @@ def test_the_command_prints_a_preset_and_its_changes(capsys):
     text = capsys.readouterr().out
     assert "  backbone:\n    name: resnet50  # one of models.backbone.BACKBONES" in text
     assert "    dilated_c5: true  # DC5: last stage dilated" in text
-    config_main([str(REPO / "config/quickstart.yaml"), "--changed", "--opts", "solver.base_lr=0.002"])
+    config_main([str(REPO / "config/small_cpu.yaml"), "--changed", "--opts", "solver.base_lr=0.002"])
     lines = capsys.readouterr().out.splitlines()
     assert "data.num_workers: 0  # default 8" in lines and "solver.base_lr: 0.002  # default 0.12" in lines
     assert len(lines) == 39

@@ -308,7 +308,7 @@ def test_model_maps_boxes_back_by_separate_x_and_y_factors():
     from models import build_model
 
     torch.manual_seed(0)
-    model = build_model(load_config(REPO / "config/quickstart.yaml", {"model.test.score_thresh": 0.0})).eval()
+    model = build_model(load_config(REPO / "config/small_cpu.yaml", {"model.test.score_thresh": 0.0})).eval()
     x = torch.rand(3, 128, 160) * 255
     with torch.no_grad():
         a = model([x])[0]

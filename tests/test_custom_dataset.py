@@ -43,7 +43,7 @@ def test_num_classes_auto_trains_evaluates_and_names_the_classes(tmp_path, capsy
     _write_split(root, "val", 3, rng)
     torch.set_num_threads(1)
     # the README's three --opts, and a tiny model and schedule
-    cfg = load_config(REPO / "config/quickstart.yaml", [
+    cfg = load_config(REPO / "config/small_cpu.yaml", [
         "data.dataset=coco", f"data.root={root}", "model.num_classes=auto",
         "model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8",
         "data.train_min_size=[64]", "data.train_max_size=64", "data.test_min_size=64", "data.test_max_size=64",

@@ -99,7 +99,7 @@ def test_yolo_split_list_file_and_roboflow_paths(tmp_path, coco_tiny):
 @pytest.mark.parametrize("parallel", [False, True])
 def test_voc_xml_set_loads_the_coco_boxes_and_names(tmp_path, coco_tiny, parallel):
     root = write_voc_xml_set(tmp_path / "voc", parallel=parallel)
-    cfg = load_config(REPO / "config/quickstart.yaml", ["data.dataset=voc_xml", f"data.root={root}",
+    cfg = load_config(REPO / "config/small_cpu.yaml", ["data.dataset=voc_xml", f"data.root={root}",
                                                         "data.train_split=train", "data.val_split=val",
                                                         "model.num_classes=auto"])
     ds = build_dataset(cfg, "val", is_train=False)
@@ -121,9 +121,9 @@ def test_voc_xml_name_outside_class_names_and_config_key(tmp_path, coco_tiny):
     with pytest.raises(DatasetError, match=r"neither a folder .*train2017"):
         VOCXMLDetection(root, "train2017")
     with pytest.raises(ConfigError, match=r"data.class_names.*voc_xml only"):
-        load_config(REPO / "config/quickstart.yaml", ["data.class_names=[a, b]"])
+        load_config(REPO / "config/small_cpu.yaml", ["data.class_names=[a, b]"])
     with pytest.raises(ConfigError, match=r"data.class_names.*distinct"):
-        load_config(REPO / "config/quickstart.yaml", ["data.dataset=voc_xml", "data.class_names=[a, a]"])
+        load_config(REPO / "config/small_cpu.yaml", ["data.dataset=voc_xml", "data.class_names=[a, a]"])
 
 
 def _tiny(layout: str, root) -> list[str]:
@@ -142,7 +142,7 @@ def test_train_three_steps_and_eval_per_class_by_name(tmp_path, coco_tiny, capsy
 
     root = write_yolo_set(tmp_path / "data") if layout == "yolo" else write_voc_xml_set(tmp_path / "data")
     torch.set_num_threads(1)
-    cfg = load_config(REPO / "config/quickstart.yaml", _tiny(layout, root))
+    cfg = load_config(REPO / "config/small_cpu.yaml", _tiny(layout, root))
     record = fit(cfg, tmp_path / "run", device=torch.device("cpu"), max_iter_override=3, progress=False)
     assert record["iteration"] == 3 and "AP50" in record and "APs" in record  # the COCO metrics
     ckpt = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=True)
@@ -168,11 +168,11 @@ def test_every_image_in_a_training_batch_has_its_size(tmp_path, coco_tiny):
     """The aspect-ratio grouping sampler reads image_sizes: from the headers (yolo) or the XML <size> (voc_xml)."""
     from data.sampler import image_sizes
 
-    yolo_cfg = load_config(REPO / "config/quickstart.yaml", _tiny("yolo", write_yolo_set(tmp_path / "y")))
+    yolo_cfg = load_config(REPO / "config/small_cpu.yaml", _tiny("yolo", write_yolo_set(tmp_path / "y")))
     voc_root = write_voc_xml_set(tmp_path / "v")
     for xml in (voc_root / "train").glob("*.xml"):  # no <size>: the header gives it
         xml.write_text(xml.read_text().replace("<size>", "<nosize>").replace("</size>", "</nosize>"))
-    voc_cfg = load_config(REPO / "config/quickstart.yaml", _tiny("voc_xml", voc_root))
+    voc_cfg = load_config(REPO / "config/small_cpu.yaml", _tiny("voc_xml", voc_root))
     for cfg in (yolo_cfg, voc_cfg):
         ds = build_dataset(cfg, "train", is_train=True)
         sizes = image_sizes(ds)

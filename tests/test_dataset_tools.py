@@ -136,7 +136,7 @@ def test_cvat_export_to_coco(tmp_path):
 
 def test_check_dataset_counts_tests_assets(tmp_path, coco_tiny, capsys):
     out = tmp_path / "check.json"
-    assert check_dataset.main(["--config", str(REPO / "config/quickstart.yaml"), "--opts", "data.dataset=coco",
+    assert check_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", "data.dataset=coco",
                                f"data.root={COCO_TINY}", "data.train_split=val2017", "data.val_split=val2017",
                                "model.num_classes=auto", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -163,7 +163,7 @@ def test_check_dataset_names_each_injected_fault(tmp_path, coco_tiny, capsys):
     shutil.copy(IMAGES / "000000404484.jpg", images / "copy_of_404484.jpg")  # duplicate image
     (labels / "000000223747.txt").write_text("15 0.5 0.5 0.0 0.3\n0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n"
                                               "85 0.5 0.5 0.2 0.2\n")  # zero-area, duplicate, outside names
-    args = ["--config", str(REPO / "config/quickstart.yaml"), "--opts", "data.dataset=yolo", f"data.root={data_yaml}",
+    args = ["--config", str(REPO / "config/small_cpu.yaml"), "--opts", "data.dataset=yolo", f"data.root={data_yaml}",
             "data.train_split=train", "data.val_split=train", "model.num_classes=auto", "--out",
             str(tmp_path / "check.json")]
     assert check_dataset.main(args) == 1  # a label outside the names: the dataset refuses to load
@@ -191,11 +191,11 @@ def test_browse_dataset_draws_the_training_samples(tmp_path, coco_tiny):
     opts = ["data.dataset=coco", f"data.root={COCO_TINY}", "data.train_split=val2017", "data.val_split=val2017",
             "model.num_classes=auto", "data.mosaic_prob=1.0", "data.mosaic_size=[320,320]",
             "data.train_min_size=[160]", "data.train_max_size=320"]
-    assert browse_dataset.main(["--config", str(REPO / "config/quickstart.yaml"), "--opts", *opts, "-n", "3",
+    assert browse_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", *opts, "-n", "3",
                                 "--out", str(tmp_path / "browse")]) == 0
     pictures = sorted((tmp_path / "browse").glob("*.png"))
     assert len(pictures) == 3
-    cfg = load_config(REPO / "config/quickstart.yaml", opts)
+    cfg = load_config(REPO / "config/small_cpu.yaml", opts)
     dataset = build_dataset(cfg, "val2017", is_train=True)
     for picture, (n, image, target) in zip(pictures, augmented_samples(dataset, 3, cfg.train.seed)):
         assert picture.name.startswith(f"{n:02d}_")
@@ -217,7 +217,7 @@ def test_check_dataset_reads_a_vocdevkit(tmp_path):
         "<ymin>1</ymin><xmax>200</xmax><ymax>100</ymax></bndbox></object></annotation>")
     (voc / "ImageSets" / "Main").mkdir(parents=True)
     (voc / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
-    cfg = load_config(REPO / "config/quickstart.yaml", ["data.dataset=voc", f"data.root={tmp_path / 'VOCdevkit'}",
+    cfg = load_config(REPO / "config/small_cpu.yaml", ["data.dataset=voc", f"data.root={tmp_path / 'VOCdevkit'}",
                                                         "data.train_split=2007_test", "model.num_classes=20"])
     r = check_dataset.check_split(cfg, "2007_test")
     assert r["errors"] == [] and (r["images"], r["boxes"], r["crowd_or_difficult"], r["classes"]) == (1, 1, 1, 20)

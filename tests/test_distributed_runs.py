@@ -86,7 +86,7 @@ def _run(setup, out, *, nproc: int, extra_env=None, restarts: int = 0, args=(), 
                     "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--max-restarts", str(restarts)]
     else:
         launcher = [sys.executable]
-    cmd = [*launcher, str(hook), "--config", str(REPO / "config/quickstart.yaml"), "--output_dir", str(out),
+    cmd = [*launcher, str(hook), "--config", str(REPO / "config/small_cpu.yaml"), "--output_dir", str(out),
            "--no_progress", *args, "--opts", *_opts(data), *opts]
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
 

@@ -149,7 +149,7 @@ def padded_coco_batch(coco_tiny):
     from models import build_model
     from tests.conftest import COCO_JSON, COCO_SPLIT, REPO
 
-    cfg = load_config(REPO / "config/quickstart.yaml", {"model.num_classes": 80, "model.loss.image_mask": True,
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"model.num_classes": 80, "model.loss.image_mask": True,
                                                          "data.dataset": "coco"})
     ds = COCODetection(coco_tiny / COCO_SPLIT, COCO_JSON, build_transforms(False, 160, 256), cfg.model.input_format)
     batch = [ds[ds.ids.index(i)] for i in (333956, 454661)]  # 428x640 -> 160x239, 640x427 -> 240x160

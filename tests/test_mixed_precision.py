@@ -136,7 +136,7 @@ def test_train_py_runs_20_steps_under_amp_on_cpu(tmp_path, amp):
     import train
 
     out = tmp_path / amp
-    train.main(["--config", str(REPO / "config/quickstart.yaml"), "--output_dir", str(out), "--no_progress",
+    train.main(["--config", str(REPO / "config/small_cpu.yaml"), "--output_dir", str(out), "--no_progress",
                 "--opts", f"data.root={tmp_path / 'data'}", f"solver.amp={amp}", *SMALL])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r.get("type") == "iter"]

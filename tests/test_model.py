@@ -216,7 +216,7 @@ def test_quickstart_model_runs_on_real_coco_images_of_mixed_sizes(coco_tiny):
     names = ["000000005001.jpg", "000000333956.jpg", "000000404484.jpg"]
     images = _real_images(coco_tiny, names)
     torch.manual_seed(0)
-    model = build_model(load_config(REPO / "config/quickstart.yaml", {"model.test.score_thresh": 0.0})).eval()
+    model = build_model(load_config(REPO / "config/small_cpu.yaml", {"model.test.score_thresh": 0.0})).eval()
     with torch.no_grad():
         out = model(images)
     assert len(out) == 3
@@ -238,7 +238,7 @@ def test_quickstart_model_runs_on_real_coco_images_of_mixed_sizes(coco_tiny):
 
 def test_outputs_are_rescaled_to_output_sizes():
     torch.manual_seed(0)
-    model = build_model(load_config(REPO / "config/quickstart.yaml", {"model.test.score_thresh": 0.0})).eval()
+    model = build_model(load_config(REPO / "config/small_cpu.yaml", {"model.test.score_thresh": 0.0})).eval()
     x = torch.rand(3, 128, 160) * 255
     with torch.no_grad():
         a = model([x])[0]
@@ -299,16 +299,16 @@ def test_postprocess_clips_each_image_of_a_batch_to_its_own_size():
     (torch.rand(64, 64), "3 dimensions"),
 ])
 def test_bad_image_layouts_raise_clear_errors(bad, message):
-    model = build_model(load_config(REPO / "config/quickstart.yaml")).eval()
+    model = build_model(load_config(REPO / "config/small_cpu.yaml")).eval()
     with pytest.raises(ValueError, match=message):
         model([bad])
 
 
 def test_checkpoint_mismatch_names_the_problem(tmp_path):
-    small = build_model(load_config(REPO / "config/quickstart.yaml"))
+    small = build_model(load_config(REPO / "config/small_cpu.yaml"))
     path = tmp_path / "ckpt.pth"
     save_checkpoint(path, {"model": small.state_dict()})
-    other = build_model(load_config(REPO / "config/quickstart.yaml", {"model.num_classes": 9}))
+    other = build_model(load_config(REPO / "config/small_cpu.yaml", {"model.num_classes": 9}))
     with pytest.raises(ValueError, match="shape mismatches.*decoder.cls_score"):
         load_model_weights(other, path)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
@@ -351,7 +351,7 @@ def test_imagenet_weights_are_never_downloaded_and_say_what_to_do(monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", REPO / "tests" / "no_such_dir")
-    cfg = load_config(REPO / "config/quickstart.yaml", {"model.backbone.width_mult": 1.0,
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"model.backbone.width_mult": 1.0,
                                                         "model.backbone.weights": "imagenet"})
     model = build_model(cfg)  # building never reads the ImageNet file
     with pytest.raises(pretrained.WeightsError, match=r"resnet18-.*\.pth not found: download it from "

@@ -86,7 +86,7 @@ def test_export_tool_and_test_py_run_onnxruntime(coco_tiny, tmp_path):
     """The command lines on a small random model: export, then draw detections through ONNX Runtime."""
     small = {"model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8,
              "model.test.score_thresh": 0.0, "data.test_min_size": 128, "data.test_max_size": 192}
-    cfg = load_config(REPO / "config/quickstart.yaml", small)
+    cfg = load_config(REPO / "config/small_cpu.yaml", small)
     torch.manual_seed(0)
     ckpt = tmp_path / "small.pth"
     save_checkpoint(ckpt, {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg),

@@ -26,7 +26,7 @@ def test_overfit_four_coco_images(coco_tiny, tmp_path):
     from models.fuse import prepare_for_inference
     from evaluation.coco_eval import evaluate_coco
 
-    cfg = load_config(REPO / "config/quickstart.yaml", {
+    cfg = load_config(REPO / "config/small_cpu.yaml", {
         "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "solver.optimizer": "sgd",
         "model.backbone.width_mult": 0.5,
         "data.train_min_size": [320], "data.train_max_size": 480, "data.test_min_size": 320, "data.test_max_size": 480,

@@ -19,7 +19,7 @@ TINY = {"data.synthetic_num_train": 16, "data.synthetic_num_val": 4, "data.train
 
 
 def _cfg(tmp_path, **extra):
-    return load_config(REPO / "config/quickstart.yaml", {**TINY, "data.root": str(tmp_path / "synth"), **extra})
+    return load_config(REPO / "config/small_cpu.yaml", {**TINY, "data.root": str(tmp_path / "synth"), **extra})
 
 
 def test_varied_shapes_are_drawn_per_image_within_the_range_and_aspect(tmp_path):

@@ -45,7 +45,7 @@ def test_quickstart_model_loses_the_encoder_parameters_counted_by_hand():
     # projector 128*128 + 128 + 256 + 128*128*9 + 128 + 256 = 164608; a block 4128 + 64 + 9248 + 64 + 4224 + 256 = 17984;
     # no encoder: 128*128 + 128 = 16512
     def count(**overrides):
-        return _params(build_model(load_config(REPO / "config/quickstart.yaml", overrides)))
+        return _params(build_model(load_config(REPO / "config/small_cpu.yaml", overrides)))
 
     full = count()
     assert full - count(**{"model.encoder.residual": False}) == 4 * 17984
@@ -102,8 +102,8 @@ def test_decoder_without_implicit_objectness_returns_the_class_logits():
 def test_official_defaults_are_unchanged():
     e, d = EncoderConfig(), DecoderConfig()
     assert (e.enabled, e.residual, e.shortcut, d.implicit_objectness) == (True, True, True, True)
-    cfg = load_config(REPO / "config/quickstart.yaml")
-    explicit = load_config(REPO / "config/quickstart.yaml", {
+    cfg = load_config(REPO / "config/small_cpu.yaml")
+    explicit = load_config(REPO / "config/small_cpu.yaml", {
         "model.encoder.enabled": True, "model.encoder.residual": True, "model.encoder.shortcut": True,
         "model.decoder.implicit_objectness": True, "model.matcher.atss_topk": 5})
     torch.manual_seed(0)
@@ -191,20 +191,20 @@ def test_top1_is_each_boxs_nearest_anchor_and_not_uniform_k1():
 def test_new_matchers_are_registered_and_configured():
     assert {"atss", "top1"} <= set(MATCHERS)
     assert build_matcher("atss", atss_topk=6).topk == 6 and build_matcher("atss").topk == 9
-    cfg = load_config(REPO / "config/quickstart.yaml", {"model.matcher.name": "atss", "model.matcher.atss_topk": 6})
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atss", "model.matcher.atss_topk": 6})
     model = build_model(cfg)
     assert isinstance(model.assigner.matcher, ATSSMatcher) and model.assigner.matcher.topk == 6
     with pytest.raises(ConfigError, match="atss_topk"):
-        load_config(REPO / "config/quickstart.yaml", {"model.matcher.atss_topk": 1})
+        load_config(REPO / "config/small_cpu.yaml", {"model.matcher.atss_topk": 1})
     with pytest.raises(ConfigError, match="model.matcher.name"):
-        load_config(REPO / "config/quickstart.yaml", {"model.matcher.name": "atts"})
+        load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atts"})
 
 
 @pytest.mark.parametrize("overrides", [
     {"model.encoder.enabled": False}, {"model.encoder.residual": False}, {"model.encoder.shortcut": False},
     {"model.decoder.implicit_objectness": False}, {"model.matcher.name": "atss"}, {"model.matcher.name": "top1"}])
 def test_every_switch_builds_a_model_that_trains(overrides):
-    cfg = load_config(REPO / "config/quickstart.yaml", {**overrides, "model.encoder.channels": 32,
+    cfg = load_config(REPO / "config/small_cpu.yaml", {**overrides, "model.encoder.channels": 32,
                                                          "model.encoder.mid_channels": 8})
     torch.manual_seed(0)
     model = build_model(cfg).train()

@@ -89,7 +89,7 @@ def test_two_trained_runs_and_the_command_line(tmp_path, capsys):
     torch.set_num_threads(1)
     runs = []
     for seed in (0, 1):
-        cfg = load_config(REPO / "config/quickstart.yaml", {
+        cfg = load_config(REPO / "config/small_cpu.yaml", {
             "model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8,
             "data.root": str(tmp_path / "synth"), "data.synthetic_num_train": 8, "data.synthetic_num_val": 2,
             "data.synthetic_image_size": [64, 64], "data.train_min_size": [64], "data.train_max_size": 64,
@@ -115,7 +115,7 @@ def test_ablate_plot_draws_every_logged_run_of_a_spec(tmp_path, capsys, monkeypa
     import tools.plot_runs
 
     spec = tmp_path / "tiny.yaml"
-    spec.write_text(yaml.safe_dump({"name": "tiny", "base": str(REPO / "config/quickstart.yaml"), "seeds": [0, 1],
+    spec.write_text(yaml.safe_dump({"name": "tiny", "base": str(REPO / "config/small_cpu.yaml"), "seeds": [0, 1],
                                     "rows": [{"name": "base"}, {"name": "k1", "overrides": {"model.decoder.pred_kernel": 1}}]}))
     logs = tmp_path / "logs"
     for row, seed in [("base", 0), ("base", 1), ("k1", 0)]:  # k1/seed1 has not run

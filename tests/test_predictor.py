@@ -36,7 +36,7 @@ def predictor(checkpoint):
 def cheap_predictor():
     """Random weights, quickstart size: enough to check input handling."""
     torch.manual_seed(0)
-    return Predictor(load_config(REPO / "config/quickstart.yaml", {"model.test.score_thresh": 0.0}))
+    return Predictor(load_config(REPO / "config/small_cpu.yaml", {"model.test.score_thresh": 0.0}))
 
 
 def test_fused_predictor_matches_the_plain_model_in_eval_mode(coco_tiny, checkpoint, predictor):
@@ -114,7 +114,7 @@ def test_bad_inputs_get_a_one_line_error_naming_the_problem(tmp_path, cheap_pred
     with pytest.raises(ValueError, match="input_format must be one of BGR, RGB"):
         cheap_predictor.predict(np.zeros((40, 60, 3), np.uint8), input_format="YUV")
     with pytest.raises(ValueError, match="unknown backend"):
-        Predictor(load_config(REPO / "config/quickstart.yaml"), backend="tensorrt")
+        Predictor(load_config(REPO / "config/small_cpu.yaml"), backend="tensorrt")
 
 
 def test_precision_names_and_fallback(caplog):

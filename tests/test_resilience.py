@@ -29,7 +29,7 @@ CPU = torch.device("cpu")
 
 
 def _cfg(tmp_path, *opts):
-    return load_config(REPO / "config/quickstart.yaml", [f"data.root={tmp_path / 'data'}", *SMALL, *opts])
+    return load_config(REPO / "config/small_cpu.yaml", [f"data.root={tmp_path / 'data'}", *SMALL, *opts])
 
 
 def _records(out):
@@ -77,7 +77,7 @@ def test_a_nan_loss_is_rolled_back_and_the_run_finishes(tmp_path, monkeypatch, c
 
 def test_a_nan_at_every_step_stops_after_nan_retries_with_one_line(tmp_path, monkeypatch, capsys):
     calls = _poison_losses(monkeypatch, "all")
-    argv = ["--config", str(REPO / "config/quickstart.yaml"), "--output_dir", str(tmp_path / "run"),
+    argv = ["--config", str(REPO / "config/small_cpu.yaml"), "--output_dir", str(tmp_path / "run"),
             "--no_progress", "--opts", f"data.root={tmp_path / 'data'}", *SMALL, "train.nan_retries=2"]
     with pytest.raises(SystemExit) as e:
         run_script(lambda: train.main(argv))
@@ -129,7 +129,7 @@ def test_the_same_command_twice_never_destroys_a_run(tmp_path, capsys):
     """Run 1: 6 steps. The same command with --max_iter 3 and no --resume continues run 1 (complete: nothing to
     do); another config stops in one line and touches nothing; --overwrite starts over."""
     out = tmp_path / "run"
-    head = ["--config", str(REPO / "config/quickstart.yaml"), "--output_dir", str(out), "--no_progress"]
+    head = ["--config", str(REPO / "config/small_cpu.yaml"), "--output_dir", str(out), "--no_progress"]
     opts = ["--opts", f"data.root={tmp_path / 'data'}", *SMALL, "solver.max_iter=6", "solver.steps=[5]"]
     argv = head + opts
     train.main(argv)
@@ -181,7 +181,7 @@ def test_the_training_split_keeps_arrays_not_a_pycocotools_index(tmp_path):
              "bbox": [10.0, 20.0, 50.0, 40.0], "area": 2000.0, "iscrowd": 0} for k in range(1, 20001)]
     data = {"images": images, "annotations": anns, "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]}
     (root / "annotations" / "instances_train.json").write_text(json.dumps(data))
-    cfg = load_config(REPO / "config/quickstart.yaml", {"data.dataset": "coco", "data.root": str(root),
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"data.dataset": "coco", "data.root": str(root),
                                                         "model.num_classes": 3})
     ds = build_dataset(cfg, "train", is_train=True)
     assert len(ds) > 4000 and ds._coco is None

@@ -78,7 +78,7 @@ def _train(tmp, out, kill_at=None, resume=False):
         cmd, env["KILL_AT"] = [sys.executable, str(hook)], kill_at
     else:
         cmd = [sys.executable, "train.py"]
-    cmd += ["--config", "config/quickstart.yaml", "--output_dir", str(out), "--no_progress",
+    cmd += ["--config", "config/small_cpu.yaml", "--output_dir", str(out), "--no_progress",
             "--opts", *_opts(tmp / "synth")] + (["--resume"] if resume else [])
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if kill_at:
@@ -138,7 +138,7 @@ def test_killed_at_every_bad_moment_then_resumed_ends_as_an_uninterrupted_run(tm
     from config import load_config
     from engine.trainer import fit
 
-    cfg = load_config(REPO / "config/quickstart.yaml", _opts(tmp_path / "synth"))
+    cfg = load_config(REPO / "config/small_cpu.yaml", _opts(tmp_path / "synth"))
     again = fit(cfg, out, device=torch.device("cpu"), resume="auto", progress=False)
     assert {k: v for k, v in again.items() if k not in ("time_s", "epoch_time_s")} == _records(out)[-1]
     _assert_same_run(out, tmp_path / "reference")

@@ -97,7 +97,7 @@ def test_grouped_sampler_on_real_coco_images(coco_tiny):
     for b in range(0, len(idx), 4):
         wide = hw[idx[b:b + 4], 1] > hw[idx[b:b + 4], 0]
         assert wide.all() or not wide.any()
-    plain = build_train_sampler(load_config(REPO / "config/quickstart.yaml"), ds, 4, rank=0, world_size=1)
+    plain = build_train_sampler(load_config(REPO / "config/small_cpu.yaml"), ds, 4, rank=0, world_size=1)
     assert isinstance(plain, ResumableSampler)
 
 

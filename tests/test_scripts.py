@@ -31,7 +31,7 @@ def _run(*args, check=True):
 @pytest.fixture(scope="module")
 def coco_checkpoint(tmp_path_factory):
     """A random-weight 80-class model checkpoint in this project's format (what train.py writes)."""
-    cfg = load_config(REPO / "config/quickstart.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
+    cfg = load_config(REPO / "config/small_cpu.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
     torch.manual_seed(0)
     model = build_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "model.pth"
@@ -69,7 +69,7 @@ def test_eval_results_on_synthetic_data_score_the_synthetic_val_split(coco_tiny,
     dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
             for a in gt["annotations"] if not a.get("iscrowd", 0)]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
-    for how in (["-d", "synthetic"], ["--config", "config/quickstart.yaml"]):
+    for how in (["-d", "synthetic"], ["--config", "config/small_cpu.yaml"]):
         out = tmp_path / f"metrics_{how[0].strip('-')}.json"
         _run("eval.py", *how, "--root", str(root), "--results", str(tmp_path / "dets.json"), "--out", str(out))
         stats = json.loads(out.read_text())["stats"]
@@ -87,7 +87,7 @@ def _expected_detections(checkpoint, coco_tiny, min_size, max_size):
     from models.fuse import prepare_for_inference
     from engine.checkpoint import load_model_weights
 
-    cfg = load_config(REPO / "config/quickstart.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
+    cfg = load_config(REPO / "config/small_cpu.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
     model = build_model(cfg)
     load_model_weights(model, checkpoint)
     model = prepare_for_inference(model)
@@ -179,10 +179,10 @@ def test_predict_and_coco_results_glue_by_hand(coco_tiny):
 def test_eval_bad_inputs_name_the_problem(coco_tiny, coco_checkpoint, tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"definitely not a checkpoint")
-    proc = _run("eval.py", "--weight", str(junk), "--config", "config/quickstart.yaml", "-d", "coco", "--root",
+    proc = _run("eval.py", "--weight", str(junk), "--config", "config/small_cpu.yaml", "-d", "coco", "--root",
                 str(coco_tiny), "--out", str(tmp_path / "x.json"), check=False)
     assert proc.returncode != 0 and "junk.pth" in proc.stderr
-    proc = _run("eval.py", "--weight", str(coco_checkpoint), "--config", "config/quickstart.yaml", "-d", "coco",
+    proc = _run("eval.py", "--weight", str(coco_checkpoint), "--config", "config/small_cpu.yaml", "-d", "coco",
                 "--root", str(coco_tiny), "--split", "val2017", "--out", str(tmp_path / "x.json"), "--opts",
                 "model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8", check=False)
     # an 80-class checkpoint against the 5-class quickstart config: the mismatching tensors are named, no traceback
@@ -212,7 +212,7 @@ def test_test_py_draws_boxes_on_real_images(coco_tiny, coco_checkpoint, tmp_path
 
 def test_vis_targets_writes_pictures(tmp_path):
     out = tmp_path / "vis"
-    _run("train.py", "--config", "config/quickstart.yaml", "--vis_targets", "--vis_num", "2", "--output_dir", str(out),
+    _run("train.py", "--config", "config/small_cpu.yaml", "--vis_targets", "--vis_num", "2", "--output_dir", str(out),
          "--opts", f"data.root={tmp_path / 'synth'}", "data.synthetic_num_train=8", "data.synthetic_num_val=2",
          "data.synthetic_image_size=[96,96]", "model.backbone.width_mult=0.25")
     pics = sorted((out / "vis_targets").glob("*.png"))

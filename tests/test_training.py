@@ -24,7 +24,7 @@ TINY = {"solver.optimizer": "sgd", "model.backbone.norm": "frozen_bn", "model.ba
 
 
 def _tiny_cfg(**extra):
-    return load_config(REPO / "config/quickstart.yaml", {**TINY, **extra})
+    return load_config(REPO / "config/small_cpu.yaml", {**TINY, **extra})
 
 
 def _batch(n, seed=0):
@@ -132,7 +132,7 @@ def test_optimizer_groups_backbone_factor_and_norm_decay():
 
 
 def _synthetic_cfg(tmp_path, **extra):
-    return load_config(REPO / "config/quickstart.yaml", {
+    return load_config(REPO / "config/small_cpu.yaml", {
         **TINY, "data.root": str(tmp_path / "synth"), "data.synthetic_num_train": 24, "data.synthetic_num_val": 4,
         "data.synthetic_image_size": [96, 96], "data.train_min_size": [96], "data.train_max_size": 96,
         "data.test_min_size": 96, "data.test_max_size": 96, "solver.batch_size": 4, "solver.reference_batch_size": 4,
@@ -197,7 +197,7 @@ def test_accumulate_flag_divides_the_batch(tmp_path, monkeypatch):
 def test_loss_goes_down_on_real_coco_images(coco_tiny):
     from data.build import build_dataset
 
-    cfg = load_config(REPO / "config/quickstart.yaml", {
+    cfg = load_config(REPO / "config/small_cpu.yaml", {
         "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "data.train_split": COCO_SPLIT,
         "solver.optimizer": "sgd",
         "data.train_min_size": [256], "data.train_max_size": 384, "data.random_shift": False, "data.flip_prob": 0.0})
