@@ -53,7 +53,7 @@ def parse_args(argv=None):
                         "ONNX Runtime / OpenVINO (docs/deployment.md)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16: where the CPU (or GPU) supports it, else fp32 with a log line; fp16: CUDA only; "
-                        "int8: onnxruntime / openvino, quantized by NNCF after calibration")
+                        "int8: openvino, quantized by NNCF after calibration")
     p.add_argument("--calib", type=Path, default=None,
                    help="int8: a folder of calibration images (default: the config's training split)")
     p.add_argument("--calib_size", type=int, default=CALIBRATION_SIZE, help="int8: calibration images")

@@ -5,7 +5,7 @@ run the exported raw graph (deploy/onnx_export.py) outside PyTorch.
 backend      precisions        what runs
 ===========  ================  ========================================================================
 pytorch      fp32, bf16, fp16  the folded-BN channels_last model (bf16: CPU or CUDA autocast; fp16: CUDA)
-onnxruntime  fp32, int8        the raw ONNX graph on ONNX Runtime's CPU execution provider
+onnxruntime  fp32              the raw ONNX graph on ONNX Runtime's CPU execution provider
 openvino     fp32, bf16, int8  the raw ONNX graph read by OpenVINO's ONNX frontend, on its CPU plugin
 ===========  ================  ========================================================================
 
@@ -17,7 +17,8 @@ opted out). The model is saved as OpenVINO IR (``.xml`` + ``.bin``, weights kept
 
 Precisions outside PyTorch: OpenVINO's CPU plugin picks bf16 by itself on CPUs with native bf16,
 so fp32 and int8 set ``INFERENCE_PRECISION_HINT`` to f32 explicitly and bf16 sets it to bf16.
-int8 is a graph quantized by NNCF (deploy/quantize.py). A combination the CPU cannot run natively
+int8 is a graph quantized by NNCF for OpenVINO (deploy/quantize.py says why not ONNX Runtime's
+quantizer, by measurement). A combination the CPU cannot run natively
 says so in one log line: bf16 without AVX512_BF16 / AMX_BF16 then runs in fp32 (emulated bf16 is
 slower than fp32), int8 without VNNI / AMX int8 runs int8 anyway (correct, just not faster).
 
@@ -51,8 +52,9 @@ def resolve_backend_precision(backend: str, precision: str, device: torch.device
     if backend == "pytorch":
         return resolve_precision(precision, device)
     if precision not in BACKENDS[backend].precisions:
+        hint = " (int8: backend openvino)" if precision == "int8" else ""
         raise ValueError(f"backend {backend} runs precision {' or '.join(BACKENDS[backend].precisions)}, "
-                         f"not {precision}")
+                         f"not {precision}{hint}")
     if precision == "bf16":
         ok, reason = cpu_bf16_support()
         if not ok:
@@ -125,6 +127,6 @@ class Backend:
 # the backends: read by the Predictor, test.py and tools/benchmark.py
 BACKENDS: dict[str, Backend] = {
     "pytorch": Backend(("fp32", "bf16", "fp16")),
-    "onnxruntime": Backend(("fp32", "int8"), OnnxRuntimeRunner),
+    "onnxruntime": Backend(("fp32",), OnnxRuntimeRunner),
     "openvino": Backend(("fp32", "bf16", "int8"), OpenVINORunner),
 }

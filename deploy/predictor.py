@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from deploy.backends import BACKENDS, model_file_bytes, resolve_backend_precision, write_openvino_ir
-from deploy.quantize import CALIBRATION_SIZE, calibration_files, quantize_graph
+from deploy.quantize import CALIBRATION_SIZE, calibration_files, quantize_openvino
 from utils.precision import autocast
 from models.detector import INPUT_FORMATS
 
@@ -130,8 +130,9 @@ class Predictor:
             ``key=value`` overrides).
         device: ``cpu``, ``cuda``, ``cuda:1``... (ONNX Runtime and OpenVINO run on the CPU).
         precision: ``fp32``, ``bf16`` (falls back to fp32 with one log line where the CPU has no native
-            bf16), ``fp16`` (PyTorch on CUDA only) or ``int8`` (onnxruntime and openvino: a graph quantized
-            by NNCF, calibrated on ``calib_size`` images of ``calib``, see deploy/quantize.py).
+            bf16), ``fp16`` (PyTorch on CUDA only) or ``int8`` (openvino: a graph quantized by NNCF,
+            calibrated on ``calib_size`` images of ``calib``, see deploy/quantize.py). What each backend
+            runs: :data:`deploy.backends.BACKENDS`.
         backend: one of :data:`deploy.backends.BACKENDS`: ``pytorch``, ``onnxruntime`` or ``openvino``
             (a checkpoint is exported to ONNX first).
         calib: int8 only: a folder of calibration images (default: the config's training split).
@@ -214,7 +215,7 @@ class Predictor:
             logger.info("exported %s to %s", getattr(self, "_checkpoint_path", "the model"), onnx_file)
         if self.precision == "int8":
             inputs = [self.prepare(f)[0][None].float().numpy() for f in calibration_files(self.cfg, calib, calib_size)]
-            model_file = quantize_graph(self.backend, onnx_file, folder / f"model_int8_{self.backend}", inputs)
+            model_file = quantize_openvino(onnx_file, folder / "model_int8.xml", inputs)
         elif self.backend == "openvino":
             model_file = write_openvino_ir(onnx_file, folder / "model.xml")
         else:

@@ -157,7 +157,7 @@ def test_precision_names_and_fallback(caplog):
         resolve_precision("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("int4", torch.device("cpu"))
-    with pytest.raises(ValueError, match="int8 is a quantized graph: use backend onnxruntime or openvino"):
+    with pytest.raises(ValueError, match="int8 is a quantized graph: use backend openvino"):
         resolve_precision("int8", torch.device("cpu"))
     with caplog.at_level(logging.WARNING):
         got = resolve_precision("bf16", torch.device("cpu"))

@@ -125,8 +125,8 @@ def timed_image(dataset, size, cfg) -> np.ndarray:
 
 
 def _table(rows: list[dict], body_ms: float) -> str:
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
+    def fmt(v, spec):  # "-" for n/a, as wide as the number would be
+        return format(v, spec) if v is not None else "-".rjust(int(spec.lstrip("+").split(".")[0]))
 
     lines = [f"{'backend':12s} {'precision':9s} {'ms/image':>9s} {'x body':>7s} {'AP':>6s} {'AP50':>6s} "
              f"{'dAP':>6s} {'export s':>8s} {'size MiB':>8s}"]

@@ -6,7 +6,7 @@ native bf16 instructions (AVX512_BF16 or AMX_BF16); elsewhere oneDNN emulates it
 slower than fp32. So bf16 is used only where those instructions exist, and
 otherwise the program says so in one log line and runs in fp32.
 
-int8 (a quantized graph: ONNX Runtime or OpenVINO, deploy/backends.py) runs fast where the
+int8 (a graph quantized for OpenVINO, deploy/quantize.py) runs fast where the
 CPU has VNNI or AMX int8 dot products; without them it still runs (AVX2 / AVX-512 int8
 arithmetic, often no faster than fp32), after one log line saying so.
 """
@@ -22,7 +22,7 @@ AMP_MODES = ("none", "fp16", "bf16")  # solver.amp and eval.py --amp (CUDA autoc
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # fp16: CUDA only; int8: a quantized graph (onnxruntime, openvino)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # fp16: CUDA only; int8: a quantized graph (openvino)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product instructions
 
@@ -67,7 +67,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "int8":
-        raise ValueError("precision int8 is a quantized graph: use backend onnxruntime or openvino")
+        raise ValueError("precision int8 is a quantized graph: use backend openvino")
     if device.type == "cuda":
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
             logger.warning("bf16 requested but this GPU does not support it: running in fp32")
