@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=BACKENDS, default="pycocotools")
     p.add_argument("--voc_metric", choices=["11point", "area"], default="11point")
     p.add_argument("--amp", choices=AMP_MODES, default="none", help="half precision inference on CUDA")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile (inductor) the network first (docs/deployment.md: when it pays)")
     p.add_argument("--batch_size", type=int, default=None,
                    help="images per process (default: data.test_batch_size, 1 for the official presets)")
     return p.parse_args(argv)
@@ -129,6 +131,7 @@ def _evaluate_model(args) -> dict:
     from engine.checkpoint import load_model_weights
     from evaluation.evaluator import ScoreOptions, predict, score
     from models import build_model
+    from models.compile import compile_model
     from models.fuse import prepare_for_inference
 
     cfg = load_run_config(args, args.weight)
@@ -137,6 +140,8 @@ def _evaluate_model(args) -> dict:
     model = build_model(cfg).to(device)
     ckpt = load_model_weights(model, args.weight)
     model = prepare_for_inference(model)
+    if args.compile:
+        compile_model(model)
     dataset = build_dataset(cfg, split, is_train=False)
     trained_on = ckpt.get("class_names")
     if trained_on and list(trained_on) != list(dataset.class_names):
