@@ -188,10 +188,6 @@ class Trainer:
         model = model.to(self.device)
         if cfg.solver.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if cfg.solver.compile:  # in place: parameter names, checkpoints and DDP unchanged
-            from models.compile import compile_model
-
-            compile_model(model)
         if self.world_size > 1 and cfg.solver.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN)
@@ -199,6 +195,10 @@ class Trainer:
             from models.layers import convert_sync_batchnorm
 
             model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), self.device.type)
+        if cfg.solver.compile:  # in place: parameter names, checkpoints and DDP unchanged
+            from models.compile import compile_model
+
+            compile_model(model)
         return model
 
     def _build_solver(self, model: nn.Module) -> None:
