@@ -147,3 +147,15 @@ def test_benchmark_prints_a_row_per_backend_and_writes_json(synthetic, tmp_path)
     assert by[("pytorch", "fp32")]["AP_diff"] == 0
     assert by[("onnxruntime", "fp32")]["AP"] == pytest.approx(by[("pytorch", "fp32")]["AP"], abs=0.1)
     assert by[("openvino", "fp32")]["AP"] == pytest.approx(by[("pytorch", "fp32")]["AP"], abs=0.1)
+
+
+def test_test_py_runs_openvino_int8_calibrated_on_a_folder(coco_tiny, synthetic, tmp_path):
+    opts, _, _ = synthetic
+    image = sorted((coco_tiny / "val2017").glob("*.jpg"))[0]
+    proc = subprocess.run([sys.executable, "test.py", "--weight", str(TINY), "--input", str(image), "--backend",
+                           "openvino", "--precision", "int8", "--calib", str(coco_tiny / "val2017"), "--calib_size",
+                           "4", "--save_dir", str(tmp_path / "vis"), "--opts", *opts], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"int8 calibration on 4 images from {coco_tiny / 'val2017'}" in proc.stderr and "FPS" in proc.stdout
+    assert (tmp_path / "vis" / (image.stem + ".jpg")).is_file()

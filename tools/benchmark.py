@@ -65,7 +65,8 @@ def parse_args(argv=None):
                         "config's test_min_size x test_max_size)")
     p.add_argument("--backends", default="all", help=f"all, or a comma-separated subset of {','.join(BACKENDS)}")
     p.add_argument("--precisions", default="all", help="all, or a comma-separated subset of fp32,bf16,int8")
-    p.add_argument("--max_images", type=int, default=300, help="images of --data scored for AP")
+    p.add_argument("--max_images", type=int, default=300,
+                   help="images of --data scored for AP (0: none, the split's first image is only timed)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each row first")
     p.add_argument("--repeats", type=int, default=10, help="timed calls of each row (the median is reported)")
     p.add_argument("--calib", type=Path, default=None, help="int8: a folder of calibration images "
@@ -192,21 +193,22 @@ def main(argv=None) -> dict:
     for r, p in zip(rows, predictors.values()):
         s = t[(r["backend"], r["precision"])]
         r.update(ms_per_image=round(s * 1000, 2), ratio_to_body_best=round(s / body, 3))
-        m = predictor_metrics(p, dataset, kind, max_images=args.max_images) if dataset is not None else {}
+        scored = dataset is not None and args.max_images > 0
+        m = predictor_metrics(p, dataset, kind, max_images=args.max_images) if scored else {}
         r.update(AP=_pct(m.get("AP")), AP50=_pct(m.get("AP50")))
     ref = next((r for r in rows if (r["backend"], r["precision"]) == ("pytorch", "fp32")), None)
     for r in rows:
         r["AP_diff"] = (round(r["AP"] - ref["AP"], 2) if ref is not None and r["AP"] is not None else None)
     rows = [{k: r[k] for k in COLUMNS} for r in rows]
     report = {"machine": machine(), "versions": versions(), "weight": str(args.weight), "data": args.data,
-              "split": split, "images_scored": None if dataset is None else min(args.max_images, len(dataset)),
+              "split": split, "images_scored": 0 if dataset is None else min(args.max_images, len(dataset)),
               "input_size": [int(h), int(w)], "warmup": args.warmup, "repeats": args.repeats,
               "body_best_ms": round(body * 1000, 2),
               "body_best_format": "contiguous" if t["body fp32 contiguous"] <= t["body fp32 channels_last"]
               else "channels_last", "rows": rows}
     mc = report["machine"]
     print(f"{mc['cpu']} ({', '.join(mc['flags'] or [])}), {mc['threads']} thread(s); input {h}x{w}; "
-          f"data {args.data}" + (f" ({report['images_scored']} images)" if dataset is not None else ""))
+          f"data {args.data} ({report['images_scored']} images scored)")
     print(_table(rows, report["body_best_ms"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
