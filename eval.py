@@ -131,8 +131,8 @@ def _evaluate_model(args) -> dict:
     from engine.checkpoint import load_model_weights
     from evaluation.evaluator import ScoreOptions, predict, score
     from models import build_model
-    from models.compile import compile_model
     from models.fuse import prepare_for_inference
+    from models.compile import compile_model
 
     cfg = load_run_config(args, args.weight)
     split = _split_name(args, args.dataset or cfg.data.dataset, cfg.data.val_split)
@@ -140,8 +140,6 @@ def _evaluate_model(args) -> dict:
     model = build_model(cfg).to(device)
     ckpt = load_model_weights(model, args.weight)
     model = prepare_for_inference(model)
-    if args.compile:
-        compile_model(model)
     dataset = build_dataset(cfg, split, is_train=False)
     trained_on = ckpt.get("class_names")
     if trained_on and list(trained_on) != list(dataset.class_names):
@@ -149,6 +147,8 @@ def _evaluate_model(args) -> dict:
                        args.weight, list(trained_on)[:10], split, list(dataset.class_names)[:10])
     workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
     loader = build_test_loader(dataset, args.batch_size or cfg.data.test_batch_size, workers)
+    if args.compile:
+        compile_model(model)
     predictions = predict(model, loader, device, amp=args.amp)
     options = ScoreOptions(metrics_path=args.out, save_results=args.save_results, backend=args.backend,
                            use_07_metric=args.voc_metric == "11point")

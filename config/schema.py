@@ -176,8 +176,8 @@ class SolverConfig:
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
     amp: str = "none"  # one of utils.precision.AMP_MODES (fp16 and bf16: CUDA only)
     channels_last: bool = False  # channels_last memory format for the model and images
-    compile: bool = False  # torch.compile (inductor) the backbone, encoder and decoder for training (train.py --compile; models/compile.py; measured in docs/deployment.md)
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
+    compile: bool = False  # torch.compile (inductor) the backbone, encoder and decoder for training (train.py --compile; models/compile.py; measured in docs/deployment.md)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from torch import nn
 
 COMPILED_PARTS = ("backbone", "encoder", "decoder")
+BACKEND = "inductor"  # torch.compile's backend (the tests use "eager": the same tracing, no code generation)
 
 
-def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
-    """``model`` with its dense parts compiled in place (returned for chaining); ``backend``: torch.compile's."""
+def compile_model(model: nn.Module, backend=None) -> nn.Module:
+    """``model`` with its dense parts compiled in place (returned for chaining); ``backend``: torch.compile's
+    (default :data:`BACKEND`)."""
     for name in COMPILED_PARTS:
-        getattr(model, name).compile(backend=backend)
+        getattr(model, name).compile(backend=backend or BACKEND)
     return model

@@ -1,14 +1,10 @@
-"""Precision: the inference names, bf16 and int8 support detection, the autocast contexts of inference and of
+"""Precision: the inference names and bf16 support detection, the autocast contexts of inference and of
 training / evaluation (``train.amp``).
 
 bf16 on CPU runs convolutions through oneDNN in bfloat16 only where the CPU has
 native bf16 instructions (AVX512_BF16 or AMX_BF16); elsewhere oneDNN emulates it,
 slower than fp32. So bf16 is used only where those instructions exist, and
 otherwise the program says so in one log line and runs in fp32.
-
-int8 (a graph quantized for OpenVINO, deploy/quantize.py) runs fast where the
-CPU has VNNI or AMX int8 dot products; without them it still runs (AVX2 / AVX-512 int8
-arithmetic, often no faster than fp32), after one log line saying so.
 """
 from __future__ import annotations
 
@@ -58,7 +54,11 @@ def cpu_bf16_support() -> tuple[bool, str]:
 
 
 def cpu_int8_support() -> tuple[bool, str]:
-    """(whether this CPU has int8 dot-product instructions (VNNI / AMX), a short reason that says what was found)."""
+    """(whether this CPU has int8 dot-product instructions (VNNI / AMX), a short reason that says what was found).
+
+    int8 (a graph quantized for OpenVINO, deploy/quantize.py) is fast with them; without them it still runs
+    (wider int8 arithmetic, often no faster than fp32), after one log line saying so (deploy/backends.py).
+    """
     return _cpu_support(INT8_CPU_FLAGS, "AVX512")
 
 
