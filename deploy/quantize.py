@@ -28,6 +28,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from data.build import build_dataset
+from data.transforms import Compose
+
 logger = logging.getLogger(__name__)
 
 CALIBRATION_SIZE = 100  # images, the default of --calib_size
@@ -47,9 +50,6 @@ def calibration_files(cfg, folder: Optional[Union[str, Path]] = None, n: int = C
         if not files:
             raise ValueError(f"calibration folder {folder}: no images ({', '.join(IMAGE_EXTS)})")
     else:
-        from data.build import build_dataset
-        from data.transforms import Compose
-
         dataset = build_dataset(cfg, cfg.data.train_split, is_train=False, transforms=Compose([]))
         files = [Path(dataset.get_file_name(i)) for i in range(len(dataset))]
         if not files:
