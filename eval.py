@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=BACKENDS, default="pycocotools")
     p.add_argument("--voc_metric", choices=["11point", "area"], default="11point")
     p.add_argument("--amp", choices=AMP_MODES, default="none", help="half precision inference on CUDA")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile (inductor) the network first (docs/deployment.md: when it pays)")
     p.add_argument("--batch_size", type=int, default=None,
                    help="images per process (default: data.test_batch_size, 1 for the official presets)")
     p.add_argument("--analyze", action="store_true",
@@ -169,6 +171,7 @@ def _evaluate_model(args) -> dict:
     from evaluation.evaluator import ScoreOptions, predict, score, to_coco_results
     from models import build_model
     from models.fuse import prepare_for_inference
+    from models.compile import compile_model
 
     cfg = load_run_config(args, args.weight)
     _check_analyzable(args, cfg.data.dataset)
@@ -187,6 +190,8 @@ def _evaluate_model(args) -> dict:
                        args.weight, list(trained_on)[:10], split, list(dataset.class_names)[:10])
     workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
     loader = build_test_loader(dataset, args.batch_size or cfg.data.test_batch_size, workers)
+    if args.compile:
+        compile_model(model)
     predictions = predict(model, loader, device, amp=args.amp)
     options = ScoreOptions(metrics_path=args.out, save_results=args.save_results, backend=args.backend,
                            use_07_metric=args.voc_metric == "11point")

@@ -6,6 +6,9 @@
     python test.py --weight runs/quickstart/last.pth -d synthetic --split val --save_dir vis/ --show
     python test.py --weight runs/r50/last.pth --input photo.jpg --precision bf16       # bf16 autocast (where the CPU has it)
     python test.py --weight yolof.onnx --backend onnxruntime --input photo.jpg        # tools/export_onnx.py output
+    python test.py --weight runs/r50/last.pth --input photo.jpg --backend openvino    # OpenVINO (fp32; bf16 too)
+    python test.py --weight runs/quickstart/last.pth -d synthetic --backend openvino --precision int8  # NNCF int8,
+                                                  # calibrated on 100 training images (--calib FOLDER: yours)
 
 A thin script over deploy.predictor.Predictor (the library API).
 """
@@ -20,7 +23,9 @@ from pathlib import Path
 import cv2
 
 from data.build import DATASETS
-from deploy.predictor import BACKENDS, Predictor
+from deploy.backends import BACKENDS
+from deploy.predictor import Predictor
+from deploy.quantize import CALIBRATION_SIZE
 from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
 from utils.errors import UserError
 from utils.precision import PRECISIONS
@@ -43,10 +48,15 @@ def parse_args(argv=None):
     p.add_argument("--score_thresh", type=float, default=0.3, help="draw detections above this score")
     p.add_argument("--max_images", type=int, default=None, help="stop after this many images")
     p.add_argument("--show", action="store_true", help="also show each picture in a window (when a display exists)")
-    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
-                   help="onnxruntime: run --weight as an .onnx file (or export the checkpoint first) on ONNX Runtime")
+    p.add_argument("--backend", choices=list(BACKENDS), default="pytorch",
+                   help="onnxruntime / openvino: run --weight as an .onnx file (or export the checkpoint first) on "
+                        "ONNX Runtime / OpenVINO (docs/deployment.md)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: autocast where the CPU (or GPU) supports it, else fp32 with a log line; fp16: CUDA only")
+                   help="bf16: where the CPU (or GPU) supports it, else fp32 with a log line; fp16: CUDA only; "
+                        "int8: openvino, quantized by NNCF after calibration")
+    p.add_argument("--calib", type=Path, default=None,
+                   help="int8: a folder of calibration images (default: the config's training split)")
+    p.add_argument("--calib_size", type=int, default=CALIBRATION_SIZE, help="int8: calibration images")
     return p.parse_args(argv)
 
 
@@ -125,12 +135,12 @@ def main(argv=None) -> None:
         if args.weight.endswith(".onnx"):
             opts = list(args.opts) + [f"data.{k}={v}" for k, v in (("dataset", args.dataset), ("root", args.root)) if v]
             predictor = Predictor(args.weight, config=args.config, opts=opts, backend=args.backend,
-                                  precision=args.precision)
+                                  precision=args.precision, calib=args.calib, calib_size=args.calib_size)
             cfg = predictor.cfg
         else:
             cfg = load_run_config(args, args.weight)
             predictor = Predictor(args.weight, config=cfg, device=device, precision=args.precision,
-                                  backend=args.backend)
+                                  backend=args.backend, calib=args.calib, calib_size=args.calib_size)
     except (ValueError, FileNotFoundError) as e:  # the Predictor's errors name the file and the problem
         raise UserError(str(e)) from None
     from utils.visualize import draw_detections

@@ -43,7 +43,13 @@ def parse_args(argv=None):
                         "augmented training images into OUTPUT_DIR/vis_targets, then exit")
     p.add_argument("--vis_num", type=int, default=8, help="images for --vis_targets")
     p.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
-    return p.parse_args(argv)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile (inductor) the network for the training steps (= --opts solver.compile=true; "
+                        "docs/deployment.md has the measurements)")
+    args = p.parse_args(argv)
+    if args.compile:
+        args.opts = list(args.opts) + ["solver.compile=true"]
+    return args
 
 
 def main(argv=None) -> None:

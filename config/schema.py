@@ -184,6 +184,7 @@ class SolverConfig:
     amp: str = "none"  # one of utils.precision.AMP_MODES: autocast of the network (decoding, matching, losses stay fp32); fp16 adds a GradScaler; auto: bf16 where the device has it natively (CPU avx512_bf16/amx_bf16, CUDA sm80+), else none
     channels_last: bool = False  # channels_last memory format for the model and images
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
+    compile: bool = False  # torch.compile (inductor) the backbone, encoder and decoder for training (train.py --compile; models/compile.py; measured in docs/deployment.md)
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,10 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN)
             model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), self.device.type)
+        if cfg.solver.compile:  # in place: parameter names, checkpoints and DDP unchanged
+            from models.compile import compile_model
+
+            compile_model(model)
         return model
 
     def _build_solver(self, model: nn.Module) -> None:

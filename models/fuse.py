@@ -59,6 +59,8 @@ def _fold_pairs(module: nn.Module) -> None:
 def fuse_for_inference(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (in eval mode) with every conv+norm pair folded. For inference only."""
     fused = copy.deepcopy(model).eval()
+    for m in fused.modules():  # a compiled (models/compile.py) model's copy runs eager: compile it again if wanted
+        m._compiled_call_impl = None
     _fold_pairs(fused)
     return fused
 

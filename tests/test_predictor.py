@@ -104,8 +104,12 @@ def test_bad_inputs_get_a_one_line_error_naming_the_problem(tmp_path, cheap_pred
              (np.zeros((0, 0, 3), np.uint8), ValueError, "empty image array"),
              (np.zeros((40, 60), np.uint8), ValueError, "grayscale image array of shape (40, 60)"),
              (np.zeros((40, 60, 1), np.uint8), ValueError, "grayscale image array"),
-             (np.zeros((40, 60, 4), np.uint8), ValueError, "expected (H, W, 3)"),
+             (np.zeros((40, 60, 5), np.uint8), ValueError, "expected (H, W, 3), or (H, W, 4) with alpha"),
              (torch.zeros(40, 60, 3), ValueError, "(3, H, W) channels first"),
+             (np.full((40, 60, 3), -0.5, np.float32), ValueError, "negative values (min -0.5)"),
+             (np.full((40, 60, 3), 1000, np.int32), ValueError, "int32 image array with values up to 1000"),
+             (np.full((40, 60, 3), np.nan, np.float32), ValueError, "NaN or infinite"),
+             (np.zeros((40, 60, 3), bool), TypeError, "dtype bool"),
              (42, TypeError, "got int")]
     for bad, error, message in cases:
         with pytest.raises(error) as info:
@@ -117,10 +121,43 @@ def test_bad_inputs_get_a_one_line_error_naming_the_problem(tmp_path, cheap_pred
         Predictor(load_config(REPO / "config/small_cpu.yaml"), backend="tensorrt")
 
 
+def test_pixels_in_other_ranges_and_alpha_are_converted_with_one_line(coco_tiny, cheap_predictor, caplog):
+    """float 0-1 (torchvision's convention) and uint16 images are scaled to 0-255, alpha is dropped: the same
+    detections as the uint8 image, each conversion logged once, not once per image."""
+    path = sorted((coco_tiny / "val2017").glob("*.jpg"))[0]
+    bgr = cv2.imread(str(path))
+    p = cheap_predictor
+    want = p.predict(bgr)
+    assert len(want["scores"]) > 0
+    alpha = np.full(bgr.shape[:2] + (1,), 255, np.uint8)
+    cases = [(bgr.astype(np.float32) / 255, "scaled by 255", 0.99),
+             (bgr.astype(np.uint16) * 257, "uint16 image: scaled from 0-65535 to 0-255", 0.99),
+             (np.concatenate([bgr, alpha], axis=2), "alpha channel dropped", 1.0),
+             (torch.from_numpy(np.concatenate([bgr, alpha], axis=2)).permute(2, 0, 1), "alpha channel dropped", 1.0)]
+    p._notes.clear()
+    seen = set()
+    for image, note, least in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="deploy.predictor"):
+            got = [p.predict(image), p.predict(image)]
+        fraction, total = matched_fraction([want, want], got)  # float pixels: equal up to the uint8 rounding
+        assert total > 0 and fraction >= least, (note, fraction)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == (0 if note in seen else 1) and all(note in line for line in lines), lines
+        seen.add(note)
+    # a float image already in 0-255 is taken as it is, silently
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deploy.predictor"):
+        p.predict(bgr.astype(np.float32))
+    assert not caplog.records
+
+
 def test_precision_names_and_fallback(caplog):
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("int4", torch.device("cpu"))
+    with pytest.raises(ValueError, match="int8 is a quantized graph: use backend openvino"):
         resolve_precision("int8", torch.device("cpu"))
     with caplog.at_level(logging.WARNING):
         got = resolve_precision("bf16", torch.device("cpu"))
