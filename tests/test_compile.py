@@ -23,7 +23,7 @@ SMALL = {"model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model
 
 
 def test_compile_is_in_place_changes_no_output_and_the_inference_copy_runs_eager():
-    cfg = load_config(REPO / "config/quickstart.yaml", {**SMALL, "model.test.score_thresh": 0.0})
+    cfg = load_config(REPO / "config/small_cpu.yaml", {**SMALL, "model.test.score_thresh": 0.0})
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     reference = build_model(cfg).eval()
@@ -54,7 +54,7 @@ def test_train_and_eval_flags(tmp_path, monkeypatch):
         return graph.forward
 
     monkeypatch.setattr(models.compile, "BACKEND", recording_backend)
-    cfg = load_config(REPO / "config/quickstart.yaml", {
+    cfg = load_config(REPO / "config/small_cpu.yaml", {
         **SMALL, "solver.compile": True, "data.root": str(tmp_path / "synth"), "data.synthetic_num_train": 8,
         "data.synthetic_num_val": 2, "data.synthetic_image_size": [96, 96], "data.train_min_size": [96],
         "data.train_max_size": 96, "data.test_min_size": 96, "data.test_max_size": 96, "solver.batch_size": 4,
