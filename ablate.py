@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tools.ablation import (DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs,
                             run_ablation, update_readme)
-from utils.cli import run_script
+from utils.script import run_script
+from tools.plot_runs import plot_runs
 
 
 def parse_args(argv=None):
@@ -77,7 +78,6 @@ def main(argv=None) -> int:
 
 def plot_spec(spec: Spec, logs_dir: Path, out: Path) -> int:
     """One picture of every run of ``spec`` logged under ``logs_dir``; returns how many runs it shows."""
-    from tools.plot_runs import plot_runs
 
     runs = [r for r in plan_runs(spec) if (logs_dir / spec.name / r.row.name / f"seed{r.seed}" / "metrics.jsonl").is_file()]
     if not runs:

@@ -21,11 +21,17 @@ import json
 import logging
 from pathlib import Path
 
-from data.build import DATASETS
+from cli import resolve_device, run_config
+from data.build import DATASETS, build_dataset, build_test_loader
 from evaluation.coco_eval import BACKENDS
-from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
+from evaluation.evaluator import METRICS, ScoreOptions, predict
+from models import build_model
+from models.compile import compile_model
+from models.fuse import prepare_for_inference
+from utils.checkpoint import load_model_weights
 from utils.errors import UserError
 from utils.precision import AMP_MODES
+from utils.script import common_parser, run_script, setup_logging
 
 logger = logging.getLogger("eval")
 
@@ -66,114 +72,40 @@ def _split_name(args, kind: str, val_split: str) -> str:
     return split
 
 
-def _results_target(args) -> tuple[str, Path, str]:
-    """(dataset kind, root, split) that ``--results`` is scored against: ``--config``'s data section (with -d,
-    --root and --split over it), else -d / --root / --split with the dataset's default val split."""
-    if args.config:
-        d = load_run_config(args).data
-        kind, root, val_split = d.dataset, d.root, d.val_split
-    else:
-        kind = args.dataset or "coco"
-        root, val_split = args.root, DATASETS[kind].val_split
-        if root is None:
-            raise UserError("--results needs --root (or a --config whose data.root holds the annotations)")
-    return kind, Path(root), _split_name(args, kind, val_split)
-
-
-def _check_exists(results: Path) -> None:
-    if not results.exists():
-        raise UserError(f"--results {results}: no such file or folder")
+def _options(args) -> ScoreOptions:
+    return ScoreOptions(metrics_path=args.out, save_results=args.save_results, backend=args.backend,
+                        use_07_metric=args.voc_metric == "11point", analyze=args.analyze, echo=print)
 
 
 def _check_analyzable(args, kind: str) -> None:
-    if args.analyze and DATASETS[kind].metric != "coco":
-        raise UserError(f"--analyze needs COCO-format ground truth; -d {kind} is scored with the "
-                        f"{DATASETS[kind].metric} metric")
-
-
-def _analyze(args, gt: dict, dets: list[dict], image_dir: Path | None) -> None:
-    """The error analysis of ``dets`` into the folder of ``--out``."""
-    from evaluation.error_analysis import analyze_errors
-
-    if image_dir is not None and not Path(image_dir).is_dir():
-        image_dir = None
-    print(analyze_errors(gt, dets, Path(args.out).parent, image_dir=image_dir)[1])
-
-
-def _score_voc_files(args, root: Path, split: str) -> dict:
-    """The folder of comp4 files ``--results`` against the VOCdevkit ``root``."""
-    from data.build import voc_image_sets
-    from data.voc import VOCDetection
-    from evaluation.evaluator import voc_annotations, voc_split_name, write_reports
-    from evaluation.voc_eval import evaluate_voc, read_voc_results, summary_table, write_metrics_json
-
-    dataset = VOCDetection(root, voc_image_sets(split), keep_difficult=True)
-    _check_exists(args.results)
-    try:
-        dets = read_voc_results(args.results, voc_split_name(dataset), dataset.class_names)
-    except ValueError as e:  # a malformed line, named with its file and line number
-        raise UserError(str(e)) from None
-    result = evaluate_voc(dets, voc_annotations(dataset), dataset.class_names,
-                          use_07_metric=args.voc_metric == "11point")
-    print(summary_table(result))
-    write_reports(args.out, pr_curves=result.pr_curves, title="VOC", write_json=lambda p: write_metrics_json(result, p))
-    return {"mAP": result.mAP}
-
-
-def _coco_ground_truth(args, kind: str, root: Path, split: str):
-    """``root/annotations/instances_<split>.json`` (coco, synthetic), else the split's annotations read into an
-    in-memory COCO object (yolo, voc_xml), as the evaluation of a model scores them."""
-    if kind in ("coco", "synthetic"):
-        ann = root / "annotations" / f"instances_{split}.json"
-        if not ann.is_file():
-            raise UserError(f"annotation file not found: {ann}")
-        return str(ann)
-    from data.build import build_dataset
-    from data.transforms import Compose
-
-    return build_dataset(load_run_config(args), split, is_train=False, transforms=Compose([])).coco
-
-
-def _score_coco_file(args, kind: str, root: Path, split: str) -> dict:
-    """The COCO results JSON ``--results`` against the split's annotations (:func:`_coco_ground_truth`)."""
-    from evaluation.coco_eval import evaluate_coco, load_detections, summary_table, validate_detections, write_metrics_json
-    from evaluation.evaluator import write_reports
-
-    gt = _coco_ground_truth(args, kind, root, split)
-    _check_exists(args.results)
-    try:  # every problem of the file (ids, categories, boxes, scores) is named, with the file, in one line
-        dets = load_detections(args.results)
-        validate_detections(dets, gt, source=str(args.results))
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    result = evaluate_coco(gt, dets, backend=args.backend)
-    print(summary_table(result))
-    write_reports(args.out, pr_curves=result.pr_curves, title="COCO", write_json=lambda p: write_metrics_json(result, p))
-    if args.analyze:
-        gt_dict = json.loads(Path(gt).read_text()) if isinstance(gt, str) else gt.dataset
-        _analyze(args, gt_dict, dets, root / split if isinstance(gt, str) else None)
-    return dict(result.stats)
+    metric = DATASETS[kind].metric
+    if args.analyze and not METRICS[metric].analyzable:
+        raise UserError(f"--analyze needs COCO-format ground truth; -d {kind} is scored with the {metric} metric")
 
 
 def _score_files(args) -> dict:
-    """No model: score a detections file (COCO metric) or a folder of comp4 files (VOC metric)."""
-    kind, root, split = _results_target(args)
+    """No model: score ``--results`` (a COCO results JSON, or a folder of VOC comp4 files, as the dataset's metric
+    reads them) against the split's ground truth: ``--config``'s data section (with -d, --root and --split over
+    it), else -d / --root / --split with the dataset's default val split."""
+    if not args.config and args.root is None:
+        raise UserError("--results needs --root (or a --config whose data.root holds the annotations)")
+    if not args.config:
+        args.dataset = args.dataset or "coco"
+    cfg = run_config(args)
+    kind = cfg.data.dataset
     _check_analyzable(args, kind)
-    if DATASETS[kind].metric == "voc":
-        return _score_voc_files(args, root, split)
-    return _score_coco_file(args, kind, root, split)
+    split = _split_name(args, kind, cfg.data.val_split if args.config else DATASETS[kind].val_split)
+    ground_truth = DATASETS[kind].ground_truth(cfg, split)
+    if not args.results.exists():
+        raise UserError(f"--results {args.results}: no such file or folder")
+    metrics, _ = METRICS[DATASETS[kind].metric].score_file(ground_truth, args.results, _options(args),
+                                                           image_dir=Path(cfg.data.root) / split)
+    return metrics
 
 
 def _evaluate_model(args) -> dict:
     """Predict with ``--weight`` on the split and score it with the dataset's metric."""
-    from data.build import build_dataset, build_test_loader
-    from engine.checkpoint import load_model_weights
-    from evaluation.evaluator import ScoreOptions, predict, score, to_coco_results
-    from models import build_model
-    from models.fuse import prepare_for_inference
-    from models.compile import compile_model
-
-    cfg = load_run_config(args, args.weight)
+    cfg = run_config(args, args.weight)
     _check_analyzable(args, cfg.data.dataset)
     split = _split_name(args, args.dataset or cfg.data.dataset, cfg.data.val_split)
     device = resolve_device(args.device)
@@ -193,14 +125,7 @@ def _evaluate_model(args) -> dict:
     if args.compile:
         compile_model(model)
     predictions = predict(model, loader, device, amp=args.amp)
-    options = ScoreOptions(metrics_path=args.out, save_results=args.save_results, backend=args.backend,
-                           use_07_metric=args.voc_metric == "11point")
-    metrics = score(dataset, predictions, dataset_kind=cfg.data.dataset, options=options)[0]
-    if args.analyze:
-        image_dir = getattr(dataset, "image_dir", None)  # file_name entries may also be absolute paths
-        _analyze(args, dataset.coco.dataset, to_coco_results(predictions, dataset.label_to_cat_id),
-                 Path(image_dir) if image_dir else None)
-    return metrics
+    return METRICS[DATASETS[cfg.data.dataset].metric].score(dataset, predictions, _options(args))[0]
 
 
 def main(argv=None) -> dict:

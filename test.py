@@ -26,9 +26,13 @@ from data.build import DATASETS
 from deploy.backends import BACKENDS
 from deploy.predictor import Predictor
 from deploy.quantize import CALIBRATION_SIZE
-from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
+from cli import resolve_device, run_config
+from utils.script import common_parser, run_script, setup_logging
 from utils.errors import UserError
 from utils.precision import PRECISIONS
+from utils.visualize import draw_detections
+from data.build import build_dataset
+from data.transforms import Compose
 
 logger = logging.getLogger("test")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -74,9 +78,6 @@ def display_available() -> bool:
 def _iter_inputs(args, cfg):
     """(name, BGR image) pairs from --input or a dataset split."""
     if args.dataset or args.input is None:
-        from data.build import build_dataset
-        from data.transforms import Compose
-
         split = args.split or cfg.data.val_split
         ds = build_dataset(cfg, split, is_train=False, transforms=Compose([]))
         for i in range(len(ds)):
@@ -138,12 +139,11 @@ def main(argv=None) -> None:
                                   precision=args.precision, calib=args.calib, calib_size=args.calib_size)
             cfg = predictor.cfg
         else:
-            cfg = load_run_config(args, args.weight)
+            cfg = run_config(args, args.weight)
             predictor = Predictor(args.weight, config=cfg, device=device, precision=args.precision,
                                   backend=args.backend, calib=args.calib, calib_size=args.calib_size)
     except (ValueError, FileNotFoundError) as e:  # the Predictor's errors name the file and the problem
         raise UserError(str(e)) from None
-    from utils.visualize import draw_detections
 
     def draw(image, det):
         return draw_detections(image, det["boxes"], det["labels"], det["scores"], predictor.class_names,

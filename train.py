@@ -22,7 +22,12 @@ import os
 import sys
 from pathlib import Path
 
-from utils.cli import common_parser, load_run_config, resolve_device, run_script, setup_logging
+from cli import resolve_device, run_config
+from utils.script import common_parser, run_script, setup_logging
+from utils.distributed import destroy_distributed, init_distributed
+from engine.trainer import fit
+from tools.visualize_targets import visualize_run
+from tools.plot_runs import plot_runs
 
 logger = logging.getLogger("train")
 
@@ -55,7 +60,6 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    from engine.distributed import destroy_distributed, init_distributed
 
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))  # torchrun sets LOCAL_RANK
     rank, _, world = init_distributed(str(device))
@@ -67,13 +71,11 @@ def main(argv=None) -> None:
 
 def _train(args, argv, device, rank: int, world: int) -> None:
     setup_logging(rank, args.output_dir)
-    cfg = load_run_config(args)
+    cfg = run_config(args)
     if args.vis_targets:  # the same as tools/visualize_targets.py
-        from tools.visualize_targets import visualize_run
 
         visualize_run(cfg, args.output_dir / "vis_targets", args.vis_num, device)
         return
-    from engine.trainer import fit
 
     record = fit(cfg, args.output_dir, device=device, accumulate=args.accumulate, resume=args.resume,
                  overwrite=args.overwrite, argv=argv, rank=rank, world_size=world, max_iter_override=args.max_iter,
@@ -87,8 +89,6 @@ def _train(args, argv, device, rank: int, world: int) -> None:
 def plot_own_run(output_dir: Path) -> None:
     """OUTPUT_DIR/curves.png, as tools/plot_runs.py draws it (a failed plot never fails the run)."""
     try:
-        from tools.plot_runs import plot_runs
-
         plot_runs([output_dir], output_dir / "curves.png")
     except Exception as e:
         logger.warning("could not draw %s: %s", output_dir / "curves.png", e)

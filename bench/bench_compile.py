@@ -1,9 +1,9 @@
 """torch.compile (inductor) against eager channels_last: inference and a training step, compile time included.
 
-    python bench/bench_compile.py --what infer_quickstart   # fused quickstart model, a 16 x 3x256x256 eval batch
-    python bench/bench_compile.py --what infer_r50          # fused YOLOF-R50-C5, 1x3x800x1216, then two
+    python -m bench.bench_compile --what infer_quickstart   # fused quickstart model, a 16 x 3x256x256 eval batch
+    python -m bench.bench_compile --what infer_r50          # fused YOLOF-R50-C5, 1x3x800x1216, then two
                                                             # other sizes (random weights)
-    python bench/bench_compile.py --what train_quickstart   # train_step of the quickstart preset, batch 16 x 256x256
+    python -m bench.bench_compile --what train_quickstart   # train_step of the quickstart preset, batch 16 x 256x256
 
 Each variant is built in this process and its first call (compilation included) timed alone; then all
 variants run round-robin (--repeats rounds after one warm-up round, medians reported), so that load
@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from common import REPO, interleaved_medians
+from utils.paths import REPO_ROOT as REPO
+from deploy.timing import interleaved_medians
 
 from config import load_config
 from engine.optim import build_optimizer

@@ -7,8 +7,7 @@ Reports images/second for the main process (num_workers=0) and for a single
 DataLoader worker (num_workers=1, i.e. per-worker throughput; the first batch,
 which includes the worker start-up, is excluded), plus a per-stage breakdown in
 the main process. Usage:
-
-    python bench/bench_dataloading.py [--data-root ../shared/data/coco_tiny] [--passes 2]
+    python -m bench.bench_dataloading [--data-root ../shared/data/coco_tiny] [--passes 2]
 """
 from __future__ import annotations
 
@@ -22,19 +21,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from utils.paths import REPO_ROOT
 
-from data.coco import COCODetection  # noqa: E402
-from data.collate import collate, worker_init_fn  # noqa: E402
-from data.transforms import build_transforms  # noqa: E402
+ROOT = REPO_ROOT
+
+from data.coco import COCODetection
+from data.build import SeededDataset
+from data.collate import collate
+from data.transforms import build_transforms
 
 
 def bench_loader(ds, num_workers: int, *, passes: int, batch_size: int) -> tuple[float, int]:
     n = len(ds) * passes
-    sampler = list(range(len(ds))) * passes
-    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                        worker_init_fn=worker_init_fn if num_workers else None, timeout=300 if num_workers else 0)
+    sampler = [(i, k * len(ds) + i) for k in range(passes) for i in range(len(ds))]  # (index, seed), as training
+    loader = DataLoader(SeededDataset(ds), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        collate_fn=collate, timeout=300 if num_workers else 0)
     it = iter(loader)
     first, _ = next(it)  # warm-up (worker start-up, file cache)
     count = 0

@@ -8,8 +8,8 @@ as json into a temp dir, and times ``evaluation.coco_eval.evaluate_coco`` end to
 end (reading both files, validation, evaluate, accumulate, summarize) for
 each back-end. Prints the times, the ratio and the largest stat difference.
 
-    python bench/bench_eval.py                     # 5000 images x 100 dets
-    python bench/bench_eval.py --images 1000 --dets-per-image 50
+    python -m bench.bench_eval                     # 5000 images x 100 dets
+    python -m bench.bench_eval --images 1000 --dets-per-image 50
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from utils.paths import REPO_ROOT
 
-from evaluation.coco_eval import BACKENDS, STAT_NAMES, evaluate_coco  # noqa: E402
+ROOT = REPO_ROOT
+
+from evaluation.coco_eval import BACKENDS, STAT_NAMES, evaluate_coco
 
 COCO_TINY = ROOT.parent / "shared/data/coco_tiny/annotations/instances_val2017.json"
 

@@ -1,6 +1,6 @@
 """Inference speed of YOLOF-R50-C5 against the bare torchvision ResNet-50 body.
 
-    python bench/bench_inference.py [--device cpu|cuda] [--repeats 5]
+    python -m bench.bench_inference [--device cpu|cuda] [--repeats 5]
 
 Times, in one process, a 1x3x800x1216 input: the whole detector (normalisation,
 backbone, encoder, decoder, post-processing) against conv1..layer4 of
@@ -9,13 +9,13 @@ channels_last, whichever is faster here). Median of several runs after warm-up.
 The detector's MACs are about 1.25x the body's (~99 vs ~80 GMAC), so a ratio
 near 1.25 means the head costs nothing but its convolutions. On CUDA, also fp16/bf16.
 
-    python bench/bench_inference.py --csp [--device cpu|cuda] [--repeats 5]
+    python -m bench.bench_inference --csp [--device cpu|cuda] [--repeats 5]
 
 instead times YOLOF-CSP-D-53-DC5 (config/yolof_csp_d53_dc5_3x.yaml, random weights) on its
 official 608x608 test input against the bare ResNet-50 body on the same input, and prints
 the MACs of both (torch.utils.flop_counter; MACs = FLOPs / 2) and their ratios.
 
-    python bench/bench_inference.py --deploy [--repeats 5]
+    python -m bench.bench_inference --deploy [--repeats 5]
 
 times the deployment paths (deploy/): the bare ResNet-50 body in fp32 contiguous, fp32
 channels_last and bf16, and YOLOF-R50-C5 through ``deploy.predictor.Predictor`` (an 800x1216
@@ -31,16 +31,20 @@ import torch
 
 import contextlib
 
-from common import REPO, interleaved_medians, resnet50_body
+from utils.paths import REPO_ROOT as REPO
+from deploy.timing import interleaved_medians, resnet50_body
 
 from config import load_config
 from models import build_model
 from models.fuse import fuse_for_inference
+import numpy as np
+from utils.precision import autocast, resolve_precision
+from deploy.predictor import Predictor
 
 
 def count_macs(fn) -> int:
     """Multiply-accumulates of one call of ``fn`` (torch.utils.flop_counter counts 2 FLOPs per MAC)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # heavy
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
@@ -88,10 +92,7 @@ def bench_csp(device: torch.device, repeats: int, size: int = 608) -> None:
 
 def bench_deploy(device: torch.device, repeats: int, *, height: int, width: int) -> None:
     """Body (fp32 contiguous / channels_last / bf16) vs YOLOF through the Predictor (fp32, bf16, ONNX Runtime)."""
-    import numpy as np
 
-    from utils.precision import autocast, resolve_precision
-    from deploy.predictor import Predictor
 
     cfg = load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"data.test_min_size": min(height, width),
                                                              "data.test_max_size": max(height, width)})

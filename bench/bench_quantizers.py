@@ -1,7 +1,7 @@
 """int8 quantizers compared: NNCF (what deploy/quantize.py uses) against ONNX Runtime's quantize_static.
 
-    python bench/bench_quantizers.py --weight runs/quickstart/last.pth --data val            # accuracy + speed
-    python bench/bench_quantizers.py --weight r50.pth --data none --size 800 1216 --calib DIR --calib_size 20
+    python -m bench.bench_quantizers --weight runs/quickstart/last.pth --data val            # accuracy + speed
+    python -m bench.bench_quantizers --weight r50.pth --data none --size 800 1216 --calib DIR --calib_size 20
 
 Every variant quantizes the same exported raw ONNX graph, calibrated on the same --calib_size images
 (the config's training split, or --calib), with the box-regression and objectness convolutions kept
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import interleaved_medians
+from deploy.timing import interleaved_medians
 
 from data.build import build_dataset
 from data.transforms import Compose
@@ -36,8 +36,8 @@ from deploy.quantize import KEEP_FLOAT, calibration_files, quantize_openvino
 
 
 def ort_quantize(onnx_file: Path, out: Path, inputs, *, conv_only: bool, method: str) -> Path:
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+    import onnx  # optional
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,  # optional
                                           quant_pre_process, quantize_static)
 
     class Reader(CalibrationDataReader):
@@ -58,8 +58,8 @@ def ort_quantize(onnx_file: Path, out: Path, inputs, *, conv_only: bool, method:
 
 
 def nncf_onnx(onnx_file: Path, out: Path, inputs) -> Path:
-    import nncf
-    import onnx
+    import nncf  # optional
+    import onnx  # optional
 
     model = nncf.quantize(onnx.load(str(onnx_file)), nncf.Dataset(list(inputs), lambda x: {"images": x}),
                           preset=nncf.QuantizationPreset.MIXED, subset_size=len(inputs),

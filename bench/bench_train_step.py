@@ -1,6 +1,6 @@
 """Training-step speed of YOLOF-R50-C5 against the bare torchvision ResNet-50 body.
 
-    python bench/bench_train_step.py [--device cpu|cuda] [--amp bf16|fp16]
+    python -m bench.bench_train_step [--device cpu|cuda] [--amp bf16|fp16]
 
 One step = forward, matching, loss, backward and the SGD step, at batch 2 x
 3x512x512 with 3 boxes per image. The reference is forward + backward + SGD
@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from common import REPO, median_time, resnet50_body, sync
+from utils.paths import REPO_ROOT as REPO
+from deploy.timing import median_time, resnet50_body, sync
 
 from config import load_config
 from models import build_model

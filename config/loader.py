@@ -1,22 +1,38 @@
 """YAML loading, base inheritance, dotted overrides and validation."""
 from __future__ import annotations
 
+import copy
 import dataclasses
-import functools
 import typing
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import yaml
 
+from config.errors import ConfigError
 from config.schema import Config
-from utils.errors import UserError
 
 BASE_KEY = "_base_"
 
-
-class ConfigError(UserError, ValueError):
-    """A configuration file or override is invalid; the message names the key."""
+# The flat layout before the component sections (presets, ablation specs and the run configs committed under
+# ablations/runs/ use it): each old dotted key -> its new key(s). Old keys load everywhere a config is read (YAML
+# files, --opts, the configs stored in checkpoints); a value given under an old key is checked under that name.
+LEGACY_KEYS: dict[str, tuple[str, ...]] = {
+    **{f"data.synthetic_{k}": (f"data.synthetic.{k}",) for k in (
+        "num_train", "num_val", "image_size", "seed", "num_objects", "min_box", "max_box", "size_range", "max_aspect",
+        "stats")},
+    **{f"data.{k}": (f"data.yolo.{k}",) for k in (
+        "jitter_crop", "jitter_ratio", "resize_shape", "scale_jitter", "distortion", "hue", "saturation", "exposure",
+        "test_resize_shape")},
+    **{f"data.mosaic_{k}": (f"data.mosaic.{k}",) for k in ("prob", "size", "min_offset")},
+    **{f"data.mixup_{k}": (f"data.mixup.{k}",) for k in ("prob", "alpha")},
+    "model.matcher.topk": ("model.matcher.uniform.topk", "model.matcher.iou_topk.topk"),
+    "model.matcher.max_iou_pos_thresh": ("model.matcher.max_iou.pos_thresh",),
+    "model.matcher.max_iou_neg_thresh": ("model.matcher.max_iou.neg_thresh",),
+    "model.matcher.atss_topk": ("model.matcher.atss.topk",),
+    "model.matcher.grid_anchors": tuple(f"model.matcher.{g}.anchors"
+                                        for g in ("grid_center", "grid_neighbors", "grid_inside")),
+}
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -32,6 +48,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
+    data = upgrade_legacy_keys(data, source=str(path))
     if base is None:
         return data
     base_data = _read_yaml(path.parent / base, seen + (path,))
@@ -69,13 +86,62 @@ def parse_overrides(items: Optional[Iterable[str]]) -> dict[str, Any]:
 def apply_overrides(data: dict, overrides: Union[Mapping[str, Any], Iterable[str], None]) -> dict:
     """Set dotted ``overrides`` (``{"a.b": v}`` or ``["a.b=v", ...]``) in the raw config dict ``data``, in place.
 
-    Returns ``data``; validation is ``config_from_dict``'s job.
+    Returns ``data``; validation is ``config_from_dict``'s job (an old key of :data:`LEGACY_KEYS` is type-checked
+    here, under the name it was given by).
     """
     if overrides and not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
+    data = upgrade_legacy_keys(data)
     for key, value in (overrides or {}).items():
-        _set_dotted(data, key, value)
+        if key in LEGACY_KEYS:
+            new = LEGACY_KEYS[key]
+            value = _coerce(value, _field_type(new[0]), key)
+            for k in new:
+                _set_dotted(data, k, value)
+        else:
+            _set_dotted(data, key, value)
     return data
+
+
+def _get_dotted(data: Mapping, key: str) -> tuple[bool, Any]:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _pop_dotted(data: dict, key: str) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    del node[last]
+
+
+def upgrade_legacy_keys(data: dict, source: str = "config") -> dict:
+    """``data`` (a raw nested config dict, in place) with every old key of :data:`LEGACY_KEYS` moved to its new
+    key(s); an old key and its new key both given is an error naming both."""
+    for old, new in LEGACY_KEYS.items():
+        found, value = _get_dotted(data, old)
+        if not found:
+            continue
+        clash = [k for k in new if _get_dotted(data, k)[0]]
+        if clash:
+            raise ConfigError(f"{source}: config key '{old}' (the old layout) and '{clash[0]}' are both given")
+        _pop_dotted(data, old)
+        for k in new:
+            _set_dotted(data, k, copy.deepcopy(value))
+    return data
+
+
+def _field_type(key: str) -> Any:
+    """The annotation of the schema field at dotted ``key``."""
+    tp: Any = Config
+    for part in key.split("."):
+        tp = typing.get_type_hints(tp)[part]
+    return tp
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -160,181 +226,42 @@ def _build(cls: type, data: Mapping, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-# Switches of one module that keep no list of their own (yet): the values their code branches on.
-def _families() -> dict[str, Collection[str]]:
-    """Each config key that names one member of a family -> that family's own list of names.
-
-    Imported here, not at the top: these modules import torch, and some of them import ``config``.
-    """
-    from data.build import DATASETS
-    from data.pipelines import PIPELINES
-    from data.synthetic import SYNTHETIC_STATS
-    from engine.optim import OPTIMIZERS, SCHEDULES
-    from models.backbone import BACKBONE_NORMS, BACKBONES, STYLES
-    from models.box_coder import DECODE_METHODS
-    from models.criterion import NORMALIZATIONS
-    from models.layers import ACTIVATIONS, NORMS
-    from models.detector import INPUT_FORMATS
-    from models.matcher import MATCHERS, GridMatcher
-    from utils.precision import AMP_MODES
-
-    return {
-        "model.backbone.name": BACKBONES,
-        "model.backbone.style": STYLES,
-        "model.backbone.norm": BACKBONE_NORMS,
-        "model.input_format": INPUT_FORMATS,
-        "model.matcher.grid_anchors": GridMatcher.anchor_choices,
-        "model.encoder.norm": NORMS,
-        "model.decoder.norm": NORMS,
-        "model.encoder.activation": ACTIVATIONS,
-        "model.decoder.activation": ACTIVATIONS,
-        "model.box_coder.decode_method": DECODE_METHODS,
-        "model.matcher.name": MATCHERS,
-        "model.loss.normalization": NORMALIZATIONS,
-        "data.dataset": DATASETS,
-        "data.pipeline": PIPELINES,
-        "data.synthetic_stats": SYNTHETIC_STATS,
-        "solver.schedule": SCHEDULES,
-        "solver.amp": AMP_MODES,
-        "solver.optimizer": OPTIMIZERS,
-    }
-
-
-def _validate_choices(cfg: Config) -> None:
-    for key, allowed in _families().items():
-        value = functools.reduce(getattr, key.split("."), cfg)
-        if value not in allowed:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {sorted(allowed)}")
-
-
-def _check(ok: bool, key: str, why: str, *, got: Any) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}': {why}, got {got!r}")
-
-
-def _validate_model(m) -> None:
-    if len(m.encoder.dilations) != m.encoder.num_blocks:
-        raise ConfigError(
-            f"config key 'model.encoder.dilations': {len(m.encoder.dilations)} dilations for "
-            f"model.encoder.num_blocks={m.encoder.num_blocks}"
-        )
-    _check(m.decoder.pred_kernel in (1, 3), "model.decoder.pred_kernel", "must be 1 or 3", got=m.decoder.pred_kernel)
-    _check(m.matcher.atss_topk >= 2, "model.matcher.atss_topk", "must be >= 2 (its IoUs' std needs two)",
-           got=m.matcher.atss_topk)
-    _check(0 <= m.backbone.freeze_at <= 5, "model.backbone.freeze_at", "must be in 0..5", got=m.backbone.freeze_at)
-    _check(m.num_classes == "auto" or (not isinstance(m.num_classes, str) and m.num_classes >= 1),
-           "model.num_classes", "must be >= 1 or 'auto'", got=m.num_classes)
-    _check(all(w > 0 and h > 0 for w, h in m.anchors.custom_wh), "model.anchors.custom_wh",
-           "widths and heights must be > 0", got=m.anchors.custom_wh)
-
-
-def _validate_data(d) -> None:
-    """The data keys, with the parameters of the pipeline's steps (data/pipelines.py, data/yolo_transforms.py,
-    data/mosaic.py)."""
-
-    def check(ok: bool, key: str, why: str) -> None:
-        _check(ok, f"data.{key}", why, got=getattr(d, key))
-
-    check(d.test_batch_size >= 1, "test_batch_size", "must be >= 1")
-    check(not d.class_names or d.dataset == "voc_xml", "class_names",
-          f"is read by data.dataset=voc_xml only ({d.dataset} names its classes in its own files)")
-    check(all(n.strip() for n in d.class_names) and len(set(d.class_names)) == len(d.class_names), "class_names",
-          "must be distinct non-empty names")
-    check(not d.synthetic_size_range or (len(d.synthetic_size_range) == 2
-                                         and 1 <= d.synthetic_size_range[0] <= d.synthetic_size_range[1]),
-          "synthetic_size_range", "must be empty or [min, max] with 1 <= min <= max")
-    check(d.synthetic_max_aspect >= 1.0, "synthetic_max_aspect", "must be >= 1")
-    check(d.synthetic_stats == "none" or not d.synthetic_size_range, "synthetic_size_range",
-          f"must be empty with data.synthetic_stats={d.synthetic_stats} (its table draws the image sizes)")
-    check(0.0 <= d.mixup_prob <= 1.0, "mixup_prob", "must be in [0, 1]")
-    check(0.0 <= d.jitter_ratio < 0.5, "jitter_ratio", "must be in [0, 0.5)")
-    for key in ("resize_shape", "test_resize_shape", "mosaic_size"):
-        check(min(getattr(d, key)) >= 1, key, "needs two positive sides (h, w)")
-    check(0.0 < d.scale_jitter[0] <= d.scale_jitter[1], "scale_jitter", "must be [low, high] with 0 < low <= high")
-    check(0.0 <= d.hue <= 0.5, "hue", "must be in [0, 0.5] (a fraction of the hue circle)")
-    for key in ("saturation", "exposure"):
-        check(getattr(d, key) >= 1.0, key, "must be >= 1 (the scale is drawn in [1 / s, s])")
-    check(0.0 <= d.mosaic_prob <= 1.0, "mosaic_prob", "must be in [0, 1]")
-    check(0.0 <= d.mosaic_min_offset < 0.5 and all(
-        int(s * d.mosaic_min_offset) < int(s * (1 - d.mosaic_min_offset)) for s in d.mosaic_size),
-        "mosaic_min_offset", f"leaves no room for the cut point in data.mosaic_size {list(d.mosaic_size)}")
-
-
-def _validate_solver_and_train(s, t) -> None:
-    _check(s.batch_size >= 1, "solver.batch_size", "must be >= 1", got=s.batch_size)
-    _check(list(s.steps) == sorted(s.steps), "solver.steps", "must be increasing", got=s.steps)
-    _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)", got=t.ema_decay)
-    _check(t.ema_ramp >= 0, "train.ema_ramp", "must be >= 0", got=t.ema_ramp)
-    _check(t.nan_retries >= 0, "train.nan_retries", "must be >= 0", got=t.nan_retries)
-
-
-def _validate(cfg: Config) -> None:
-    """Checks beyond the types: choices from each family's list, ranges, consistency between keys."""
-    _validate_choices(cfg)
-    _validate_model(cfg.model)
-    _validate_data(cfg.data)
-    _validate_solver_and_train(cfg.solver, cfg.train)
-
-
-def _validate_backbone_weights(m) -> None:
-    """The ImageNet start must fit the model it starts: style, channel order and pixel statistics."""
-    from models.pretrained import IMAGENET_FILES, TORCHVISION_MEAN, TORCHVISION_STD
-
-    weights, bb = m.backbone.weights, m.backbone
-    if weights == "none":
-        return
-
-    def fail(keys: str, why: str) -> None:
-        raise ConfigError(f"config keys 'model.backbone.weights' and {keys}: {why}")
-
-    def close(a, b) -> bool:
-        return all(abs(x - y) < 1e-3 for x, y in zip(a, b))
-
-    if bb.width_mult != 1.0:
-        fail("'model.backbone.width_mult'", f"pretrained weights need width_mult=1, got {bb.width_mult}")
-    if weights == "imagenet":  # torchvision's files
-        if bb.style != "pytorch":
-            fail("'model.backbone.style'", "torchvision weights (imagenet) are pytorch-style (stride on the 3x3 "
-                                           "conv); set model.backbone.style=pytorch")
-        if m.input_format != "RGB":
-            fail("'model.input_format'", "torchvision weights (imagenet) expect RGB input; set model.input_format=RGB")
-        if not (close(m.pixel_mean, TORCHVISION_MEAN) and close(m.pixel_std, TORCHVISION_STD)):
-            fail("'model.pixel_mean' / 'model.pixel_std'", f"torchvision weights (imagenet) expect mean "
-                 f"{list(TORCHVISION_MEAN)} and std {list(TORCHVISION_STD)} (RGB, 0-255), got {list(m.pixel_mean)} "
-                 f"and {list(m.pixel_std)}")
-        return
-    name = Path(weights).name
-    known = IMAGENET_FILES.get(name)
-    if known is None:
-        if name.endswith(".pkl") and m.input_format != "BGR":
-            fail("'model.input_format'", f"{name} is a Detectron/Caffe2 pickle, trained on BGR input; set "
-                                         f"model.input_format=BGR")
-        return
-    if bb.name not in known.backbones:
-        fail("'model.backbone.name'", f"{name} holds {' / '.join(known.backbones)}, not {bb.name}")
-    if known.style is not None and bb.style != known.style:
-        fail("'model.backbone.style'", f"{name} is {known.style}-style; set model.backbone.style={known.style}")
-    if m.input_format != known.input_format:
-        fail("'model.input_format'", f"{name} was trained on {known.input_format} input; set "
-                                     f"model.input_format={known.input_format}")
-    if known.pixel_std is not None and not close(m.pixel_std, known.pixel_std):
-        fail("'model.pixel_std'", f"{name} expects pixel_std {list(known.pixel_std)}, got {list(m.pixel_std)}")
+def check_sections(node: Any, key: str = "") -> None:
+    """Call ``check(key)`` of every section of the tree under ``node``, the deepest first (each section checks
+    its own values; this loader knows none of them)."""
+    for f in dataclasses.fields(node):
+        child = getattr(node, f.name)
+        if dataclasses.is_dataclass(child):
+            check_sections(child, f"{key}{f.name}.")
+    if hasattr(node, "check"):
+        node.check(key.rstrip(".") or "config")
 
 
 def config_from_dict(data: Mapping) -> Config:
-    cfg = _build(Config, data, "")
-    _validate(cfg)
-    _validate_backbone_weights(cfg.model)
+    cfg = _build(Config, upgrade_legacy_keys(data), "")
+    check_sections(cfg)
     return cfg
 
 
 def load_config(path: Union[str, Path, None], overrides: Union[Mapping[str, Any], Iterable[str], None] = None) -> Config:
     """Load a YAML preset (following ``_base_``), apply dotted ``overrides``, validate.
 
-    ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe).
+    ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe). An error about a value given
+    under an old key (:data:`LEGACY_KEYS`) names that key, as the user wrote it.
     """
+    if overrides and not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
     data = _read_yaml(Path(path)) if path is not None else {}
-    return config_from_dict(apply_overrides(data, overrides))
+    try:
+        return config_from_dict(apply_overrides(data, overrides))
+    except ConfigError as e:
+        message = str(e)
+        for old in (overrides or {}):
+            for new in LEGACY_KEYS.get(old, ()):
+                message = message.replace(f"'{new}'", f"'{old}'")
+        if message == str(e):
+            raise
+        raise ConfigError(message) from None
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -359,3 +286,20 @@ def config_to_dict(cfg: Config) -> dict:
         return x
 
     return conv(dataclasses.asdict(cfg))
+
+
+def resolve_num_classes(cfg: Config, class_names) -> Config:
+    """``cfg`` with ``model.num_classes: auto`` replaced by the number of ``class_names`` (the training set's)."""
+    if cfg.model.num_classes != "auto":
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=len(class_names)))
+
+
+def config_from_checkpoint(checkpoint: Mapping, overrides: Union[Mapping[str, Any], Iterable[str], None] = None, *,
+                           source: str = "the checkpoint") -> Config:
+    """The config a checkpoint stores, with dotted ``overrides`` applied and ``num_classes: auto`` resolved from
+    its class names: the one way eval.py, test.py and the Predictor rebuild a run's config."""
+    if "config" not in checkpoint:
+        raise ConfigError(f"{source} holds no config: pass one (--config)")
+    cfg = config_from_dict(apply_overrides(copy.deepcopy(dict(checkpoint["config"])), overrides))
+    return resolve_num_classes(cfg, checkpoint["class_names"]) if checkpoint.get("class_names") else cfg

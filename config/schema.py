@@ -5,6 +5,13 @@ Defaults are the official YOLOF R50-C5 1x recipe (megvii-model/YOLOF,
 uses and RetinaNet does not is a switch here, so one ablation row is one set
 of overrides.
 
+Each section checks its own values in ``check(key)`` (ranges, consistency between its keys); the
+loader calls every section's check, walking the tree, and nothing else. Sections hang beside what
+they configure: ``data.synthetic``, ``data.yolo`` (the CSP pipeline), ``data.mosaic``, ``data.mixup``
+and one section per matcher (``model.matcher.uniform`` ... ``model.matcher.atss``), each handed
+whole to its builder. Keys of the flat layout before these sections (``data.mosaic_prob``,
+``model.matcher.topk`` ...) still load: ``config.loader.LEGACY_KEYS`` maps them.
+
 This file is the one place of defaults: the YAML presets in ``config/`` state
 only what differs from it (or from the preset they derive from through
 ``_base_``). ``python -m config PRESET`` prints a preset's whole resolved
@@ -17,6 +24,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Union
 
+from config.errors import check
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -27,6 +36,9 @@ class BackboneConfig:
     norm: str = "frozen_bn"  # frozen_bn | bn | syncbn (SyncBatchNorm under DDP, plain BN on one process; cspdarknet53: BN eps 1e-4, momentum 0.03 as official)
     weights: str = "none"  # none | imagenet (torchvision's file, from weights/; never downloaded) | a file path
     width_mult: float = 1.0  # scales every stage width (<1 for small CPU models; 1 for pretrained weights)
+
+    def check(self, key: str) -> None:
+        check(0 <= self.freeze_at <= 5, f"{key}.freeze_at", "must be in 0..5", got=self.freeze_at)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,10 @@ class EncoderConfig:
     norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
     activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
 
+    def check(self, key: str) -> None:
+        check(len(self.dilations) == self.num_blocks, f"{key}.dilations",
+              f"needs one dilation per block ({key}.num_blocks={self.num_blocks})", got=self.dilations)
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -52,6 +68,9 @@ class DecoderConfig:
     norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
     activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
 
+    def check(self, key: str) -> None:
+        check(self.pred_kernel in (1, 3), f"{key}.pred_kernel", "must be 1 or 3", got=self.pred_kernel)
+
 
 @dataclass(frozen=True)
 class AnchorConfig:
@@ -59,6 +78,10 @@ class AnchorConfig:
     aspect_ratios: tuple[float, ...] = (1.0,)  # h / w
     offset: float = 0.0  # anchor centre = (x + offset) * stride; official YOLOF uses 0.0
     custom_wh: tuple[tuple[float, float], ...] = ()  # explicit (w, h) cell anchors used instead of sizes x aspect_ratios when non-empty (k-means priors: python -m tools.kmeans_anchors)
+
+    def check(self, key: str) -> None:
+        check(all(w > 0 and h > 0 for w, h in self.custom_wh), f"{key}.custom_wh", "widths and heights must be > 0",
+              got=self.custom_wh)
 
 
 @dataclass(frozen=True)
@@ -70,16 +93,64 @@ class BoxCoderConfig:
 
 
 @dataclass(frozen=True)
+class TopKMatcherConfig:
+    """model.matcher.uniform / iou_topk: a top-k matcher's own option."""
+
+    topk: int = 4  # k nearest (uniform: by L1 over predicted boxes and over anchors, each) / of highest IoU (iou_topk)
+
+    def check(self, key: str) -> None:
+        check(self.topk >= 1, f"{key}.topk", "must be >= 1", got=self.topk)
+
+
+@dataclass(frozen=True)
+class MaxIoUMatcherConfig:
+    """model.matcher.max_iou: RetinaNet's thresholds."""
+
+    pos_thresh: float = 0.5  # IoU >= this is positive
+    neg_thresh: float = 0.4  # IoU < this is negative, in between ignored
+
+    def check(self, key: str) -> None:
+        check(0.0 <= self.neg_thresh <= self.pos_thresh <= 1.0, f"{key}.neg_thresh",
+               f"must be in [0, {key}.pos_thresh]", got=self.neg_thresh)
+
+
+@dataclass(frozen=True)
+class GridMatcherConfig:
+    """model.matcher.grid_center / grid_neighbors / grid_inside: which anchors of a chosen cell."""
+
+    anchors: str = "best"  # best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
+
+
+@dataclass(frozen=True)
+class ATSSMatcherConfig:
+    """model.matcher.atss: adaptive training sample selection (Zhang et al., CVPR 2020) on the single level."""
+
+    topk: int = 9  # candidates: the k anchors nearest each box by centre distance (ATSS: 9 per level)
+
+    def check(self, key: str) -> None:
+        check(self.topk >= 2, f"{key}.topk", "must be >= 2 (its IoUs' std needs two)", got=self.topk)
+
+
+@dataclass(frozen=True)
 class MatcherConfig:
-    name: str = "uniform"  # one of models.matcher.MATCHERS: uniform (L1 top-k) is official; the others are ablations (models/matcher.py)
-    grid_anchors: str = "best"  # grid_* matchers: best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
-    topk: int = 4  # k for uniform / iou_topk
-    atss_topk: int = 9  # atss: candidate anchors per box, nearest by centre distance (ATSS's k = 9)
-    max_iou_pos_thresh: float = 0.5  # max_iou: IoU >= this is positive
-    max_iou_neg_thresh: float = 0.4  # max_iou: IoU < this is negative, in between ignored
+    """Label assignment: the matcher (``name``, with its own section below) and the ignore thresholds the
+    assigner applies after any matcher (models/assigner.py)."""
+
+    name: str = "uniform"  # one of models.matcher.MATCHERS: uniform (L1 top-k) is official; the others are ablations (models/matcher.py); top1 has no options
+    uniform: TopKMatcherConfig = field(default_factory=TopKMatcherConfig)
+    iou_topk: TopKMatcherConfig = field(default_factory=TopKMatcherConfig)
+    max_iou: MaxIoUMatcherConfig = field(default_factory=MaxIoUMatcherConfig)
+    atss: ATSSMatcherConfig = field(default_factory=ATSSMatcherConfig)
+    grid_center: GridMatcherConfig = field(default_factory=GridMatcherConfig)
+    grid_neighbors: GridMatcherConfig = field(default_factory=GridMatcherConfig)
+    grid_inside: GridMatcherConfig = field(default_factory=GridMatcherConfig)
     ignore_thresholds: bool = True  # apply the two thresholds below (official); False = every match positive, every other anchor negative
     neg_ignore_thresh: float = 0.7  # unmatched anchors whose predicted box has IoU > this with any GT are ignored
     pos_ignore_thresh: float = 0.15  # matched pairs whose anchor has IoU < this with its GT are ignored
+
+    def section(self):
+        """The selected matcher's own section (None for a matcher without options)."""
+        return getattr(self, self.name, None)
 
 
 @dataclass(frozen=True)
@@ -116,6 +187,87 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     test: TestConfig = field(default_factory=TestConfig)
 
+    def check(self, key: str) -> None:
+        check(self.num_classes == "auto" or (not isinstance(self.num_classes, str) and self.num_classes >= 1),
+              f"{key}.num_classes", "must be >= 1 or 'auto'", got=self.num_classes)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """data.synthetic: the built-in synthetic shapes (data/synthetic.py), generated into data.root on first use."""
+
+    num_train: int = 3000  # training images
+    num_val: int = 300  # held-out images
+    image_size: tuple[int, int] = (256, 256)  # (h, w)
+    seed: int = 0  # generation seed
+    num_objects: tuple[int, int] = (1, 6)  # objects per image (min, max)
+    min_box: float = 16.0  # smallest object side in pixels
+    max_box: float = 0.0  # largest object side in pixels (0: 0.6 x the image side)
+    size_range: tuple[int, ...] = ()  # [min, max] px of each image's h and w, drawn per image (varied shapes, batches need padding); empty: every image image_size
+    max_aspect: float = 2.0  # with size_range: largest long / short side of an image
+    stats: str = "none"  # one of data.synthetic.SYNTHETIC_STATS; none: the ranges above; coco: scenes drawn from COCO's measured statistics (data.synthetic.COCO_STATS: image shapes, objects per image, box sizes and shapes; 640-px images; the keys above other than num_train, num_val and seed unused)
+
+    def check(self, key: str) -> None:
+        check(not self.size_range or (len(self.size_range) == 2 and 1 <= self.size_range[0] <= self.size_range[1]),
+               f"{key}.size_range", "must be empty or [min, max] with 1 <= min <= max", got=self.size_range)
+        check(self.max_aspect >= 1.0, f"{key}.max_aspect", "must be >= 1", got=self.max_aspect)
+        check(self.stats == "none" or not self.size_range, f"{key}.size_range",
+               f"must be empty with {key}.stats={self.stats} (its table draws the image sizes)", got=self.size_range)
+
+
+@dataclass(frozen=True)
+class YoloPipelineConfig:
+    """data.yolo: the steps of the CSP-D-53 recipes' pipeline (data.pipeline: yolo; data/yolo_transforms.py)."""
+
+    jitter_crop: bool = True  # JitterCrop (YOLOv4) first
+    jitter_ratio: float = 0.3  # each side of the image moves in or out by up to this fraction of it (official 0.3)
+    resize_shape: tuple[int, int] = (640, 640)  # training resize (h, w), the aspect ratio is not kept (official 640 x 640)
+    scale_jitter: tuple[float, float] = (0.8, 1.2)  # resize_shape times U(low, high), one draw per image ([1, 1]: off)
+    distortion: bool = True  # random hue / saturation / exposure in HSV (official RandomDistortion2)
+    hue: float = 0.1  # hue shift in U(-hue, hue), a fraction of the hue circle
+    saturation: float = 1.5  # saturation scale in [1 / s, s]
+    exposure: float = 1.5  # value (brightness) scale in [1 / e, e]
+    test_resize_shape: tuple[int, int] = (608, 608)  # test resize (h, w), aspect ratio not kept (official 608 x 608); boxes are mapped back per axis
+
+    def check(self, key: str) -> None:
+        check(0.0 <= self.jitter_ratio < 0.5, f"{key}.jitter_ratio", "must be in [0, 0.5)", got=self.jitter_ratio)
+        for name in ("resize_shape", "test_resize_shape"):
+            check(min(getattr(self, name)) >= 1, f"{key}.{name}", "needs two positive sides (h, w)",
+                   got=getattr(self, name))
+        check(0.0 < self.scale_jitter[0] <= self.scale_jitter[1], f"{key}.scale_jitter",
+               "must be [low, high] with 0 < low <= high", got=self.scale_jitter)
+        check(0.0 <= self.hue <= 0.5, f"{key}.hue", "must be in [0, 0.5] (a fraction of the hue circle)", got=self.hue)
+        for name in ("saturation", "exposure"):
+            check(getattr(self, name) >= 1.0, f"{key}.{name}", "must be >= 1 (the scale is drawn in [1 / s, s])",
+                   got=getattr(self, name))
+
+
+@dataclass(frozen=True)
+class MosaicConfig:
+    """data.mosaic: 4 training images in one (YOLOv4; data/mosaic.py), a multi-image step (data/multi_image.py)."""
+
+    prob: float = 0.0  # probability that a training image becomes a 4-image mosaic (data/mosaic.py; the CSP-D-53 recipes: 0.5; 0: off)
+    size: tuple[int, int] = (640, 640)  # mosaic canvas (h, w) (official 640 x 640)
+    min_offset: float = 0.2  # the mosaic's cut point lies at least this fraction of each side from the border (official 0.2)
+
+    def check(self, key: str) -> None:
+        check(0.0 <= self.prob <= 1.0, f"{key}.prob", "must be in [0, 1]", got=self.prob)
+        check(min(self.size) >= 1, f"{key}.size", "needs two positive sides (h, w)", got=self.size)
+        check(0.0 <= self.min_offset < 0.5 and all(
+            int(s * self.min_offset) < int(s * (1 - self.min_offset)) for s in self.size), f"{key}.min_offset",
+            f"leaves no room for the cut point in {key}.size {list(self.size)}", got=self.min_offset)
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """data.mixup: two training images blended (data/mixup.py), a multi-image step (data/multi_image.py)."""
+
+    prob: float = 0.0  # probability that a training image is blended with another one (mixup, data/mixup.py; not official: 0)
+    alpha: float = 1.5  # mixup ratio lambda ~ Beta(alpha, alpha) (1.5 as in "Bag of Freebies", Zhang et al. 2019); <= 0: fixed 0.5
+
+    def check(self, key: str) -> None:
+        check(0.0 <= self.prob <= 1.0, f"{key}.prob", "must be in [0, 1]", got=self.prob)
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -132,35 +284,23 @@ class DataConfig:
     random_shift: bool = True  # RandomShift augmentation (YOLOF)
     shift_max: int = 32  # RandomShift range in pixels: shifts in [-shift_max, shift_max - 1]
     shift_prob: float = 0.5  # RandomShift probability
-    pipeline: str = "resize_shortest_edge"  # one of data.pipelines.PIPELINES: resize_shortest_edge (the ResNet recipes: train_/test_min_size ...); yolo (the CSP-D-53 recipes: JitterCrop -> Resize with scale jitter -> RandomDistortion -> flip -> shift; test: a fixed test_resize_shape)
-    jitter_crop: bool = True  # yolo pipeline: JitterCrop (YOLOv4) first
-    jitter_ratio: float = 0.3  # yolo pipeline: each side of the image moves in or out by up to this fraction of it (official 0.3)
-    resize_shape: tuple[int, int] = (640, 640)  # yolo pipeline: training resize (h, w), the aspect ratio is not kept (official 640 x 640)
-    scale_jitter: tuple[float, float] = (0.8, 1.2)  # yolo pipeline: resize_shape times U(low, high), one draw per image ([1, 1]: off)
-    distortion: bool = True  # yolo pipeline: random hue / saturation / exposure in HSV (official RandomDistortion2)
-    hue: float = 0.1  # yolo pipeline distortion: hue shift in U(-hue, hue), a fraction of the hue circle
-    saturation: float = 1.5  # yolo pipeline distortion: saturation scale in [1 / s, s]
-    exposure: float = 1.5  # yolo pipeline distortion: value (brightness) scale in [1 / e, e]
-    test_resize_shape: tuple[int, int] = (608, 608)  # yolo pipeline: test resize (h, w), aspect ratio not kept (official 608 x 608); boxes are mapped back per axis
-    mosaic_prob: float = 0.0  # probability that a training image becomes a 4-image mosaic (data/mosaic.py; the CSP-D-53 recipes: 0.5; 0: off)
-    mosaic_size: tuple[int, int] = (640, 640)  # mosaic canvas (h, w) (official 640 x 640)
-    mosaic_min_offset: float = 0.2  # the mosaic's cut point lies at least this fraction of each side from the border (official 0.2)
-    mixup_prob: float = 0.0  # probability that a training image is blended with another one (mixup, data/mixup.py; not official: 0)
-    mixup_alpha: float = 1.5  # mixup ratio lambda ~ Beta(alpha, alpha) (1.5 as in "Bag of Freebies", Zhang et al. 2019); <= 0: fixed 0.5
+    pipeline: str = "resize_shortest_edge"  # one of data.pipelines.PIPELINES: resize_shortest_edge (the ResNet recipes: train_/test_min_size ...); yolo (the CSP-D-53 recipes, its steps in data.yolo: JitterCrop -> Resize with scale jitter -> RandomDistortion -> flip -> shift; test: a fixed data.yolo.test_resize_shape)
     aspect_ratio_grouping: bool = True  # training batches of one aspect group (landscape / portrait), as the official sampler (data/sampler.py)
     test_batch_size: int = 1  # images per process in evaluation; official 1: padding a batch changes the features near the right and bottom edges
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
     num_workers: int = 8  # DataLoader workers per process (official 8; the X101 recipe: 4)
-    synthetic_num_train: int = 3000  # synthetic dataset: training images
-    synthetic_num_val: int = 300  # synthetic dataset: held-out images
-    synthetic_image_size: tuple[int, int] = (256, 256)  # synthetic dataset: (h, w)
-    synthetic_seed: int = 0  # synthetic dataset: generation seed
-    synthetic_num_objects: tuple[int, int] = (1, 6)  # synthetic dataset: objects per image (min, max)
-    synthetic_min_box: float = 16.0  # synthetic dataset: smallest object side in pixels
-    synthetic_max_box: float = 0.0  # synthetic dataset: largest object side in pixels (0: 0.6 x the image side)
-    synthetic_size_range: tuple[int, ...] = ()  # synthetic dataset: [min, max] px of each image's h and w, drawn per image (varied shapes, batches need padding); empty: every image synthetic_image_size
-    synthetic_max_aspect: float = 2.0  # synthetic dataset with synthetic_size_range: largest long / short side of an image
-    synthetic_stats: str = "none"  # synthetic dataset: one of data.synthetic.SYNTHETIC_STATS; none: the ranges above; coco: scenes drawn from COCO's measured statistics (data.synthetic.COCO_STATS: image shapes, objects per image, box sizes and shapes; 640-px images; the synthetic_* keys above other than num_train, num_val and seed unused)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    yolo: YoloPipelineConfig = field(default_factory=YoloPipelineConfig)
+    mosaic: MosaicConfig = field(default_factory=MosaicConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+
+    def check(self, key: str) -> None:
+        check(self.test_batch_size >= 1, f"{key}.test_batch_size", "must be >= 1", got=self.test_batch_size)
+        check(not self.class_names or self.dataset == "voc_xml", f"{key}.class_names",
+              f"is read by data.dataset=voc_xml only ({self.dataset} names its classes in its own files)",
+              got=self.class_names)
+        check(all(n.strip() for n in self.class_names) and len(set(self.class_names)) == len(self.class_names),
+              f"{key}.class_names", "must be distinct non-empty names", got=self.class_names)
 
 
 @dataclass(frozen=True)
@@ -186,6 +326,10 @@ class SolverConfig:
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
     compile: bool = False  # torch.compile (inductor) the backbone, encoder and decoder for training (train.py --compile; models/compile.py; measured in docs/deployment.md)
 
+    def check(self, key: str) -> None:
+        check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1", got=self.batch_size)
+        check(list(self.steps) == sorted(self.steps), f"{key}.steps", "must be increasing", got=self.steps)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -199,6 +343,11 @@ class TrainConfig:
     ema_decay: float = 0.9998  # EMA decay d; the effective decay ramps up as d * (1 - exp(-updates / ema_ramp))
     ema_ramp: int = 2000  # EMA warm-up time constant in optimizer steps (0: constant decay from the first step)
     init_from: str = ""  # start from this whole-detector checkpoint (this project's format, e.g. tools/convert_official.py output) instead of model.backbone.weights; optimizer and schedule start fresh (the official stage-2 recipe starts from the 9x model); "" = off
+
+    def check(self, key: str) -> None:
+        check(0.0 <= self.ema_decay < 1.0, f"{key}.ema_decay", "must be in [0, 1)", got=self.ema_decay)
+        check(self.ema_ramp >= 0, f"{key}.ema_ramp", "must be >= 0", got=self.ema_ramp)
+        check(self.nan_retries >= 0, f"{key}.nan_retries", "must be >= 0", got=self.nan_retries)
 
 
 @dataclass(frozen=True)

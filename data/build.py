@@ -16,11 +16,13 @@ from data.coco import COCODetection, load_coco_json
 from data.dataset_base import DatasetError, RawSplit
 from data.collate import collate
 from data.sampler import build_train_sampler
-from data.pipelines import build_per_image_train_steps, build_pipeline
-from data.transforms import ClipAndFilterBoxes, Compose
+from data.multi_image import training_pipeline
+from data.pipelines import build_pipeline
+from data.transforms import Compose
 from data.voc import VOC_CLASSES, VOCDetection
 from data.voc_xml import VOCXMLDetection, class_names_in, read_voc_xml_files, read_voc_xml_split, split_xml_files
 from data.yolo import YOLODetection, read_yolo_split
+from data.synthetic import generate_synthetic_coco
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +52,11 @@ def _coco(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
 
 def _generate_synthetic(cfg) -> None:
     """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``)."""
-    from data.synthetic import generate_synthetic_coco
 
-    d = cfg.data
-    generate_synthetic_coco(Path(d.root), num_train=d.synthetic_num_train, num_val=d.synthetic_num_val,
-                            image_size=tuple(d.synthetic_image_size), seed=d.synthetic_seed,
-                            num_objects=tuple(d.synthetic_num_objects), min_box=d.synthetic_min_box,
-                            max_box=d.synthetic_max_box or None, size_range=tuple(d.synthetic_size_range) or None,
-                            max_aspect=d.synthetic_max_aspect, stats=d.synthetic_stats)
+    s = cfg.data.synthetic
+    generate_synthetic_coco(Path(cfg.data.root), num_train=s.num_train, num_val=s.num_val, image_size=tuple(s.image_size),
+                            seed=s.seed, num_objects=tuple(s.num_objects), min_box=s.min_box, max_box=s.max_box or None,
+                            size_range=tuple(s.size_range) or None, max_aspect=s.max_aspect, stats=s.stats)
 
 
 def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
@@ -124,6 +123,25 @@ def _voc_xml_raw(cfg, split: str) -> RawSplit:
     return read_voc_xml_split(cfg.data.root, split, voc_xml_class_names(cfg, split))
 
 
+def _annotation_file(cfg, split: str) -> str:
+    """Ground truth to score a results file: ``<root>/annotations/instances_<split>.json`` (no images needed)."""
+    ann = Path(cfg.data.root) / "annotations" / f"instances_{split}.json"
+    if not ann.is_file():
+        raise DatasetError(f"annotation file not found: {ann}")
+    return str(ann)
+
+
+def _voc_ground_truth(cfg, split: str) -> Dataset:
+    """Ground truth to score comp4 files: the VOCDetection of the split, difficult objects kept."""
+    return VOCDetection(cfg.data.root, voc_image_sets(split), keep_difficult=True)
+
+
+def _in_memory_coco(cfg, split: str):
+    """Ground truth to score a results file: the split's annotations as the evaluation of a model scores them,
+    a COCO object in memory (YOLO txt, VOC XML layouts)."""
+    return DATASETS[cfg.data.dataset].build(cfg, split, is_train=False, transforms=Compose([])).coco
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetFormat:
     """One ``data.dataset``: how a split is read, how it is scored, the split ``eval.py --results`` scores
@@ -133,16 +151,20 @@ class DatasetFormat:
     metric: str  # "coco" (pycocotools) or "voc" (the devkit): evaluation.evaluator.METRICS
     val_split: str
     read_raw: Callable[..., RawSplit]  # (cfg, split) -> the annotations as written, in COCO form (tools/check_dataset.py)
+    ground_truth: Callable  # (cfg, split) -> what METRICS[metric].score_file scores a results file against
 
 
 # every data.dataset: config validation and the scripts' -d read the names; adding a format is one entry here
 DATASETS: dict[str, DatasetFormat] = {
-    "coco": DatasetFormat(_coco, metric="coco", val_split="val2017", read_raw=_coco_raw),
-    "voc": DatasetFormat(_voc, metric="voc", val_split="test", read_raw=_voc_raw),  # + eval.py --year
-    "synthetic": DatasetFormat(_synthetic, metric="coco", val_split="val", read_raw=_synthetic_raw),
+    "coco": DatasetFormat(_coco, metric="coco", val_split="val2017", read_raw=_coco_raw, ground_truth=_annotation_file),
+    "voc": DatasetFormat(_voc, metric="voc", val_split="test", read_raw=_voc_raw,  # + eval.py --year
+                         ground_truth=_voc_ground_truth),
+    "synthetic": DatasetFormat(_synthetic, metric="coco", val_split="val", read_raw=_synthetic_raw,
+                               ground_truth=_annotation_file),
     # scored by the COCO evaluator against their annotations read into COCO form (the dataset's ``coco``)
-    "yolo": DatasetFormat(_yolo, metric="coco", val_split="val", read_raw=_yolo_raw),
-    "voc_xml": DatasetFormat(_voc_xml, metric="coco", val_split="val", read_raw=_voc_xml_raw),
+    "yolo": DatasetFormat(_yolo, metric="coco", val_split="val", read_raw=_yolo_raw, ground_truth=_in_memory_coco),
+    "voc_xml": DatasetFormat(_voc_xml, metric="coco", val_split="val", read_raw=_voc_xml_raw,
+                             ground_truth=_in_memory_coco),
 }
 
 
@@ -157,35 +179,21 @@ def _check_num_classes(cfg, ds: Dataset, split: str) -> None:
 def build_dataset(cfg, split: str, *, is_train: bool, transforms=None) -> Dataset:
     """The dataset of ``split`` with the training or test transforms of ``cfg`` (``DATASETS[data.dataset]``).
 
-    Training sets are wrapped in :class:`data.mixup.MixupDataset` when ``data.mixup_prob > 0``.
-    The transforms are ``data.pipeline``'s (:mod:`data.pipelines`) unless given; training
-    images become mosaics (:class:`data.mosaic.Mosaic`) when ``data.mosaic_prob > 0``.
+    The transforms are ``data.pipeline``'s (:mod:`data.pipelines`) unless given; a training set's pipeline gets
+    the multi-image steps the config turns on (``data.mosaic``, ``data.mixup``: :mod:`data.multi_image`), which
+    draw their other images from the dataset itself.
     """
     d = cfg.data
     if d.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {d.dataset!r}")
-    mosaic = transforms is None and is_train and d.mosaic_prob > 0
+    multi_image = transforms is None and is_train
     if transforms is None:
         transforms = build_pipeline(d, is_train)
     ds = DATASETS[d.dataset].build(cfg, split, is_train=is_train, transforms=transforms)
     _check_num_classes(cfg, ds, split)
-    if mosaic:  # the mosaic draws its other three images from the dataset itself
-        from data.mosaic import Mosaic, RawSamples
-
-        ds.transforms = Compose([Mosaic(build_per_image_train_steps(d), RawSamples(ds), prob=d.mosaic_prob,
-                                        size=d.mosaic_size, min_offset=d.mosaic_min_offset), ClipAndFilterBoxes()])
-    if is_train and d.mixup_prob > 0:
-        from data.mixup import MixupDataset
-
-        ds = MixupDataset(ds, d.mixup_prob, d.mixup_alpha)
+    if multi_image:
+        ds.transforms = training_pipeline(d, ds, ds.transforms)
     return ds
-
-
-def resolve_num_classes(cfg, class_names):
-    """``cfg`` with ``model.num_classes: auto`` replaced by the number of ``class_names`` (the training set's)."""
-    if cfg.model.num_classes != "auto":
-        return cfg
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=len(class_names)))
 
 
 class SeededDataset(Dataset):
@@ -212,7 +220,8 @@ def _limit_opencv_threads(workers: int) -> None:
     """No OpenCV thread pool in DataLoader workers: 64 workers would each start one the size of the machine.
 
     Set in this process before the workers fork, so they inherit it: calling ``cv2.setNumThreads`` inside a
-    forked worker whose parent has used OpenCV's pool can block forever (see ``data.collate.worker_init_fn``).
+    forked worker whose parent has used OpenCV's pool can block forever (the pool's condition variable still
+    counts the parent's idle threads, which do not exist in the child).
     With no workers, this process decodes and keeps OpenCV's threads.
     """
     if workers > 0:

@@ -34,6 +34,7 @@ import numpy as np
 
 from data.dataset_base import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
 from utils.boxes import clip_boxes
+from pycocotools.coco import COCO
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,6 @@ class COCODetection(DetectionDatasetBase):
     # -------------------------------------------------------------- pycocotools
     @staticmethod
     def _make_coco(data: dict):
-        from pycocotools.coco import COCO
         coco = COCO()
         coco.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):

@@ -135,12 +135,10 @@ class DetectionDatasetBase(Dataset):
     that forked DataLoader workers do not slowly copy the whole annotation set
     through reference-count writes.
 
-    Randomness: in training, :class:`data.build.SeededDataset` hands every sample its own
-    ``numpy.random.Generator``, seeded from (run seed, epoch, position) by
-    :class:`data.sampler.ResumableSampler`, so augmentation does not depend on the
-    number of workers and is identical after ``--resume``. Used alone (tools, tests),
-    a dataset creates its generator lazily from ``torch.initial_seed()``. The
-    bad-image counter is per process (each worker counts its own).
+    Randomness: one mechanism, :meth:`set_rng`. In training, :class:`data.build.SeededDataset` hands every
+    sample its own ``numpy.random.Generator``, seeded from (run seed, epoch, position) by the sampler, so
+    augmentation does not depend on the number of workers and is identical after ``--resume``. The bad-image
+    counter is per process (each worker counts its own).
     """
 
     per_box_extra: tuple[str, ...] = ()
@@ -156,7 +154,6 @@ class DetectionDatasetBase(Dataset):
         self.input_format = input_format
         self.max_skip_fraction = float(max_skip_fraction)
         self._rng: Optional[np.random.Generator] = None
-        self._rng_seed: Optional[int] = None
         self._bad: dict[int, str] = {}
         self._size_warned: set[int] = set()
 
@@ -212,26 +209,17 @@ class DetectionDatasetBase(Dataset):
         return target
 
     # ------------------------------------------------------------------ rng
-    def _get_rng(self) -> np.random.Generator:
-        seed = torch.initial_seed()
-        if self._rng is None or self._rng_seed != seed:
-            self._rng = np.random.default_rng(seed)
-            self._rng_seed = seed
-        return self._rng
-
-    def reseed(self, seed: Optional[int] = None) -> None:
-        """(Re)create the augmentation rng from ``seed`` (default ``torch.initial_seed()``)."""
-        self._rng = np.random.default_rng(torch.initial_seed() if seed is None else seed)
-        self._rng_seed = torch.initial_seed()
-
     def set_rng(self, rng: Any) -> None:
-        """Use a caller-provided ``numpy.random.Generator`` (or RandomState) in this process."""
+        """The generator the next samples are augmented with: the one way randomness reaches a dataset. Training
+        sets one per sample (:class:`data.build.SeededDataset`: ``default_rng(seed)`` of the sample's (run seed,
+        epoch, position)), the tools one per drawn picture; a dataset nobody seeds uses ``default_rng(0)``."""
         self._rng = rng
-        self._rng_seed = torch.initial_seed()
 
     @property
     def rng(self):
-        return self._get_rng()
+        if self._rng is None:
+            self._rng = np.random.default_rng(0)
+        return self._rng
 
     # ------------------------------------------------------------------ images
     @property
@@ -317,7 +305,7 @@ class DetectionDatasetBase(Dataset):
                            type(self).__name__, path, h0, w0, eh, ew)
         target = self.get_annotation(i)
         if self.transforms is not None:
-            image, target = self.transforms(image, target, self._get_rng())
+            image, target = self.transforms(image, target, self.rng)
         h, w = image.shape[:2]
         out = {
             "boxes": torch.from_numpy(np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4).copy()),

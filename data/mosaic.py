@@ -24,9 +24,9 @@ One generalisation: an image smaller than its quadrant (impossible with the
 official sizes, where a crash would follow) keeps its outer corner at the
 canvas corner and leaves the rest of the quadrant zero.
 
-Randomness: every draw, including the choice of the three images and their
-augmentation, comes from the rng the dataset passes to its transforms, so under
-:class:`data.build.SeededDataset` a sample is a pure function of (index, seed).
+A multi-image step (:mod:`data.multi_image`), like mixup. Randomness: every draw, including the choice of
+the three images and their augmentation, comes from the sample's rng, so a sample is a pure function of
+(index, seed).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import numpy as np
 from data.transforms import _INDEPENDENT_KEYS, PAD_KEY, RNG, Target, _per_box_keys, _randint, _uniform01
 from utils.boxes import clip_boxes
 
-__all__ = ["Mosaic", "RawSamples", "place_mosaic", "quadrant_windows"]
+__all__ = ["Mosaic", "place_mosaic", "quadrant_windows"]
 
 
 def _window(img_len: int, cut: int, side: int, *, pad: float, near: bool) -> tuple[int, int, int]:
@@ -114,38 +114,13 @@ def place_mosaic(parts: Sequence[tuple[np.ndarray, Target]], cut_xy: tuple[int, 
     return canvas, out
 
 
-class RawSamples:
-    """Untransformed numpy ``(image, target)`` pairs of a :class:`data.dataset_base.DetectionDatasetBase`.
-
-    An unreadable image is counted by the dataset (its usual skip limit applies) and
-    replaced by the next readable one, as ``dataset[i]`` does.
-    """
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, Target]:
-        ds, n = self.dataset, len(self.dataset)
-        for attempt in range(n):
-            i = (int(index) + attempt) % n
-            path = ds.get_file_name(i)
-            image, reason = ds.read_image(path)
-            if image is not None:
-                return image, ds.get_annotation(i)
-            ds._register_bad(i, path, reason)
-        raise RuntimeError(f"{type(ds).__name__}: none of the {n} images could be read for the mosaic")
-
-
 class Mosaic:
     """Per-image augmentation, then, with probability ``prob``, a 4-image mosaic (module docstring).
 
     Args:
         per_image: the per-image pipeline ``t(image, target, rng)`` (without the final clip).
         source: indexable, ``len()``-able, ``source[i] -> (image, target)`` untransformed
-            (:class:`RawSamples`); the other three images come from here.
+            (:class:`data.multi_image.RawSamples`); the other three images come from here.
         prob: mosaic probability (official 0.5).
         size: canvas ``(h, w)`` (official (640, 640)).
         min_offset: the cut point keeps this fraction of each side on both of its sides (official 0.2).

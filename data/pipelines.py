@@ -8,14 +8,15 @@
   its boxes back to the original image by separate x and y factors).
 
 Both end with :class:`data.transforms.ClipAndFilterBoxes`. The mosaic
-(``data.mosaic_prob > 0``) wraps the per-image training steps of either one; it
-needs the dataset, so :func:`data.build.build_dataset` installs it.
+(``data.mosaic.prob > 0``, :mod:`data.multi_image`) wraps the per-image training steps of either one;
+it needs the dataset, so :func:`data.build.build_dataset` installs it.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from data.transforms import ClipAndFilterBoxes, Compose, build_transforms, flip_shift_steps
+from data.yolo_transforms import JitterCrop, RandomDistortion, Resize
 
 __all__ = ["PIPELINES", "build_pipeline", "build_per_image_train_steps"]
 
@@ -32,14 +33,13 @@ def _resize_shortest_edge(d, is_train: bool) -> Compose:
 
 
 def _yolo(d, is_train: bool) -> Compose:
-    from data.yolo_transforms import JitterCrop, RandomDistortion, Resize
-
     if not is_train:
-        return Compose([Resize(d.test_resize_shape), ClipAndFilterBoxes()])
-    steps: list = [JitterCrop(d.jitter_ratio)] if d.jitter_crop else []
-    steps.append(Resize(d.resize_shape, d.scale_jitter))
-    if d.distortion:
-        steps.append(RandomDistortion(d.hue, d.saturation, d.exposure))
+        return Compose([Resize(d.yolo.test_resize_shape), ClipAndFilterBoxes()])
+    y = d.yolo  # its own section
+    steps: list = [JitterCrop(y.jitter_ratio)] if y.jitter_crop else []
+    steps.append(Resize(y.resize_shape, y.scale_jitter))
+    if y.distortion:
+        steps.append(RandomDistortion(y.hue, y.saturation, y.exposure))
     return Compose(steps + _flip_shift(d) + [ClipAndFilterBoxes()])
 
 

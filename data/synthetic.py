@@ -33,7 +33,6 @@ size and shape are drawn from a table measured on real COCO annotations
 design and the numbers are in ablations/README.md.
 
 Usage::
-
     python -m data.synthetic                      # -> data/synthetic_cache (the quickstart cache)
     python -m data.synthetic --out /tmp/shapes --num-train 500 --num-val 100 --size 256 256 --seed 0
 
@@ -57,6 +56,7 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import multiprocessing as mp
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -777,8 +777,6 @@ def generate_synthetic_coco(
     pool = None
     try:
         if workers > 1 and num_train + num_val > 128:
-            import multiprocessing as mp
-
             # "spawn", not "fork": forking a process whose OpenCV/BLAS/torch threads hold a lock
             # can deadlock the child (seen here after rendering in the parent).  Callers that
             # run this from a script need the usual `if __name__ == "__main__":` guard.

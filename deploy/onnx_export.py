@@ -37,6 +37,7 @@ from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from models.detector import flatten_head_output
+from models.fuse import fuse_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +107,8 @@ def export_onnx(model: nn.Module, out: Union[str, Path], *, variant: str = "raw"
     ``metadata`` (JSON-serialisable, e.g. the resolved config and class names) is stored in the
     file's ``metadata_props`` under ``yolof``, so the file alone is enough to run it.
     """
-    import onnx
+    import onnx  # optional
 
-    from models.fuse import fuse_for_inference
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown ONNX variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -139,7 +139,7 @@ def export_onnx(model: nn.Module, out: Union[str, Path], *, variant: str = "raw"
 
 def read_metadata(path: Union[str, Path]) -> dict:
     """The ``yolof`` metadata that :func:`export_onnx` stored in ``path`` ({} if none)."""
-    import onnx
+    import onnx  # optional
 
     proto = onnx.load(str(path), load_external_data=False)
     for entry in proto.metadata_props:

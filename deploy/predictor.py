@@ -41,6 +41,18 @@ from deploy.backends import BACKENDS, model_file_bytes, resolve_backend_precisio
 from deploy.quantize import CALIBRATION_SIZE, calibration_files, quantize_openvino
 from utils.precision import autocast
 from models.detector import INPUT_FORMATS
+from config import Config, load_config
+from config.loader import apply_overrides, config_from_dict
+from models import build_model
+from data.pipelines import build_pipeline
+from config import Config
+from utils.checkpoint import load_checkpoint
+from config import config_to_dict
+from deploy.onnx_export import export_onnx
+from models.postprocess import postprocess
+from models.detector import flatten_head_output
+from models.fuse import prepare_for_inference
+from deploy.onnx_export import read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +61,6 @@ ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
 
 def resolve_config(checkpoint: dict, config=None, opts: Sequence[str] = ()):
     """The run's config: ``config`` (a Config or a YAML path, + ``opts``), else the one stored in the checkpoint."""
-    from config import Config, load_config
-    from config.loader import apply_overrides, config_from_dict
 
     if isinstance(config, Config):
         if opts:
@@ -146,8 +156,6 @@ class Predictor:
     def __init__(self, source, *, config=None, opts: Sequence[str] = (), device: Union[str, torch.device] = "cpu",
                  precision: str = "fp32", backend: str = "pytorch", calib: Optional[Union[str, Path]] = None,
                  calib_size: int = CALIBRATION_SIZE, export_dir: Optional[Union[str, Path]] = None):
-        from models import build_model
-
         self.device = torch.device(device)
         self.backend = backend
         self.precision = resolve_backend_precision(backend, precision, self.device if backend == "pytorch"
@@ -160,7 +168,6 @@ class Predictor:
         if state is not None:
             model.load_state_dict(state, strict=True)
         self.plain_model = model.eval()  # anchors, box coder and thresholds for every backend
-        from data.pipelines import build_pipeline
 
         self.transform = build_pipeline(self.cfg.data, is_train=False)  # data.pipeline's test resize, as eval.py
         if self.class_names is None:
@@ -169,8 +176,6 @@ class Predictor:
         self.export_seconds: Optional[float] = None
         self.model_file: Optional[Path] = None
         if backend == "pytorch":
-            from models.fuse import prepare_for_inference
-
             self.model = prepare_for_inference(model.to(self.device))
             self.model_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         else:
@@ -179,14 +184,10 @@ class Predictor:
 
     def _load(self, source, *, config, opts, is_onnx):
         """(config, state dict or None, class names or None) from the source."""
-        from config import Config
-        from engine.checkpoint import load_checkpoint
 
         if isinstance(source, Config):
             return resolve_config({}, source if config is None else config, opts), None, None
         if is_onnx:
-            from deploy.onnx_export import read_metadata
-
             if not Path(source).is_file():
                 raise FileNotFoundError(f"{source}: no such ONNX file")
             meta = read_metadata(source)
@@ -201,8 +202,6 @@ class Predictor:
     def _build_runner(self, onnx_file, *, calib, calib_size: int, export_dir):
         """The backend's runner over its model file: the raw ONNX graph (exported here from a checkpoint),
         converted to OpenVINO IR and / or quantized to int8; sets ``export_seconds``, ``model_file``, ``model_bytes``."""
-        from config import config_to_dict
-        from deploy.onnx_export import export_onnx
 
         start = time.perf_counter()
         if export_dir is None:
@@ -253,7 +252,6 @@ class Predictor:
             return [self.predict(im, input_format) for im in images]
         x, orig_size = self.prepare(images, input_format)
         cls, deltas, anchors, size = self._forward(x)
-        from models.postprocess import postprocess
 
         m = self.plain_model
         out = postprocess(cls.float(), deltas.float(), anchors.to(cls.device), box_coder=m.box_coder,
@@ -267,7 +265,6 @@ class Predictor:
 
     def _forward(self, x: torch.Tensor):
         """(cls (1, R, K), deltas (1, R, 4), anchors (R, 4), input (h, w)) for one (3, h, w) image."""
-        from models.detector import flatten_head_output
 
         if self.backend == "pytorch":
             batch, sizes = self.model.preprocess([x.to(self.device)])

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from utils.precision import BF16_CPU_FLAGS, INT8_CPU_FLAGS, cpu_flags
+import torchvision
+from torchvision.ops import FrozenBatchNorm2d
 
 SIMD_FLAGS = ("avx2", "avx512f") + INT8_CPU_FLAGS + BF16_CPU_FLAGS  # what decides the speed of each precision
 
@@ -54,8 +56,6 @@ def interleaved_medians(fns: dict, device: torch.device, *, warmup: int = 1, rep
 
 def resnet50_body(frozen: bool = False):
     """torchvision ResNet-50 conv1..layer4 (no pooling / fc)."""
-    import torchvision
-    from torchvision.ops import FrozenBatchNorm2d
 
     kw = {"norm_layer": FrozenBatchNorm2d} if frozen else {}
     net = torchvision.models.resnet50(weights=None, **kw)

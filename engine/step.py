@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from engine.distributed import all_reduce_sum, get_world_size
+from utils.distributed import all_reduce_sum, get_world_size
 from models.criterion import foreground_normalizer
 from utils.precision import amp_context
 

@@ -2,7 +2,6 @@
 (see engine/step.py for the step itself and engine/run_folder.py for when a run starts, continues or stops).
 
 The loop, as :meth:`Trainer.run` drives it::
-
     while not finished:
         train_one_epoch()   # steps until the epoch or the schedule ends
         end_of_epoch()      # record (+ evaluation when due), best.pth, last.pth
@@ -25,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from config import config_to_dict
-from data.build import build_dataset, build_test_loader, build_train_loader, resolve_num_classes
-from engine.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
-from engine.distributed import (all_gather_object, barrier, broadcast_bytes, broadcast_object, broadcast_tensors,
+from config.loader import resolve_num_classes
+from data.build import DATASETS, build_dataset, build_test_loader, build_train_loader
+from utils.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
+from utils.distributed import (all_gather_object, barrier, broadcast_bytes, broadcast_object, broadcast_tensors,
                                 get_rank, is_dist, is_main_process)
 from engine.ema import ModelEMA
 from engine.metrics_log import ITER, MetricsLog, epoch_records, final_record
@@ -43,6 +43,7 @@ from models.layers import convert_sync_batchnorm
 from models.pretrained import load_pretrained, pretrained_path
 from utils.errors import UserError
 from utils.precision import resolve_amp
+from models.compile import compile_model
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _check_start(cfg) -> None:
 
 def _on_rank0(work, *, share: bool = True):
     """``work()`` on rank 0; its result on every rank (``share``) or on rank 0 only. A :class:`UserError` it raises
-    is raised on every rank (printed once, by rank 0: see utils.cli.run_script)."""
+    is raised on every rank (printed once, by rank 0: see utils.script.run_script)."""
     result, error = None, None
     if is_main_process():
         try:
@@ -188,7 +189,6 @@ class Trainer:
     :meth:`load_state_dict` are what ``last.pth`` and ``best.pth`` hold and what a resume restores.
 
     What a kill can leave, and what a resume from ``last.pth`` does with it:
-
     * ``metrics.jsonl`` records written after the checkpoint are cut (the checkpoint counts the lines), and
       written again when their work is redone; an epoch record is written *before* the checkpoint that
       closes its epoch, so no epoch is left without one;
@@ -294,7 +294,6 @@ class Trainer:
         if self.world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN)
             model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), self.device.type)
         if cfg.solver.compile:  # in place: parameter names, checkpoints and DDP unchanged
-            from models.compile import compile_model
 
             compile_model(model)
         return model
@@ -518,7 +517,7 @@ class Trainer:
         model = self.ema.module if self.ema is not None else _unwrap(self.model)
         path = self.output_dir / "eval" / f"metrics_iter{self.state.iteration}.json" if is_main_process() else None
         metrics = evaluate(prepare_for_inference(model), self.val_set, self.val_loader, self.device,
-                           self.cfg.data.dataset, self.amp, metrics_path=path)
+                           DATASETS[self.cfg.data.dataset].metric, self.amp, metrics_path=path)
         if self.writer is not None:
             for k in ("AP", "AP50", "AP75", "mAP"):
                 if k in metrics:

@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 __all__ = [
     "STAT_NAMES",
@@ -291,8 +293,6 @@ def _load_gt(coco_gt: Any, backend: str):
     """A COCO object of the requested back-end for ``coco_gt``."""
     quiet = contextlib.redirect_stdout(io.StringIO())
     if backend == "pycocotools":
-        from pycocotools.coco import COCO
-
         if isinstance(coco_gt, COCO):
             return coco_gt
         with quiet:
@@ -302,7 +302,7 @@ def _load_gt(coco_gt: Any, backend: str):
             gt.dataset = _gt_dataset(coco_gt)
             gt.createIndex()
             return gt
-    from faster_coco_eval import COCO as FCOCO
+    from faster_coco_eval import COCO as FCOCO  # optional
 
     if isinstance(coco_gt, FCOCO):
         return coco_gt
@@ -318,7 +318,6 @@ def _load_res(gt, dets: list[dict], backend: str):
     with contextlib.redirect_stdout(io.StringIO()):
         if dets or backend != "pycocotools":
             return gt.loadRes(dets)
-        from pycocotools.coco import COCO
 
         res = COCO()
         res.dataset = {
@@ -340,11 +339,9 @@ def _run_cocoeval(gt, dt, *, backend: str, iou_type: str, verbose: bool):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         if backend == "pycocotools":
-            from pycocotools.cocoeval import COCOeval
-
             E = COCOeval(gt, dt, iouType=iou_type)
         else:
-            from faster_coco_eval import COCOeval_faster
+            from faster_coco_eval import COCOeval_faster  # optional
 
             E = COCOeval_faster(gt, dt, iouType=iou_type, print_function=print)
         E.params.imgIds = sorted(gt.getImgIds())  # evaluate on every gt image

@@ -2,9 +2,11 @@
 
 Inference and scoring are separate: :func:`predict` returns detections in
 original-image pixels; :func:`score` turns them into metrics with the dataset's metric
-(``data.build.DATASETS[name].metric``, a key of :data:`METRICS`): :func:`score_coco` /
-:func:`score_voc`, over the pure metric code of :mod:`evaluation.coco_eval` and
-:mod:`evaluation.voc_eval` (pycocotools / the VOC devkit's rules).
+(``data.build.DATASETS[name].metric``, a key of :data:`METRICS`), and each metric also scores a
+results file (eval.py --results): one report path (table, metrics.json, PR curve, error analysis)
+per metric, :func:`report_coco` / :func:`report_voc`, over the pure metric code of
+:mod:`evaluation.coco_eval` and :mod:`evaluation.voc_eval` (pycocotools / the VOC devkit's rules).
+This module imports neither models nor data: it scores whatever detections it is given.
 """
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.distributed import all_gather_object, is_main_process
+from evaluation import coco_eval, voc_eval
+from evaluation.error_analysis import analyze_errors
+from evaluation.plots import plot_pr_curves
+from utils.distributed import all_gather_object, is_main_process
+from utils.errors import UserError
 from utils.precision import amp_context
 
 logger = logging.getLogger(__name__)
@@ -58,68 +64,124 @@ def to_coco_results(predictions: list[dict], label_to_cat_id) -> list[dict]:
     return out
 
 
-def score_coco(dataset, predictions: list[dict], *, backend: str = "pycocotools",
-               metrics_path: Optional[Path] = None, save_results: Optional[Path] = None) -> tuple[dict, object]:
-    """COCO metrics of ``predictions`` against ``dataset.coco`` (and the detections JSON at ``save_results``)."""
-    from evaluation.coco_eval import evaluate_coco, summary_table, write_metrics_json
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What a scorer may be asked for besides the metrics: where to write them, the detections, the metric's own
+    switches (each metric reads the ones it has), and how the summary is shown."""
 
-    dets = to_coco_results(predictions, dataset.label_to_cat_id)
-    if save_results is not None:
-        Path(save_results).parent.mkdir(parents=True, exist_ok=True)
-        Path(save_results).write_text(json.dumps(dets))
-    result = evaluate_coco(dataset.coco, dets, backend=backend)
-    logger.info("\n%s", summary_table(result))
-    if metrics_path is not None:
-        write_reports(metrics_path, pr_curves=result.pr_curves, title="COCO",
-                      write_json=lambda p: write_metrics_json(result, p))
+    metrics_path: Optional[Path] = None  # metrics JSON (+ PR curve PNG next to it)
+    save_results: Optional[Path] = None  # COCO: detections JSON; VOC: a folder of devkit comp4 files
+    backend: str = "pycocotools"  # COCO: evaluation.coco_eval.BACKENDS
+    use_07_metric: bool = True  # VOC: 11-point (VOC07) or area (VOC2010+) AP
+    analyze: bool = False  # COCO: the error analysis (evaluation/error_analysis.py) beside metrics_path
+    echo: Callable[[str], None] = logger.info  # where the summary table goes (eval.py: print)
+
+
+# ----------------------------------------------------------------------------- COCO
+def report_coco(gt, dets: list[dict], options: ScoreOptions, *, image_dir: Optional[Path] = None):
+    """(metrics, result) of validated COCO results ``dets`` against ``gt`` (a COCO object or an annotation file):
+    the summary table, ``metrics.json`` + PR curve and, with ``options.analyze``, the error analysis."""
+    result = coco_eval.evaluate_coco(gt, dets, backend=options.backend)
+    options.echo(coco_eval.summary_table(result))
+    if options.metrics_path is not None:
+        write_reports(options.metrics_path, pr_curves=result.pr_curves, title="COCO",
+                      write_json=lambda p: coco_eval.write_metrics_json(result, p))
+    if options.analyze:
+        gt_dict = json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt.dataset
+        out_dir = Path(options.metrics_path or "metrics.json").parent
+        if image_dir is not None and not Path(image_dir).is_dir():
+            image_dir = None
+        options.echo(analyze_errors(gt_dict, dets, out_dir, image_dir=image_dir)[1])
     return dict(result.stats), result
 
 
+def score_coco(dataset, predictions: list[dict], options: Optional[ScoreOptions] = None, **kwargs):
+    """COCO metrics of a model's ``predictions`` against ``dataset.coco`` (and the detections JSON at
+    ``options.save_results``); ``kwargs``: :class:`ScoreOptions` fields, instead of ``options``."""
+    options = options or ScoreOptions(**kwargs)
+    dets = to_coco_results(predictions, dataset.label_to_cat_id)
+    if options.save_results is not None:
+        Path(options.save_results).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.save_results).write_text(json.dumps(dets))
+    image_dir = getattr(dataset, "image_dir", None)  # file_name entries may also be absolute paths
+    return report_coco(dataset.coco, dets, options, image_dir=Path(image_dir) if image_dir else None)
+
+
+def score_coco_file(ground_truth, results: Path, options: ScoreOptions, *, image_dir: Optional[Path] = None):
+    """COCO metrics of a results JSON file against ``ground_truth`` (a COCO object or an annotation file); every
+    problem of the file (ids, categories, boxes, scores) is named, with the file, in one line."""
+    try:
+        dets = coco_eval.load_detections(results)
+        coco_eval.validate_detections(dets, ground_truth, source=str(results))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return report_coco(ground_truth, dets, options, image_dir=image_dir)
+
+
+# ----------------------------------------------------------------------------- VOC
 def voc_annotations(dataset) -> dict:
     """Ground truth of a VOCDetection in the devkit's 1-based pixel convention."""
-    from evaluation.voc_eval import to_devkit_coords
-
     ann = {}
     for i in range(len(dataset)):
         a = dataset.get_annotation(i)
-        ann[dataset._image_id(i)] = {"boxes": to_devkit_coords(a["boxes"]), "labels": a["labels"].tolist(),
+        ann[dataset._image_id(i)] = {"boxes": voc_eval.to_devkit_coords(a["boxes"]), "labels": a["labels"].tolist(),
                                      "difficult": a.get("difficult", np.zeros(len(a["labels"]), bool))}
     return ann
 
 
 def voc_detections(predictions: list[dict], class_names) -> dict:
-    from evaluation.voc_eval import to_devkit_coords
-
     dets = {c: [] for c in class_names}
     for p in predictions:
-        boxes = to_devkit_coords(p["boxes"])
+        boxes = voc_eval.to_devkit_coords(p["boxes"])
         for b, s, l in zip(boxes.tolist(), p["scores"].tolist(), p["labels"].tolist()):
             dets[class_names[l]].append((p["image_id"], float(s), *b))
     return dets
 
 
-def score_voc(dataset, predictions: list[dict], *, use_07_metric: bool = True, metrics_path: Optional[Path] = None,
-              split: str = "test", results_dir: Optional[Path] = None) -> tuple[dict, object]:
-    """VOC devkit metrics of ``predictions`` against a VOCDetection (and comp4 files for ``split`` in ``results_dir``)."""
-    from evaluation.voc_eval import evaluate_voc, summary_table, write_metrics_json, write_voc_results
+def voc_split_name(dataset) -> str:
+    """The split name of a VOCDetection's comp4 files: ``test`` for ``(("2007", "test"),)``."""
+    return "+".join(name for _, name in dataset.image_sets)
 
-    dets = voc_detections(predictions, dataset.class_names)
-    if results_dir is not None:
-        write_voc_results(results_dir, split, dets)
-    result = evaluate_voc(dets, voc_annotations(dataset), dataset.class_names, use_07_metric=use_07_metric)
-    logger.info("\n%s", summary_table(result))
+
+def report_voc(dets: dict, dataset, options: ScoreOptions):
+    """(metrics, result) of per-class devkit detections against a VOCDetection: the table, metrics.json + PR curve."""
+    result = voc_eval.evaluate_voc(dets, voc_annotations(dataset), dataset.class_names,
+                                   use_07_metric=options.use_07_metric)
+    options.echo(voc_eval.summary_table(result))
     metrics = {"mAP": float(result.mAP), "AP50": float(result.mAP)}
     metrics.update({f"AP_{k}": float(v) for k, v in result.ap.items()})
-    if metrics_path is not None:
-        write_reports(metrics_path, pr_curves=result.pr_curves, title="VOC",
-                      write_json=lambda p: write_metrics_json(result, p))
+    if options.metrics_path is not None:
+        write_reports(options.metrics_path, pr_curves=result.pr_curves, title="VOC",
+                      write_json=lambda p: voc_eval.write_metrics_json(result, p))
     return metrics, result
 
 
+def score_voc(dataset, predictions: list[dict], options: Optional[ScoreOptions] = None, *,
+              split: Optional[str] = None, results_dir: Optional[Path] = None, **kwargs):
+    """VOC devkit metrics of a model's ``predictions`` (and comp4 files in ``options.save_results``, or
+    ``results_dir``); ``kwargs``: :class:`ScoreOptions` fields, instead of ``options``. ``split``: the comp4 files'
+    split name (default: the dataset's, :func:`voc_split_name`)."""
+    options = options or ScoreOptions(save_results=results_dir, **kwargs)
+    if split is not None and split != voc_split_name(dataset):
+        raise ValueError(f"split {split!r} is not the dataset's ({voc_split_name(dataset)!r})")
+    dets = voc_detections(predictions, dataset.class_names)
+    if options.save_results is not None:
+        voc_eval.write_voc_results(options.save_results, voc_split_name(dataset), dets)
+    return report_voc(dets, dataset, options)
+
+
+def score_voc_file(dataset, results: Path, options: ScoreOptions, *, image_dir: Optional[Path] = None):
+    """VOC devkit metrics of a folder of comp4 files; a malformed line is named with its file and line number."""
+    try:
+        dets = voc_eval.read_voc_results(results, voc_split_name(dataset), dataset.class_names)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return report_voc(dets, dataset, options)
+
+
+# ----------------------------------------------------------------------------- one path for every metric
 def write_reports(metrics_path: Path, *, pr_curves: dict, title: str, write_json) -> None:
     """``metrics_path`` (JSON, written by ``write_json(path)``) and, next to it, ``<stem>_pr_curve.png``."""
-    from evaluation.plots import plot_pr_curves
-
     metrics_path = Path(metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path)
@@ -131,41 +193,31 @@ def write_reports(metrics_path: Path, *, pr_curves: dict, title: str, write_json
 
 
 @dataclass(frozen=True)
-class ScoreOptions:
-    """What a scorer may be asked for besides the metrics: where to write them, the detections, and the
-    metric's own switches (each metric reads the ones it has)."""
+class Metric:
+    """One metric: how it scores a model's predictions on a dataset, and a results file against its ground truth
+    (``data.build.DATASETS[name].ground_truth`` gives it: a COCO object / annotation file, or a VOCDetection)."""
 
-    metrics_path: Optional[Path] = None  # metrics JSON (+ PR curve PNG next to it)
-    save_results: Optional[Path] = None  # COCO: detections JSON; VOC: a folder of devkit comp4 files
-    backend: str = "pycocotools"  # COCO: evaluation.coco_eval.BACKENDS
-    use_07_metric: bool = True  # VOC: 11-point (VOC07) or area (VOC2010+) AP
-
-
-def voc_split_name(dataset) -> str:
-    """The split name of a VOCDetection's comp4 files: ``test`` for ``(("2007", "test"),)``."""
-    return "+".join(name for _, name in dataset.image_sets)
+    score: Callable  # (dataset, predictions, options) -> (flat metrics, result)
+    score_file: Callable  # (ground_truth, results path, options, *, image_dir) -> (flat metrics, result)
+    analyzable: bool  # ScoreOptions.analyze works (COCO-format ground truth)
 
 
-# metric name (data.build.DATASETS[name].metric) -> scorer(dataset, predictions, options) -> (metrics, result)
-METRICS: dict[str, Callable] = {
-    "coco": lambda ds, preds, o: score_coco(ds, preds, backend=o.backend, metrics_path=o.metrics_path,
-                                            save_results=o.save_results),
-    "voc": lambda ds, preds, o: score_voc(ds, preds, use_07_metric=o.use_07_metric, metrics_path=o.metrics_path,
-                                          split=voc_split_name(ds), results_dir=o.save_results),
+# every metric name (data.build.DATASETS[...].metric): the trainer, eval.py and the deploy checks go through it
+METRICS: dict[str, Metric] = {
+    "coco": Metric(score_coco, score_coco_file, analyzable=True),
+    "voc": Metric(score_voc, score_voc_file, analyzable=False),
 }
 
 
-def score(dataset, predictions: list[dict], *, dataset_kind: str, options: ScoreOptions = ScoreOptions()):
-    """(flat metrics dict, full result) of ``predictions`` with the metric of ``data.build.DATASETS[dataset_kind]``."""
-    from data.build import DATASETS
-
-    return METRICS[DATASETS[dataset_kind].metric](dataset, predictions, options)
+def score(dataset, predictions: list[dict], *, metric: str, options: ScoreOptions = ScoreOptions()):
+    """(flat metrics dict, full result) of ``predictions`` with :data:`METRICS` ``[metric]``."""
+    return METRICS[metric].score(dataset, predictions, options)
 
 
-def evaluate(model, dataset, loader, device, dataset_kind: str, amp: str = "none",
+def evaluate(model, dataset, loader, device, metric: str, amp: str = "none",
              metrics_path: Optional[Path] = None) -> dict:
     """Predict on ``loader`` and score against ``dataset``; returns a flat metrics dict (rank 0; {} elsewhere)."""
     predictions = predict(model, loader, device, amp=amp)
     if not is_main_process():
         return {}
-    return score(dataset, predictions, dataset_kind=dataset_kind, options=ScoreOptions(metrics_path=metrics_path))[0]
+    return score(dataset, predictions, metric=metric, options=ScoreOptions(metrics_path=metrics_path))[0]

@@ -109,8 +109,8 @@ def plot_pr_curves(
     """
     # object-oriented API on an Agg canvas: no pyplot, no global backend
     # switch, never a display
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy
+    from matplotlib.figure import Figure  # heavy
 
     aps = _legend_aps(pr_curves, ap)
     mean_curve = _mean_of_curves(pr_curves) if mean_curve is None else mean_curve

@@ -64,9 +64,7 @@ def build_assigner(m, *, stride: int, num_anchors: int) -> LabelAssigner:
     """The label assigner of model config ``m``: its matcher, ignore thresholds and image mask; ``stride`` and
     ``num_anchors`` (per cell) describe the anchor grid for the grid matchers."""
     mt = m.matcher
-    matcher = build_matcher(mt.name, topk=mt.topk, pos_thresh=mt.max_iou_pos_thresh, neg_thresh=mt.max_iou_neg_thresh,
-                            stride=stride, offset=m.anchors.offset, num_anchors=num_anchors,
-                            grid_anchors=mt.grid_anchors, atss_topk=mt.atss_topk)
+    matcher = build_matcher(mt.name, mt.section(), stride=stride, offset=m.anchors.offset, num_anchors=num_anchors)
     return LabelAssigner(matcher, num_classes=m.num_classes, ignore_thresholds=mt.ignore_thresholds,
                          neg_ignore_thresh=mt.neg_ignore_thresh, pos_ignore_thresh=mt.pos_ignore_thresh,
                          image_mask=m.loss.image_mask)

@@ -10,7 +10,7 @@ from models.anchors import AnchorGenerator
 from models.assigner import Assignment, LabelAssigner
 from models.box_coder import BoxCoder
 from models.criterion import YOLOFCriterion
-from models.image_list import pad_images
+from utils.image_list import pad_images
 from models.postprocess import postprocess
 from utils.precision import fp32
 

@@ -35,11 +35,14 @@ sort), so CPU and CUDA assign the same anchors.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 from torchvision.ops import box_convert, box_iou
+
+from config.schema import ATSSMatcherConfig, GridMatcherConfig, MaxIoUMatcherConfig, TopKMatcherConfig
 
 
 @dataclass
@@ -295,38 +298,54 @@ class GridMatcher:
         return matches
 
 
-def _grid(mode: str) -> Callable:
-    def build(*, stride: float, offset: float, num_anchors: int, grid_anchors: str, **_) -> GridMatcher:
-        return GridMatcher(mode, stride=stride, num_anchors=num_anchors, offset=offset, anchor_choice=grid_anchors)
-    return build
+@dataclass(frozen=True)
+class AnchorGrid:
+    """What the grid matchers need of the anchors: backbone stride, anchor offset in cells, anchors per cell."""
+
+    stride: float = 32
+    offset: float = 0.0
+    num_anchors: int = 1
 
 
-# Every model.matcher.name and its builder; config validation and argparse read this dict, so a new matcher
-# touches this file (and its test) only. A builder takes, as keywords, the options it names and ignores the
-# others (``**_``); build_matcher passes all of them:
-#   topk                      k of the top-k matchers (model.matcher.topk)
-#   atss_topk                 ATSS's candidates per box (model.matcher.atss_topk)
-#   pos_thresh, neg_thresh    max_iou's thresholds (model.matcher.max_iou_pos_thresh / max_iou_neg_thresh)
-#   stride, offset            the anchor grid: backbone output stride, anchor offset in cells (model.anchors.offset)
-#   num_anchors               anchors per cell (the anchor generator's)
-#   grid_anchors              which anchors of a chosen cell: "best" or "all" (model.matcher.grid_anchors)
-MATCHERS: dict[str, Callable] = {
-    "uniform": lambda *, topk, **_: UniformMatcher(topk),
-    "iou_topk": lambda *, topk, **_: IoUTopKMatcher(topk),
-    "max_iou": lambda *, pos_thresh, neg_thresh, **_: MaxIoUMatcher(pos_thresh, neg_thresh),
-    "atss": lambda *, atss_topk, **_: ATSSMatcher(atss_topk),
-    "top1": lambda **_: UniformMatcher(1, by_prediction=False),  # the nearest anchor (UniformMatcher's docstring)
+@dataclass(frozen=True)
+class MatcherSpec:
+    """One model.matcher.name: its builder ``build(section, grid)`` and its own config section's type (None: no
+    options; the section is ``model.matcher.<name>`` in config/schema.py)."""
+
+    build: Callable
+    section: Optional[type] = None
+
+
+def _grid(mode: str) -> MatcherSpec:
+    return MatcherSpec(lambda s, g: GridMatcher(mode, stride=g.stride, num_anchors=g.num_anchors, offset=g.offset,
+                                                anchor_choice=s.anchors), GridMatcherConfig)
+
+
+# Every model.matcher.name: config validation and argparse read this dict. A builder receives its own section
+# (model.matcher.<name>) and the anchor grid, nothing else.
+MATCHERS: dict[str, MatcherSpec] = {
+    "uniform": MatcherSpec(lambda s, g: UniformMatcher(s.topk), TopKMatcherConfig),
+    "iou_topk": MatcherSpec(lambda s, g: IoUTopKMatcher(s.topk), TopKMatcherConfig),
+    "max_iou": MatcherSpec(lambda s, g: MaxIoUMatcher(s.pos_thresh, s.neg_thresh), MaxIoUMatcherConfig),
+    "atss": MatcherSpec(lambda s, g: ATSSMatcher(s.topk), ATSSMatcherConfig),
+    "top1": MatcherSpec(lambda s, g: UniformMatcher(1, by_prediction=False)),  # the nearest anchor (UniformMatcher)
     "grid_center": _grid("center"),
     "grid_neighbors": _grid("neighbors"),
     "grid_inside": _grid("inside"),
 }
 
 
-def build_matcher(name: str, *, topk: int = 4, pos_thresh: float = 0.5, neg_thresh: float = 0.4, stride: float = 32,
-                  offset: float = 0.0, num_anchors: int = 1, grid_anchors: str = "best", atss_topk: int = 9):
-    """The matcher called ``name`` (a key of :data:`MATCHERS`), given every option (see there)."""
+def build_matcher(name: str, section=None, *, stride: float = 32, offset: float = 0.0, num_anchors: int = 1,
+                  **options):
+    """The matcher called ``name`` (a key of :data:`MATCHERS`) from its own config section (``model.matcher.<name>``;
+    None: the section's defaults), ``options`` overriding fields of that section (``build_matcher("atss", topk=6)``)."""
     if name not in MATCHERS:
         kind = "grid mode" if name.startswith("grid_") else "matcher"  # grid_<mode>: the GridMatcher modes
         raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(MATCHERS)}")
-    return MATCHERS[name](topk=topk, pos_thresh=pos_thresh, neg_thresh=neg_thresh, stride=stride, offset=offset,
-                          num_anchors=num_anchors, grid_anchors=grid_anchors, atss_topk=atss_topk)
+    spec = MATCHERS[name]
+    if spec.section is None:
+        if options:
+            raise TypeError(f"matcher {name!r} has no options, got {sorted(options)}")
+        return spec.build(None, AnchorGrid(stride, offset, num_anchors))
+    section = dataclasses.replace(section if section is not None else spec.section(), **options)
+    return spec.build(section, AnchorGrid(stride, offset, num_anchors))

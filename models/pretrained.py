@@ -6,7 +6,7 @@ dispatches on the file format:
 * **Detectron / Caffe2 model-zoo pickles** (``R-50.pkl``, ``R-101.pkl``,
   ``X-101-64x4d.pkl``, the official ``MODEL.WEIGHTS``): a dict of numpy arrays
   under Caffe2 names, with or without a ``blobs`` level, written by Python 2.
-  They are read by :class:`RestrictedUnpickler` (numpy arrays and builtin
+  They are read by :func:`utils.checkpoint.read_pickle` (numpy arrays and builtin
   containers only; anything else is refused before its code runs), and the names
   are mapped to torchvision's (``res2_0_branch2a_w`` -> ``layer1.0.conv1.weight``).
   BN blobs are affine only (``_s``, ``_b``); as in the official FrozenBatchNorm the
@@ -37,8 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.checkpoint import read_pickle, torch_load
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
+from models.backbone import torchvision_weights_url
 
 logger = logging.getLogger(__name__)
 
@@ -76,50 +78,6 @@ IMAGENET_FILES: dict[str, ImageNetFile] = {
 
 class WeightsError(UserError, ValueError):
     """A weights file is missing, unreadable, refused or does not fit; the message names the file."""
-
-
-# ----------------------------------------------------------------------------- safe reading
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    import codecs
-
-    multiarray = getattr(np, "_core", None) or np.core
-    reconstruct = multiarray.multiarray._reconstruct
-    scalar = multiarray.multiarray.scalar
-    allowed = {("_codecs", "encode"): codecs.encode, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = reconstruct
-        allowed[(mod, "scalar")] = scalar
-    return allowed
-
-
-class PickleRefused(WeightsError):
-    """The pickle asks for a global that would run code."""
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and builtin containers only; any other global is refused before it runs."""
-
-    _ALLOWED = None
-
-    def find_class(self, module: str, name: str):
-        if RestrictedUnpickler._ALLOWED is None:
-            RestrictedUnpickler._ALLOWED = _allowed_globals()
-        obj = RestrictedUnpickler._ALLOWED.get((module, name))
-        if obj is None:
-            raise PickleRefused(f"refused: it would run code (global {module}.{name})")
-        return obj
-
-
-def read_pickle(path: Union[str, Path]) -> object:
-    """Read a (Python 2 or 3) pickle of numpy arrays with :class:`RestrictedUnpickler`."""
-    path = Path(path)
-    data = path.read_bytes()
-    try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except PickleRefused as e:
-        raise PickleRefused(f"{path}: {e}") from None
-    except Exception as e:  # truncated, not a pickle, ...
-        raise WeightsError(f"{path}: not a readable pickle of numpy arrays ({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------------- Caffe2 names
@@ -204,8 +162,6 @@ def missing_weights_message(path: Union[str, Path], url: Optional[str] = None) -
 def _read_state(path: Path, backbone: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     head = path.read_bytes()[:4]
     if head.startswith(b"PK"):  # torch.save zip archive: torch.load(weights_only=True), with its clear errors
-        from engine.checkpoint import torch_load
-
         return _torch_state(torch_load(path), path, backbone)
     obj = read_pickle(path)
     if isinstance(obj, dict) and isinstance(obj.get("blobs"), dict):
@@ -252,8 +208,6 @@ def pretrained_path(backbone_cfg) -> Optional[Path]:
         return None
     url = None
     if weights == "imagenet":
-        from models.backbone import torchvision_weights_url
-
         url = torchvision_weights_url(backbone_cfg.name)
         path = WEIGHTS_DIR / url.rsplit("/", 1)[-1]
     else:

@@ -18,7 +18,7 @@ FAST = {"data.test_min_size": 256, "data.test_max_size": 416, "model.test.score_
 def write_converted_r50(path: Path, overrides: dict | None = None, seed: int = 7) -> Path:
     from config import config_to_dict, load_config
     from models import build_model
-    from engine.checkpoint import save_checkpoint
+    from utils.checkpoint import save_checkpoint
     from tools.convert_official import convert_state_dict
 
     script, zoo = golden_path("make_weights_generic.py"), golden_path("official_zoo.json")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from utils.cli import run_script
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.script import run_script
 
 NOT_A_CHECKPOINT = "not a PyTorch checkpoint (not a zip archive or truncated)"
 

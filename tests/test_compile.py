@@ -12,7 +12,7 @@ import eval as eval_script
 import models.compile
 import train as train_script
 from config import load_config
-from engine.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint
 from engine.trainer import fit
 from models import build_model
 from models.compile import COMPILED_PARTS, compile_model

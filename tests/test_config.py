@@ -11,10 +11,12 @@ import yaml
 
 import models.backbone
 import models.matcher
-from config import ConfigError, config_to_dict, load_config
+from cli import families as _families
+from cli import load_checked_config as load_config
+from config import ConfigError, config_to_dict
 from config.__main__ import main as config_main
 from config.listing import LISTING, changed_keys, field_comments, format_config, listing, presets
-from config.loader import _families, apply_overrides, config_from_dict
+from config.loader import apply_overrides, config_from_dict
 from config.schema import Config
 from tests.conftest import REPO
 
@@ -53,7 +55,7 @@ def test_derived_presets_inherit_from_their_base():
     """R50-DC5 is the R50-C5 recipe with the DC5 changes; R101-DC5 is R50-DC5 on ResNet-101 at batch 32."""
     c5, dc5 = (load_config(REPO / f"config/yolof_r50_{s}_1x.yaml") for s in ("c5", "dc5"))
     assert set(changed_keys(dc5, c5)) == {"model.backbone.dilated_c5", "model.encoder.dilations",
-                                          "model.anchors.sizes", "model.matcher.topk",
+                                          "model.anchors.sizes", "model.matcher.uniform.topk",
                                           "model.matcher.pos_ignore_thresh"}
     r101_dc5 = load_config(REPO / "config/yolof_r101_dc5_1x.yaml")
     assert r101_dc5.model.backbone.name == "resnet101" and r101_dc5.model.encoder.dilations == (4, 8, 12, 16)

@@ -270,7 +270,7 @@ def test_flip_swaps_and_shift_keeps_the_jitter_padding():
 # ----------------------------------------------------------------------------- pipelines and config
 def test_default_config_keeps_the_resnet_pipeline():
     d = load_config(None).data
-    assert d.pipeline == "resize_shortest_edge" and d.mosaic_prob == 0.0
+    assert d.pipeline == "resize_shortest_edge" and d.mosaic.prob == 0.0
     assert repr(build_pipeline(d, True)) == repr(build_transforms(True, (800,), 1333, flip_prob=0.5, shift_max=32,
                                                                     shift_prob=0.5, random_shift=True))
     assert repr(build_pipeline(d, False)) == repr(build_transforms(False, 800, 1333))

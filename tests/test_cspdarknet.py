@@ -21,7 +21,7 @@ from models import build_model
 from models.cspdarknet import CSPDarkNet53
 from models.layers import convert_sync_batchnorm
 from tests.conftest import GOLDEN, REPO, golden_path, load_golden
-from engine.checkpoint import load_model_weights
+from utils.checkpoint import load_model_weights
 from tools.convert_official import convert_checkpoint, detect_preset, is_official_csp
 
 ZOO = "yolof.cspdarknet53.DC5.3x"

@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from data.collate import _datasets_with_rng, collate, collate_padded, worker_init_fn
+from data.build import SeededDataset
+from data.collate import collate, collate_padded
 from data.coco import COCODetection
 from data.transforms import build_transforms
 from data.voc import VOC_CLASSES, VOCDetection
@@ -104,7 +105,7 @@ def test_coco_tiny_crowd_boxes_are_not_training_boxes(coco_tiny, train_json):
 
 def test_coco_tiny_train_pipeline_boxes_inside(coco_tiny):
     ds = COCODetection(IMAGES, TRAIN_JSON, transforms=build_transforms(True))
-    ds.reseed(0)
+    ds.set_rng(np.random.default_rng(0))
     n_flipped_or_shifted = 0
     passes = 8  # 8 augmented passes over the 7 images: 56 samples
     for i in [i for _ in range(passes) for i in range(len(ds))]:
@@ -181,9 +182,9 @@ def test_main_process_rng_follows_torch_seed(coco_tiny):
     assert not all(torch.equal(x, y) for x, y in zip(first, run()))
     # explicit reseed restarts the stream
     ds = COCODetection(IMAGES, TRAIN_JSON, transforms=build_transforms(True))
-    ds.reseed(7)
+    ds.set_rng(np.random.default_rng(7))
     a = [ds[0][1]["boxes"] for _ in range(4)]
-    ds.reseed(7)
+    ds.set_rng(np.random.default_rng(7))
     assert all(torch.equal(x, y) for x, y in zip(a, [ds[0][1]["boxes"] for _ in range(4)]))
 
 
@@ -410,7 +411,7 @@ def test_voc_07_plus_12_and_transforms(vocdevkit):
     ds = VOCDetection(root, image_sets=(("2007", "trainval"), ("2012", "trainval")), keep_difficult=True,
                       transforms=build_transforms(True), input_format="RGB")
     assert ds.ids == ["000005", "000007", "2008_000002"]
-    ds.reseed(0)
+    ds.set_rng(np.random.default_rng(0))
     for i in range(len(ds)):
         img, t = ds[i]
         assert min(t["size"].tolist()) == 800 and img.shape[0] == 3
@@ -460,17 +461,10 @@ def test_collate_and_padded(coco_tiny):
         assert torch.equal(tensor[k, :, : im.shape[1], : im.shape[2]], im)
 
 
-def test_worker_init_fn_finds_wrapped_datasets(coco_tiny):
-    ds = COCODetection(IMAGES, TRAIN_JSON)
-    wrapped = ConcatDataset([Subset(ds, [0, 1]), ds])
-    assert all(d is ds for d in _datasets_with_rng(wrapped)) and len(list(_datasets_with_rng(wrapped))) == 2
-    worker_init_fn(0)  # outside a worker: no-op
-
-
 def _run_loader(ds, seed):
-    loader = DataLoader(ds, batch_size=2, sampler=[0] * 12, num_workers=2, collate_fn=collate,
-                        worker_init_fn=worker_init_fn, generator=torch.Generator().manual_seed(seed),
-                        timeout=120)  # fail instead of hanging if a worker deadlocks
+    """Image 0, twelve times, with the per-sample seeds training gives ((index, seed) items), on two workers."""
+    loader = DataLoader(SeededDataset(ds), batch_size=2, sampler=[(0, seed * 100 + k) for k in range(12)],
+                        num_workers=2, collate_fn=collate, timeout=120)  # fail instead of hanging if a worker deadlocks
     out = []
     for images, targets in loader:
         assert len(images) == 2 and images[0].dtype == torch.uint8

@@ -50,7 +50,7 @@ HOOK = textwrap.dedent("""
 
     engine.Trainer.step = step
     import train
-    from utils.cli import run_script
+    from utils.script import run_script
     run_script(lambda: train.main(sys.argv[1:]))
 """)
 

@@ -7,7 +7,8 @@ Layers, bottom-up (README.md, "Layout"):
 3. ``models`` and ``data`` (neither imports the other);
 4. ``evaluation`` (imports neither models nor data: it scores any detections file);
 5. ``engine`` and ``deploy`` (neither imports the other);
-6. the applications: the scripts (``train.py``, ``eval.py``, ``test.py``, ``ablate.py``), ``tools/`` and ``bench/``.
+6. the applications: the scripts (``train.py``, ``eval.py``, ``test.py``, ``ablate.py``), ``cli.py`` (the glue they
+   share, above every family), ``tools/``, ``bench/`` and a package's ``__main__.py`` (``python -m config``).
    Nothing below imports them; a script or tool may use another tool's functions.
 
 Imports sit at the top of files. An import inside a function is allowed only for a heavy or optional third-party
@@ -24,8 +25,9 @@ from tests.conftest import REPO
 
 RANK = {"utils": 1, "config": 2, "models": 3, "data": 3, "evaluation": 4, "engine": 5, "deploy": 5}
 APPS = 6
+NEVER = {"evaluation": ("models", "data")}  # below it, but not its business: it scores any detections file
 PACKAGES = (*RANK, "tools", "bench")
-SCRIPTS = ("train", "eval", "test", "ablate")
+SCRIPTS = ("train", "eval", "test", "ablate", "cli")
 # third-party packages a function may import lazily: slow to import, or not needed by every user of the module
 LAZY_OK = ("matplotlib", "onnxruntime", "onnx", "openvino", "nncf", "tidecv", "torch.utils.tensorboard",
            "torch.onnx", "tensorboard", "faster_coco_eval", "PIL", "torch.utils.flop_counter")
@@ -46,6 +48,8 @@ def _module(path: Path) -> str:
 
 def _layer(module: str) -> tuple[str, int]:
     top = module.split(".")[0]
+    if module.endswith(".__main__"):  # a package's command line (python -m config) is an application
+        return module, APPS
     return top, RANK.get(top, APPS)
 
 
@@ -86,6 +90,8 @@ def test_imports_only_go_down():
             if rank > my_rank or (rank == my_rank and my_rank != APPS):
                 problems.append(f"{path.relative_to(REPO)}:{line} imports {name} "
                                 f"({top}, layer {rank}) from layer {my_rank} ({my_top})")
+            if top in NEVER.get(my_top, ()):
+                problems.append(f"{path.relative_to(REPO)}:{line} imports {name}: {my_top} never imports {top}")
             if my_rank < APPS and (name.split(".")[0] in ("tools", "bench") or name in SCRIPTS):
                 problems.append(f"{path.relative_to(REPO)}:{line} (the library) imports the application {name}")
     assert not problems, "upward or sideways imports:\n" + "\n".join(problems)

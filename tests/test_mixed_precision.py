@@ -17,7 +17,7 @@ import torch
 from config import load_config
 from data.build import build_dataset
 from deploy.compare import matched_fraction
-from engine.checkpoint import load_model_weights
+from utils.checkpoint import load_model_weights
 from models import build_model
 from models.box_coder import BoxCoder
 from tests.conftest import COCO_SPLIT, REPO

@@ -15,7 +15,7 @@ from models.box_coder import BoxCoder
 from models.detector import flatten_head_output
 from models.postprocess import postprocess
 from tests.conftest import COCO_SPLIT, REPO, golden_path
-from engine.checkpoint import load_model_weights, save_checkpoint
+from utils.checkpoint import load_model_weights, save_checkpoint
 from tools.convert_official import convert_checkpoint, convert_key, convert_state_dict, detect_preset
 
 

@@ -18,7 +18,7 @@ from deploy.predictor import Predictor
 from models import build_model
 from tests.conftest import REPO
 from tests.converted_checkpoint import images_of_different_shapes, write_converted_r50
-from engine.checkpoint import save_checkpoint
+from utils.checkpoint import save_checkpoint
 
 EXAMPLE = (320, 480)  # the tracing example; the test images are resized to other sizes (short side 256)
 

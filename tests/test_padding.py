@@ -8,7 +8,7 @@ import torch
 from config import load_config
 from models.assigner import anchor_valid_mask
 from tests.conftest import REPO
-from models.image_list import padded_size
+from utils.image_list import padded_size
 from tools.padding_stats import measure
 
 # 128-px images: at stride 32 an image side of 64 in a 128-px batch leaves 2 of 4 anchor rows in padding

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from config import ConfigError, load_config
+from cli import load_checked_config as load_config
+from config import ConfigError
 from config.schema import DecoderConfig, EncoderConfig
 from models import build_model
 from models.anchors import AnchorGenerator
@@ -190,7 +191,7 @@ def test_top1_is_each_boxs_nearest_anchor_and_not_uniform_k1():
 
 def test_new_matchers_are_registered_and_configured():
     assert {"atss", "top1"} <= set(MATCHERS)
-    assert build_matcher("atss", atss_topk=6).topk == 6 and build_matcher("atss").topk == 9
+    assert build_matcher("atss", topk=6).topk == 6 and build_matcher("atss").topk == 9
     cfg = load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atss", "model.matcher.atss_topk": 6})
     model = build_model(cfg)
     assert isinstance(model.assigner.matcher, ATSSMatcher) and model.assigner.matcher.topk == 6

@@ -15,7 +15,7 @@ from deploy.predictor import Predictor
 from models import build_model
 from tests.conftest import REPO
 from tests.converted_checkpoint import images_of_different_shapes, write_converted_r50
-from engine.checkpoint import load_model_weights
+from utils.checkpoint import load_model_weights
 
 BF16_OK, BF16_REASON = cpu_bf16_support()
 BF16_DEVICE = ("cuda" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else

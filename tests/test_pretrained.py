@@ -23,7 +23,8 @@ from config import load_config
 from config.loader import ConfigError
 from models import build_model
 from models.backbone import ResNetBackbone
-from models.pretrained import PickleRefused, WeightsError, caffe2_to_torchvision, load_backbone_weights
+from models.pretrained import WeightsError, caffe2_to_torchvision, load_backbone_weights
+from utils.checkpoint import PickleRefused
 from tests.conftest import GOLDEN, REPO
 
 PRESETS = {  # our preset -> official zoo model

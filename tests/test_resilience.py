@@ -23,7 +23,7 @@ from models.detector import YOLOF
 from models.matcher import _smallest_k
 from tests.conftest import REPO
 from tests.test_mixed_precision import SMALL
-from utils.cli import run_script
+from utils.script import run_script
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,7 @@ import torch
 from config import config_to_dict, load_config
 from models import build_model
 from tests.conftest import COCO_JSON, COCO_SPLIT, REPO
-from engine.checkpoint import save_checkpoint
+from utils.checkpoint import save_checkpoint
 
 SMALL = {"model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8,
          "model.test.score_thresh": 0.0, "data.num_workers": 0}
@@ -85,7 +85,7 @@ def _expected_detections(checkpoint, coco_tiny, min_size, max_size):
     from data.coco import COCODetection
     from data.transforms import build_transforms
     from models.fuse import prepare_for_inference
-    from engine.checkpoint import load_model_weights
+    from utils.checkpoint import load_model_weights
 
     cfg = load_config(REPO / "config/small_cpu.yaml", {**SMALL, "model.num_classes": 80, "data.dataset": "coco"})
     model = build_model(cfg)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from utils.cli import run_script
+from utils.script import run_script
 from utils.errors import UserError
 
 

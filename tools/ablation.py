@@ -1,7 +1,6 @@
 """Ablation studies: a YAML spec of rows x seeds, each a ``train.py`` run, and a README table of their results.
 
 A spec (``ablations/*.yaml``)::
-
     name: synthetic                     # names the runs folder and the README markers
     base: config/quickstart.yaml        # config every run starts from (relative to the repository)
     seeds: [0, 1, 2]                    # train.seed of each repetition
@@ -16,11 +15,10 @@ A spec (``ablations/*.yaml``)::
 
 Overrides are dotted config keys (nested mappings are flattened to them) with
 YAML values; a row's overrides apply after ``common``. Every (row, seed) config
-is built with :func:`config.load_config` before anything runs, so an unknown
+is built with :func:`cli.load_checked_config` before anything runs, so an unknown
 spec key, a key that names no config key or a bad value fails at once, naming it.
 
 Each (row, seed) is one subprocess (a clean process per run)::
-
     python train.py --config BASE --output_dir RUNS/<spec>/<row>/seed<k> \\
         --opts <common> <row overrides> train.seed=<k> [--accumulate N] [--resume] --no_progress
 
@@ -55,16 +53,16 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import yaml
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from config import ConfigError, config_to_dict, load_config  # noqa: E402
+from config import ConfigError, config_to_dict
+from cli import load_checked_config
 from config.loader import config_diff
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 from engine.metrics_log import epoch_records, final_record, read_metrics
 from evaluation.coco_eval import STAT_NAMES
+from engine.optim import effective_schedule
 
 REPO = REPO_ROOT
 DEFAULT_RUNS_DIR = REPO / "runs" / "ablations"
@@ -260,7 +258,6 @@ def base_path(spec: Spec) -> Path:
 
 def plan_runs(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> list[PlannedRun]:
     """Every (row, seed) run with its resolved config; a bad override fails here, before any run starts."""
-    from engine.optim import effective_schedule
 
     base = base_path(spec)
     if not base.is_file():
@@ -271,7 +268,7 @@ def plan_runs(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> list[Plann
         accumulate = row.accumulate if row.accumulate is not None else spec.accumulate
         for seed in spec.seeds:
             try:
-                cfg = load_config(base, {**overrides, "train.seed": seed})
+                cfg = load_checked_config(base, {**overrides, "train.seed": seed})
             except ConfigError as e:
                 raise SpecError(f"{spec.path}: row '{row.name}': {e}") from e
             processes = (accumulate or 1) * spec.nproc_per_node
@@ -553,10 +550,3 @@ def update_readme(spec: Spec, readme: Path | str, logs_dir: Path | str = DEFAULT
         return False
     readme.write_text(new)
     return True
-
-
-if __name__ == "__main__":  # python tools/ablation.py SPEC ... is ablate.py
-    from ablate import main
-    from utils.cli import run_script
-
-    sys.exit(run_script(main))

@@ -19,7 +19,7 @@ from typing import Optional
 
 from evaluation.coco_eval import load_detections, validate_detections
 from evaluation.error_analysis import AnalysisOptions, analyze_errors
-from utils.cli import run_script, setup_logging
+from utils.script import run_script, setup_logging
 from utils.errors import UserError
 
 logger = logging.getLogger("analyze_errors")

@@ -44,9 +44,11 @@ from deploy.backends import BACKENDS
 from deploy.predictor import Predictor
 from deploy.quantize import CALIBRATION_SIZE
 from deploy.timing import body_timers, interleaved_medians, machine
-from utils.cli import load_run_config, run_script, setup_logging
+from cli import run_config
+from utils.script import run_script, setup_logging
 from utils.errors import UserError
 from utils.precision import cpu_bf16_support, cpu_int8_support
+import importlib.metadata as md
 
 logger = logging.getLogger("benchmark")
 COLUMNS = ("backend", "precision", "native", "ms_per_image", "ratio_to_body_best", "AP", "AP50", "AP_diff",
@@ -143,8 +145,6 @@ def _table(rows: list[dict], body_ms: float) -> str:
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
     out = {}
     for name in ("torch", "onnxruntime", "openvino", "nncf"):
         try:
@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
     setup_logging()
     backends = _names(args.backends, BACKENDS, "backends")
     precisions = _names(args.precisions, ("fp32", "bf16", "int8"), "precisions")
-    cfg = load_run_config(args, args.weight)
+    cfg = run_config(args, args.weight)
     if args.size:
         h, w = args.size
         cfg = config_from_dict(apply_overrides(config_to_dict(cfg), [f"data.test_min_size={min(h, w)}",

@@ -21,7 +21,8 @@ import cv2
 
 from data.build import build_dataset
 from tools.visualize_targets import augmented_samples, image_to_bgr, sample_path
-from utils.cli import common_parser, load_run_config, run_script, setup_logging
+from cli import run_config
+from utils.script import common_parser, run_script, setup_logging
 from utils.visualize import draw_detections
 
 logger = logging.getLogger("browse_dataset")
@@ -67,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     setup_logging()
     out = args.out or (None if args.show else Path("runs/browse_dataset"))
-    paths = browse(load_run_config(args), args.num, out, show=args.show)
+    paths = browse(run_config(args), args.num, out, show=args.show)
     if out is not None:
         print(f"wrote {len(paths)} pictures to {out}")
     return 0

@@ -41,13 +41,14 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from config import load_config
-from data.build import DATASETS, build_dataset, resolve_num_classes
+from cli import load_checked_config
+from config.loader import resolve_num_classes
+from data.build import DATASETS, build_dataset
 from data.dataset_base import DetectionDatasetBase, RawSplit
 from data.transforms import Compose, ResizeShortestEdge
 from data.yolo_transforms import Resize
 from models import build_model
-from utils.cli import run_script, setup_logging
+from utils.script import run_script, setup_logging
 from utils.errors import UserError
 
 SIZE_EDGES = (0, 8, 16, 32, 64, 96, 128, 256, 512, math.inf)  # sqrt(area) px; 32 and 96: COCO's area ranges
@@ -95,7 +96,7 @@ def training_resize(cfg):
     """The resize that sets the training resolution (``output_shape(h, w)``) and its description."""
     d = cfg.data
     if d.pipeline == "yolo":
-        return Resize(d.resize_shape), f"data.resize_shape {list(d.resize_shape)} (h, w; scale jitter left out)"
+        return Resize(d.yolo.resize_shape), f"data.yolo.resize_shape {list(d.yolo.resize_shape)} (h, w; scale jitter left out)"
     size = max(d.train_min_size)
     return (ResizeShortestEdge(size, d.train_max_size),
             f"shorter side {size} (the largest of data.train_min_size), longer side <= {d.train_max_size}")
@@ -278,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--skip_images", action="store_true", help="do not decode and hash the images (faster)")
     args = p.parse_args(argv)
     setup_logging()
-    cfg = load_config(args.config, args.opts)
+    cfg = load_checked_config(args.config, args.opts)
     splits = list(dict.fromkeys(args.split or [cfg.data.train_split, cfg.data.val_split]))
     reports = [check_split(cfg, s, images=not args.skip_images) for s in splits]
     for r in reports:

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from data.synthetic import COCO_STATS, Histogram, SceneStats
-from utils.cli import run_script
+from utils.script import run_script
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 

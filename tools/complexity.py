@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from cli import load_checked_config
+from models import build_model
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PARTS = ("backbone", "encoder", "decoder")
 
@@ -75,21 +75,18 @@ def format_report(name: str, size: tuple[int, int], c: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    from config import load_config
-    from models import build_model
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", "-c", required=True, help="YAML preset under config/")
     p.add_argument("--size", type=int, nargs=2, default=(800, 1216), metavar=("H", "W"), help="input size")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, args.opts)  # a bad file or key is a one-line ConfigError (run_script)
+    cfg = load_checked_config(args.config, args.opts)  # a bad file or key is a one-line ConfigError (run_script)
     result = complexity(build_model(cfg), *args.size)
     print(format_report(Path(args.config).stem, tuple(args.size), result))
     return result
 
 
 if __name__ == "__main__":
-    from utils.cli import run_script
+    from utils.script import run_script
 
     run_script(main)

@@ -53,7 +53,7 @@ from data.dataset_base import DatasetError, RawSplit, image_size
 from data.tool_exports import default_image_dir, read_cvat, read_labelstudio
 from data.voc_xml import ANNOTATION_DIRS, class_names_in, read_voc_xml_split, split_xml_files
 from data.yolo import read_data_yaml, read_yolo_split
-from utils.cli import run_script, setup_logging
+from utils.script import run_script, setup_logging
 from utils.errors import UserError
 
 logger = logging.getLogger("convert_dataset")

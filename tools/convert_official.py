@@ -4,7 +4,6 @@
 
 The official state-dict names (cvpods ResNet + YOLOF encoder/decoder) map to
 ours one to one::
-
     backbone.stem.conv1.{weight,norm.*}          -> backbone.conv1.weight, backbone.bn1.*
     backbone.res{2..5}.j.conv{n}.{weight,norm.*} -> backbone.layer{1..4}.j.conv{n}.weight, .bn{n}.*
     backbone.res{2..5}.j.shortcut.{weight,norm.*}-> backbone.layer{1..4}.j.downsample.{0.weight,1.*}
@@ -26,9 +25,11 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from config import config_to_dict, load_config
+from models import build_model
+from utils.checkpoint import save_checkpoint
+from utils.paths import REPO_ROOT
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _RULES = [
     (re.compile(r"^backbone\.stem\.conv1\.weight$"), "backbone.conv1.weight"),
@@ -143,11 +144,6 @@ def load_official(path: Path) -> dict[str, torch.Tensor]:
 
 
 def convert_checkpoint(src: Path, dst: Path) -> dict:
-    from config import config_to_dict, load_config
-    from models import build_model
-    from engine.checkpoint import save_checkpoint
-    from utils.paths import REPO_ROOT
-
     official = load_official(src)
     preset = detect_preset(official)
     num_classes = int(official["decoder.cls_score.weight"].shape[0]) // int(official["decoder.object_pred.weight"].shape[0])

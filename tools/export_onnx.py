@@ -15,14 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from deploy.onnx_export import VARIANTS
+from deploy.onnx_export import FullGraph, RawHeadGraph
+from models.fuse import fuse_for_inference
+from config import config_to_dict
+from deploy.onnx_export import OPSET, export_onnx
+from deploy.predictor import resolve_config
+from models import build_model
+from utils.checkpoint import load_checkpoint, load_model_weights
+from utils.errors import UserError
+from deploy.compare import matched
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv=None):
-    from deploy.onnx_export import VARIANTS
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weight", "-w", required=True, help="checkpoint (its stored config is used unless --config)")
@@ -38,10 +44,8 @@ def parse_args(argv=None):
 @torch.no_grad()
 def check_with_onnxruntime(path: Path, model, *, variant: str, size) -> str:
     """Run ``path`` under ONNX Runtime and PyTorch on one random image; a line saying how close they are."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional
 
-    from deploy.onnx_export import FullGraph, RawHeadGraph
-    from models.fuse import fuse_for_inference
 
     x = torch.rand(1, 3, *size) * 255
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -49,7 +53,6 @@ def check_with_onnxruntime(path: Path, model, *, variant: str, size) -> str:
     graph = (RawHeadGraph if variant == "raw" else FullGraph)(fuse_for_inference(model))
     want = [t.numpy() for t in graph(x)]
     if variant == "full":  # detections: compared as sets (NMS may order ties differently)
-        from deploy.compare import matched
 
         keys = ("boxes", "scores", "labels")
         hit, total = matched(dict(zip(keys, want)), dict(zip(keys, got)))
@@ -62,13 +65,6 @@ def check_with_onnxruntime(path: Path, model, *, variant: str, size) -> str:
 
 
 def main(argv=None) -> Path:
-    from config import config_to_dict
-    from deploy.onnx_export import OPSET, export_onnx
-    from deploy.predictor import resolve_config
-    from models import build_model
-    from engine.checkpoint import load_checkpoint, load_model_weights
-    from utils.errors import UserError
-
     args = parse_args(argv)
     try:
         ckpt = load_checkpoint(args.weight)
@@ -86,6 +82,6 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_script
+    from utils.script import run_script
 
     run_script(main)

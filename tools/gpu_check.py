@@ -38,7 +38,7 @@ from engine.step import train_step
 from engine.trainer import fit
 from models import build_model
 from models.fuse import prepare_for_inference
-from utils.cli import run_script
+from utils.script import run_script
 from utils.paths import REPO_ROOT
 from utils.precision import amp_context
 
@@ -132,7 +132,7 @@ def _free_port() -> int:
 
 def ddp_step(device: torch.device) -> float:
     """The largest difference between a one-process DDP step and the plain step (NCCL on CUDA, gloo on CPU)."""
-    cfg = load_config(REPO_ROOT / "config/quickstart.yaml")
+    cfg = load_config(REPO_ROOT / "config/small_cpu.yaml")
     torch.manual_seed(0)
     plain = build_model(cfg).to(device)
     twin = copy.deepcopy(plain)
@@ -160,7 +160,7 @@ def resume_on_fewer(device: torch.device) -> int:
              "solver.batch_size=8", "solver.reference_batch_size=8", "solver.max_iter=4", "solver.steps=[3]",
              "solver.warmup_iters=1", "data.num_workers=0"]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(REPO_ROOT / "config/quickstart.yaml", [f"data.root={tmp}/data", *small])
+        cfg = load_config(REPO_ROOT / "config/small_cpu.yaml", [f"data.root={tmp}/data", *small])
         fit(cfg, Path(tmp) / "run", device=device, max_iter_override=2, progress=False)
         path = Path(tmp) / "run" / "last.pth"
         state = torch.load(path, weights_only=True)

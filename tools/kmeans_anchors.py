@@ -28,9 +28,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 import yaml
+from data.pipelines import build_pipeline
+from data.build import build_dataset
+from utils.boxes import clip_boxes
+from cli import load_checked_config
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def shape_iou(wh: np.ndarray, anchors_wh: np.ndarray) -> np.ndarray:
@@ -101,15 +103,12 @@ def configured_anchor_wh(anchor_cfg) -> np.ndarray:
 
 def deterministic_resize(cfg):
     """The resize step of ``data.pipeline``'s test transforms (it has ``output_shape(h, w)``)."""
-    from data.pipelines import build_pipeline
 
     return next(t for t in build_pipeline(cfg.data, is_train=False).transforms if hasattr(t, "output_shape"))
 
 
 def training_box_sizes(cfg) -> np.ndarray:
     """(N, 2) (w, h) of every training box after the deterministic test-time resize (and clipping)."""
-    from data.build import build_dataset
-    from utils.boxes import clip_boxes
 
     ds = build_dataset(cfg, cfg.data.train_split, is_train=False)
     resize = deterministic_resize(cfg)
@@ -133,8 +132,6 @@ def _yaml_path(path: Path, relative_to: Path) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from config import load_config
-
     p = argparse.ArgumentParser(prog="python -m tools.kmeans_anchors", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", "-c", required=True, help="the config whose training split is clustered")
@@ -145,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--write", type=Path, default=None,
                    help="write a config deriving from --config with model.anchors.custom_wh set to the result")
     a = p.parse_args(argv)
-    cfg = load_config(a.config, a.opts)
+    cfg = load_checked_config(a.config, a.opts)
     wh = training_box_sizes(cfg)
     sizes, fit = kmeans_anchors(wh, a.k, seed=a.seed, iters=a.iters)
     default_wh = configured_anchor_wh(cfg.model.anchors)
@@ -169,6 +166,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_script
+    from utils.script import run_script
 
     sys.exit(run_script(main))

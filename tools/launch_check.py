@@ -16,9 +16,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from config import load_config
+from cli import load_checked_config
 from models.pretrained import pretrained_path
-from utils.cli import run_script
+from utils.script import run_script
 from utils.errors import UserError
 
 
@@ -55,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--gpus", type=int, required=True, help="GPUs this machine must show")
     args = p.parse_args(argv)
     check_gpus(args.mode, args.gpus)
-    cfg = load_config(args.config, [f"data.root={args.data}"])
+    cfg = load_checked_config(args.config, [f"data.root={args.data}"])
     check_start(cfg)
     check_data(args.data, cfg.data.train_split)
     print(f"train.sh {args.mode}: {args.gpus} GPU(s), the start and {args.data} are in place")

@@ -21,16 +21,17 @@ import sys
 from pathlib import Path
 
 import torch
+from models.assigner import anchor_valid_mask
+from utils.image_list import padded_size
+from data.build import build_dataset, build_train_loader
+from models import build_model
+from cli import run_config
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 @torch.no_grad()
 def batch_padding(model, sizes: list[tuple[int, int]], cache: dict) -> tuple[float, float]:
     """(padding fraction of the batch's pixels, fraction of its anchors centred in padding) for images of ``sizes``."""
-    from models.assigner import anchor_valid_mask
-    from models.image_list import padded_size
 
     h, w = padded_size(sizes, model.size_divisibility)
     if (h, w) not in cache:  # the feature map size of this padded size, from the backbone itself
@@ -44,8 +45,6 @@ def batch_padding(model, sizes: list[tuple[int, int]], cache: dict) -> tuple[flo
 
 def measure(cfg, batches: int) -> dict:
     """Mean / min / max of both fractions over the first ``batches`` training batches of ``cfg``."""
-    from data.build import build_dataset, build_train_loader
-    from models import build_model
 
     dataset = build_dataset(cfg, cfg.data.train_split, is_train=True)
     torch.manual_seed(cfg.train.seed)
@@ -65,8 +64,6 @@ def measure(cfg, batches: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from utils.cli import load_run_config
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -74,7 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=50, help="training batches to measure")
     args = p.parse_args(argv)
     args.weight = None
-    cfg = load_run_config(args)
+    cfg = run_config(args)
     result = measure(cfg, args.batches)
     print(json.dumps(result, indent=1))
     print(f"padding: {100 * result['pad_pixels']['mean']:.1f}% of the batch pixels, "
@@ -84,6 +81,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_script
+    from utils.script import run_script
 
     sys.exit(run_script(main))

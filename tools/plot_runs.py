@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import UserError  # noqa: E402
 from engine.metrics_log import epoch_records, is_iteration_record, read_metrics  # noqa: E402
@@ -98,8 +96,8 @@ def plot_runs(run_dirs: Sequence[Path | str], out: Optional[Path | str] = None, 
               labels: Optional[Sequence[str]] = None, title: Optional[str] = None):
     """A matplotlib ``Figure`` with one panel per metric that some run has and one line per run in it
     (titled by the metric, each line labelled by its run); saved to ``out`` when given."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy
+    from matplotlib.figure import Figure  # heavy
 
     if x not in X_AXES:
         raise UserError(f"--x {x}: expected one of {', '.join(X_AXES)}")
@@ -151,6 +149,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_script
+    from utils.script import run_script
 
     run_script(main)

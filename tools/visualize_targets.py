@@ -13,9 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from data.build import build_dataset
+from models import build_model
+from utils.checkpoint import load_model_weights
+from utils.visualize import draw_anchor_assignment
+from config.loader import resolve_num_classes
+from cli import resolve_device, run_config
+from utils.script import common_parser, setup_logging
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +68,6 @@ def sample_path(out_dir: Path, n: int, target: dict) -> Path:
 def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device, *,
                       weight: str | None = None) -> list[Path]:
     """Draw the anchor assignment of ``num_images`` augmented training images into ``out_dir``; their paths."""
-    from data.build import build_dataset
-    from models import build_model
-    from engine.checkpoint import load_model_weights
-    from utils.visualize import draw_anchor_assignment
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = build_dataset(cfg, cfg.data.train_split, is_train=True)
@@ -89,7 +90,6 @@ def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device,
 
 def visualize_run(cfg, out_dir: Path, num_images: int, device: torch.device) -> list[Path]:
     """:func:`visualize_targets` for a run's config, with ``model.num_classes: auto`` resolved from the data."""
-    from data.build import build_dataset, resolve_num_classes
 
     if cfg.model.num_classes == "auto":
         cfg = resolve_num_classes(cfg, build_dataset(cfg, cfg.data.train_split, is_train=True).class_names)
@@ -99,19 +99,17 @@ def visualize_run(cfg, out_dir: Path, num_images: int, device: torch.device) -> 
 
 
 def main(argv=None) -> int:
-    from utils.cli import common_parser, load_run_config, resolve_device, setup_logging
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[common_parser()], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", "-o", type=Path, default=Path("runs/vis_targets"), help="where the pictures go")
     p.add_argument("--num", type=int, default=8, help="images to draw")
     args = p.parse_args(argv)
     setup_logging(0, None)
-    visualize_run(load_run_config(args), args.output_dir, args.num, resolve_device(args.device))
+    visualize_run(run_config(args), args.output_dir, args.num, resolve_device(args.device))
     return 0
 
 
 if __name__ == "__main__":
-    from utils.cli import run_script
+    from utils.script import run_script
 
     sys.exit(run_script(main))

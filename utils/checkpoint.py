@@ -1,6 +1,13 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, and clear errors on bad files and mismatches."""
+"""Checkpoint files: atomic writes, safe reads, clear errors on bad files and mismatches.
+
+Safe reading lives here, at the bottom of the house, for every kind of weights file: this project's checkpoints
+and torchvision files through ``torch.load(weights_only=True)`` (:func:`torch_load`), Detectron / Caffe2 ImageNet
+pickles through :class:`RestrictedUnpickler` (numpy arrays and builtin containers only: any other global is
+refused before it runs; :func:`read_pickle`).
+"""
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import pickle
@@ -10,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +44,53 @@ def save_checkpoint(path: Union[str, Path], state: dict) -> None:
         raise
 
 
+# ----------------------------------------------------------------------------- safe reading of pickles
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    multiarray = getattr(np, "_core", None) or np.core
+    reconstruct = multiarray.multiarray._reconstruct
+    scalar = multiarray.multiarray.scalar
+    allowed = {("_codecs", "encode"): codecs.encode, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = reconstruct
+        allowed[(mod, "scalar")] = scalar
+    return allowed
+
+
+class PickleRefused(UserError, ValueError):
+    """The pickle asks for a global that would run code."""
+
+
+class UnreadablePickle(UserError, ValueError):
+    """The file is not a readable pickle of numpy arrays (truncated, another format)."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and builtin containers only; any other global is refused before it runs."""
+
+    _ALLOWED = None
+
+    def find_class(self, module: str, name: str):
+        if RestrictedUnpickler._ALLOWED is None:
+            RestrictedUnpickler._ALLOWED = _allowed_globals()
+        obj = RestrictedUnpickler._ALLOWED.get((module, name))
+        if obj is None:
+            raise PickleRefused(f"refused: it would run code (global {module}.{name})")
+        return obj
+
+
+def read_pickle(path: Union[str, Path]) -> object:
+    """Read a (Python 2 or 3) pickle of numpy arrays with :class:`RestrictedUnpickler`."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except PickleRefused as e:
+        raise PickleRefused(f"{path}: {e}") from None
+    except Exception as e:  # truncated, not a pickle, ...
+        raise UnreadablePickle(f"{path}: not a readable pickle of numpy arrays ({type(e).__name__}: {e})") from None
+
+
+# ----------------------------------------------------------------------------- checkpoints
 class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, not a PyTorch checkpoint, refused, or does not fit; the message names it."""
 
@@ -61,13 +116,12 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
     with open(path, "rb") as f:
         head = f.read(2)
     if not head.startswith(b"PK") and head[:1] == b"\x80":  # a bare pickle (e.g. a Detectron .pkl)
-        from models.pretrained import PickleRefused, WeightsError, read_pickle
 
         try:
             read_pickle(path)  # numpy arrays and builtin containers only; refuses any other global unrun
         except PickleRefused as e:
             return CheckpointError(str(e))
-        except WeightsError:
+        except UnreadablePickle:
             pass
         else:
             return CheckpointError(f"{path}: a pickle of arrays (a Detectron/Caffe2 backbone file?), not a PyTorch "

@@ -1,5 +1,6 @@
-"""What train.py, eval.py, test.py, ablate.py and tools/ share: the argument parser (argparse ``parents=``),
-the config of a run, and :func:`run_script`, the one place where a user error becomes a one-line exit."""
+"""The project-free parts of every script: the shared argument parser (argparse ``parents=``), logging set-up,
+and :func:`run_script`, the one place where a user error becomes a one-line exit (the config of a run and the
+device are cli.py's: they need the families)."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +8,9 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from utils.errors import UserError
-from utils.paths import REPO_ROOT
-
-if TYPE_CHECKING:
-    import torch
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -27,21 +24,6 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_device(name: str, local_rank: int = 0) -> "torch.device":
-    import torch  # here, not at import: tools/plot_runs.py runs without it
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # the current device: else pin-memory and allocator contexts land on GPU 0
-    return device
-
-
 def setup_logging(rank: int = 0, output_dir: Path | None = None) -> None:
     """Log to stderr (and output_dir/log.txt) on rank 0 only; other ranks log warnings."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -50,39 +32,6 @@ def setup_logging(rank: int = 0, output_dir: Path | None = None) -> None:
         handlers.append(logging.FileHandler(output_dir / "log.txt"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
-def load_run_config(args, weight: str | None = None):
-    """The config: --config (+ --opts), or the one stored in the checkpoint (+ --opts).
-
-    ``-d/--dataset`` and ``--root``, where a script has them, override ``data.dataset`` / ``data.root``.
-    ``model.num_classes: auto`` takes the class count of the checkpoint's ``class_names`` when there is one.
-    """
-    from config import load_config
-    from config.loader import apply_overrides, config_from_dict
-
-    args.opts = list(args.opts)
-    if getattr(args, "dataset", None):
-        args.opts.append(f"data.dataset={args.dataset}")
-    if getattr(args, "root", None):
-        args.opts.append(f"data.root={args.root}")
-    from engine.checkpoint import load_checkpoint
-
-    if args.config:
-        cfg = load_config(args.config, args.opts)
-        ckpt = load_checkpoint(weight) if weight and cfg.model.num_classes == "auto" else None
-    elif weight:
-        ckpt = load_checkpoint(weight)
-        if "config" not in ckpt:
-            raise UserError(f"{weight} holds no config: pass --config")
-        cfg = config_from_dict(apply_overrides(ckpt["config"], args.opts))
-    else:
-        ckpt, cfg = None, load_config(REPO_ROOT / "config" / "quickstart.yaml", args.opts)
-    if ckpt is not None and ckpt.get("class_names"):
-        from data.build import resolve_num_classes
-
-        cfg = resolve_num_classes(cfg, ckpt["class_names"])
-    return cfg
 
 
 def user_message(e: UserError) -> str:
