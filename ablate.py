@@ -19,7 +19,7 @@ from pathlib import Path
 from tools.ablation import (DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs,
                             run_ablation, update_readme)
 from utils.script import run_script
-from tools.plot_runs import plot_runs
+from tools import plot_runs as curves  # a module attribute: tests wrap plot_runs
 
 
 def parse_args(argv=None):
@@ -82,7 +82,7 @@ def plot_spec(spec: Spec, logs_dir: Path, out: Path) -> int:
     runs = [r for r in plan_runs(spec) if (logs_dir / spec.name / r.row.name / f"seed{r.seed}" / "metrics.jsonl").is_file()]
     if not runs:
         raise SpecError(f"no logged runs of '{spec.name}' under {logs_dir / spec.name} to plot")
-    plot_runs([logs_dir / spec.name / r.row.name / f"seed{r.seed}" for r in runs], out, labels=[r.label for r in runs],
+    curves.plot_runs([logs_dir / spec.name / r.row.name / f"seed{r.seed}" for r in runs], out, labels=[r.label for r in runs],
               title=f"ablation {spec.name}")
     return len(runs)
 

@@ -72,9 +72,9 @@ def _split_name(args, kind: str, val_split: str) -> str:
     return split
 
 
-def _options(args) -> ScoreOptions:
+def _options(args, **echo) -> ScoreOptions:
     return ScoreOptions(metrics_path=args.out, save_results=args.save_results, backend=args.backend,
-                        use_07_metric=args.voc_metric == "11point", analyze=args.analyze, echo=print)
+                        use_07_metric=args.voc_metric == "11point", analyze=args.analyze, **echo)
 
 
 def _check_analyzable(args, kind: str) -> None:
@@ -98,7 +98,7 @@ def _score_files(args) -> dict:
     ground_truth = DATASETS[kind].ground_truth(cfg, split)
     if not args.results.exists():
         raise UserError(f"--results {args.results}: no such file or folder")
-    metrics, _ = METRICS[DATASETS[kind].metric].score_file(ground_truth, args.results, _options(args),
+    metrics, _ = METRICS[DATASETS[kind].metric].score_file(ground_truth, args.results, _options(args, echo=print),
                                                            image_dir=Path(cfg.data.root) / split)
     return metrics
 

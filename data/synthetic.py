@@ -26,7 +26,7 @@ its visible pixels (so every box stays tight to what is visible).
 
 Images are JPEG (quality 95), see ``IMAGE_EXT``.
 
-Scenes with COCO's statistics (``stats="coco"``, config ``data.synthetic_stats: coco``):
+Scenes with COCO's statistics (``stats="coco"``, config ``data.synthetic.stats: coco``):
 instead of the ranges above, each image's shape, its number of objects and every box's
 size and shape are drawn from a table measured on real COCO annotations
 (:data:`COCO_STATS`, :func:`draw_scene`, measured by ``tools/coco_stats.py``); the
@@ -472,7 +472,7 @@ def render_sample(
 
 
 # ----------------------------------------------------------------------------
-# scenes with COCO's statistics (data.synthetic_stats: coco)
+# scenes with COCO's statistics (data.synthetic.stats: coco)
 # ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Histogram:
@@ -517,7 +517,7 @@ COCO_STATS = SceneStats(
     min_side=6.0,
 )
 
-# every data.synthetic_stats: none = the shapes' own ranges (data.synthetic_num_objects, _min_box, ...)
+# every data.synthetic.stats: none = the shapes' own ranges (data.synthetic.num_objects, _min_box, ...)
 SYNTHETIC_STATS: dict[str, SceneStats | None] = {"none": None, "coco": COCO_STATS}
 
 

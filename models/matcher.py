@@ -248,7 +248,7 @@ class GridMatcher:
     """
 
     modes = ("center", "neighbors", "inside")
-    anchor_choices = ("best", "all")  # model.matcher.grid_anchors
+    anchor_choices = ("best", "all")  # model.matcher.grid_*.anchors
 
     def __init__(self, mode: str, *, stride: float, num_anchors: int, offset: float = 0.0, anchor_choice: str = "best"):
         if mode not in self.modes:

@@ -450,7 +450,7 @@ def test_coco_stats_spec_asks_the_papers_questions():
         "no_implicit_objectness", "no_random_shift", "no_ignore_thresholds"]
     assert spec.seeds == (0, 1, 2) and {"APs", "APm", "APl", "AP50"} <= set(spec.metrics)
     runs = ablation.plan_runs(spec)
-    assert len(runs) == 36 and all(r.config["data"]["synthetic_stats"] == "coco" for r in runs)
+    assert len(runs) == 36 and all(r.config["data"]["synthetic"]["stats"] == "coco" for r in runs)
     small = config_to_dict(load_config(REPO / "config/small_cpu.yaml"))["model"]
     assert runs[0].config["model"] == small  # the baseline row is the small CPU model (the quickstart's) as it is
 

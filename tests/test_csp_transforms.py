@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from config import ConfigError, load_config
+from cli import load_checked_config as load_config
+from config import ConfigError
 from data.build import SeededDataset, build_dataset
 from data.mosaic import Mosaic, place_mosaic
 from data.pipelines import build_per_image_train_steps, build_pipeline

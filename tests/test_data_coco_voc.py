@@ -166,21 +166,19 @@ def test_coco_filter_empty(coco_tiny, train_json, tmp_path):
     assert t["boxes"].shape == (0, 4) and t["crowd_boxes"].shape == (0, 4)
 
 
-def test_main_process_rng_follows_torch_seed(coco_tiny):
-    """The lazily created rng is seeded from torch.initial_seed(): same torch seed -> same augmentations."""
-    def run():
+def test_the_generator_set_on_a_dataset_decides_its_augmentations(coco_tiny):
+    """One seeding mechanism, set_rng (training: one generator per sample): the same generator seed gives the same
+    augmentations, another seed others, and a new generator restarts the stream."""
+    def run(seed):
         ds = COCODetection(IMAGES, TRAIN_JSON, transforms=build_transforms(True))
+        ds.set_rng(np.random.default_rng(seed))
         return [ds[0][1]["boxes"] for _ in range(6)]
 
-    torch.manual_seed(123)
-    first = run()
-    torch.manual_seed(123)
-    again = run()
+    first = run(123)
+    again = run(123)
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     assert len({tuple(x.flatten().tolist()) for x in first}) > 1  # augmentation varies across calls
-    torch.manual_seed(124)
-    assert not all(torch.equal(x, y) for x, y in zip(first, run()))
-    # explicit reseed restarts the stream
+    assert not all(torch.equal(x, y) for x, y in zip(first, run(124)))
     ds = COCODetection(IMAGES, TRAIN_JSON, transforms=build_transforms(True))
     ds.set_rng(np.random.default_rng(7))
     a = [ds[0][1]["boxes"] for _ in range(4)]

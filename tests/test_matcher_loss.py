@@ -245,7 +245,7 @@ def test_label_assigner_matches_masks_and_labels():
 def test_every_matcher_name_builds_and_keeps_the_match_contract():
     gts = [torch.tensor([[16.0, 16.0, 48.0, 48.0], [0.0, 0.0, 20.0, 20.0]]), torch.zeros(0, 4)]
     for name in MATCHERS:
-        options = {"topk": 2} if name in ("uniform", "iou_topk", "atss") else {}  # each matcher's own options
+        options = {"topk": 2} if name in ("uniform", "iou_topk") else {}  # each matcher's own options
         matches = build_matcher(name, stride=32, num_anchors=1, **options)(ANCHORS[None].repeat(2, 1, 1), ANCHORS, gts)
         assert len(matches) == 2, name
         for m, g in zip(matches, gts):

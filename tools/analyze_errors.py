@@ -17,6 +17,9 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from evaluation.coco_eval import load_detections, validate_detections
 from evaluation.error_analysis import AnalysisOptions, analyze_errors
 from utils.script import run_script, setup_logging

@@ -35,6 +35,9 @@ import cv2
 import numpy as np
 import torch
 
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from config import config_to_dict
 from config.loader import apply_overrides, config_from_dict
 from data.build import DATASETS, build_dataset

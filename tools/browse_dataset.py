@@ -19,6 +19,9 @@ from typing import Optional, Sequence
 
 import cv2
 
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from data.build import build_dataset
 from tools.visualize_targets import augmented_samples, image_to_bgr, sample_path
 from cli import run_config

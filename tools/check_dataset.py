@@ -16,7 +16,7 @@ written (``data.build.DATASETS[...].read_raw``: before the clipping and dropping
   ``model.anchors``) is below 0.5, and below ``model.matcher.pos_ignore_thresh`` (their matches are ignored:
   such a box trains nothing), with the boxes and anchors at the training resolution: resize_shortest_edge
   scaled to the largest ``data.train_min_size`` capped by ``data.train_max_size``, yolo pipeline resized to
-  ``data.resize_shape`` (scale jitter, mosaic and crops left out);
+  ``data.yolo.resize_shape`` (scale jitter, mosaic and crops left out);
 * problems: unreadable images, images whose decoded size differs from the annotated one, zero-area boxes,
   boxes reaching more than 1 px out of their image, labels outside the class list, duplicate boxes (same
   class, IoU >= 0.95) and duplicate images (same bytes: SHA-1), each naming its file (and line).
@@ -40,6 +40,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from torchvision.ops import box_iou
+
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
 
 from cli import load_checked_config
 from config.loader import resolve_num_classes

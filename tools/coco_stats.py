@@ -1,4 +1,4 @@
-"""Scene statistics of COCO-format annotation files: the table behind ``data.synthetic_stats: coco``.
+"""Scene statistics of COCO-format annotation files: the table behind ``data.synthetic.stats: coco``.
 
     python -m tools.coco_stats --table        # COCO's (coco_tiny + tests/assets): data/synthetic.py's COCO_STATS
     python -m tools.coco_stats data/synthetic_cache_coco/annotations/instances_train.json   # a generated split
@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
 
 from data.synthetic import COCO_STATS, Histogram, SceneStats
 from utils.script import run_script

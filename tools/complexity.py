@@ -1,6 +1,6 @@
 """Parameters, MACs / FLOPs per part and activation memory of a YOLOF preset, measured on one forward.
 
-    python tools/complexity.py --config config/yolof_r50_c5_1x.yaml [--size 800 1216]
+    python -m tools.complexity --config config/yolof_r50_c5_1x.yaml [--size 800 1216]
     python -m tools.complexity --config config/quickstart.yaml --size 256 256
 
 MACs and FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs = 2 x MACs
@@ -18,6 +18,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from cli import load_checked_config
 from models import build_model
 

@@ -48,6 +48,9 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from data.coco import load_coco_json
 from data.dataset_base import DatasetError, RawSplit, image_size
 from data.tool_exports import default_image_dir, read_cvat, read_labelstudio

@@ -1,6 +1,6 @@
 """Convert an official YOLOF (cvpods) checkpoint into this project's format.
 
-    python tools/convert_official.py YOLOF_R_50_C5_1x.pth weights/yolof_r50_c5_1x.pth
+    python -m tools.convert_official YOLOF_R_50_C5_1x.pth weights/yolof_r50_c5_1x.pth
 
 The official state-dict names (cvpods ResNet + YOLOF encoder/decoder) map to
 ours one to one::
@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from config import config_to_dict, load_config
 from models import build_model
 from utils.checkpoint import save_checkpoint

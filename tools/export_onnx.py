@@ -1,7 +1,7 @@
 """Export a YOLOF checkpoint to ONNX (dynamic batch, height, width; pixel normalisation inside) and check it.
 
-    python tools/export_onnx.py --weight runs/r50/last.pth --out yolof.onnx                  # raw head outputs
-    python tools/export_onnx.py --weight runs/r50/last.pth --out yolof_full.onnx --variant full  # + decode + NMS
+    python -m tools.export_onnx --weight runs/r50/last.pth --out yolof.onnx                  # raw head outputs
+    python -m tools.export_onnx --weight runs/r50/last.pth --out yolof_full.onnx --variant full  # + decode + NMS
     python test.py --weight yolof.onnx --backend onnxruntime --input photo.jpg                # run it
 
 The file passes ``onnx.checker`` (full check); then ONNX Runtime (CPU provider) runs it on a
@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from deploy.onnx_export import VARIANTS
 from deploy.onnx_export import FullGraph, RawHeadGraph
 from models.fuse import fuse_for_inference

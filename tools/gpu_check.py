@@ -32,6 +32,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from config import load_config
 from engine.optim import build_optimizer
 from engine.step import train_step
@@ -155,7 +158,7 @@ def ddp_step(device: torch.device) -> float:
 def resume_on_fewer(device: torch.device) -> int:
     """A short quickstart-size run checkpointed "by 8 processes" (8 CUDA RNG states) resumes here to its end;
     returns its final iteration."""
-    small = ["data.synthetic_num_train=16", "data.synthetic_num_val=4", "data.synthetic_image_size=[64, 64]",
+    small = ["data.synthetic.num_train=16", "data.synthetic.num_val=4", "data.synthetic.image_size=[64, 64]",
              "data.train_min_size=[64]", "data.train_max_size=64", "data.test_min_size=64", "data.test_max_size=64",
              "solver.batch_size=8", "solver.reference_batch_size=8", "solver.max_iter=4", "solver.steps=[3]",
              "solver.warmup_iters=1", "data.num_workers=0"]

@@ -11,7 +11,7 @@ with the same distance.
 
 The boxes are those of the training split after the deterministic (test-time)
 resize of ``data.pipeline`` (``resize_shortest_edge``: ``data.test_min_size`` /
-``data.test_max_size``, keeping the aspect ratio; ``yolo``: ``data.test_resize_shape``,
+``data.test_max_size``, keeping the aspect ratio; ``yolo``: ``data.yolo.test_resize_shape``,
 x and y scaled separately), computed from the annotations and the image sizes they
 record (no image is decoded unless the annotation lacks its size). The printout compares the priors' mean best IoU with
 that of the configured anchors. ``--write`` writes a config deriving from the
@@ -28,6 +28,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import yaml
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from data.pipelines import build_pipeline
 from data.build import build_dataset
 from utils.boxes import clip_boxes

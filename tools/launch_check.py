@@ -16,6 +16,9 @@ from typing import Optional, Sequence
 
 import torch
 
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from cli import load_checked_config
 from models.pretrained import pretrained_path
 from utils.script import run_script

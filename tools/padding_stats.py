@@ -1,7 +1,7 @@
 """How much of each training batch is padding, and how many anchors the image mask excludes: measured.
 
-    python tools/padding_stats.py --config config/quickstart.yaml --batches 50
-    python -m tools.padding_stats --config config/quickstart.yaml --opts data.synthetic_size_range=[160,352] \
+    python -m tools.padding_stats --config config/quickstart.yaml --batches 50
+    python -m tools.padding_stats --config config/quickstart.yaml --opts data.synthetic.size_range=[160,352] \
         data.root=data/synthetic_cache_varied
 
 Draws batches exactly as training does (the config's train pipeline, sampler, batch size and seed),
@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 import torch
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from models.assigner import anchor_valid_mask
 from utils.image_list import padded_size
 from data.build import build_dataset, build_train_loader

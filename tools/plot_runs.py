@@ -1,6 +1,6 @@
 """Training curves of one or more runs in one picture: loss parts, lr and every AP metric, one line per run.
 
-    python tools/plot_runs.py runs/a runs/b --out curves.png            # x: iteration
+    python -m tools.plot_runs runs/a runs/b --out curves.png            # x: iteration
     python -m tools.plot_runs runs/a runs/b --out curves.png --x epoch  # x: epoch (runs of different batch sizes)
 
 Reads each run's ``metrics.jsonl`` (:mod:`engine.metrics_log`): the losses and lr from the iteration
@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
 
 from utils.errors import UserError  # noqa: E402
 from engine.metrics_log import epoch_records, is_iteration_record, read_metrics  # noqa: E402

@@ -1,6 +1,6 @@
 """Which anchors become positive (and ignored) for augmented training images: ``train.py --vis_targets``.
 
-    python tools/visualize_targets.py --config config/yolof_r50_c5_1x.yaml --output_dir runs/vis [--num 8]
+    python -m tools.visualize_targets --config config/yolof_r50_c5_1x.yaml --output_dir runs/vis [--num 8]
     python -m tools.visualize_targets --config config/quickstart.yaml --opts model.matcher.name=grid_center
 """
 from __future__ import annotations
@@ -13,6 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
+    import _bootstrap  # noqa: F401
+
 from data.build import build_dataset
 from models import build_model
 from utils.checkpoint import load_model_weights
