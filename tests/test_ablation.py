@@ -457,7 +457,7 @@ def test_coco_stats_spec_asks_the_papers_questions():
 
 def test_shipped_specs_are_valid():
     readme = (REPO / "README.md").read_text()
-    for name, min_rows in (("synthetic", 8), ("synthetic_more", 15), ("synthetic_padding", 3), ("coco_r50", 8)):
+    for name, min_rows in (("synthetic", 8), ("synthetic_more", 15), ("synthetic_padding", 3), ("coco_r50", 8), ("synthetic_coco_stats", 12)):
         spec = ablation.load_spec(REPO / "ablations" / f"{name}.yaml")
         runs = ablation.plan_runs(spec)
         assert spec.name == name and spec.rows[0].name == "baseline" and len(spec.rows) >= min_rows
@@ -466,7 +466,7 @@ def test_shipped_specs_are_valid():
         assert readme.count(start) == 1 and readme.count(end) == 1, f"README.md lacks the table markers of {name}"
 
 
-@pytest.mark.parametrize("name", ["synthetic", "synthetic_more", "synthetic_padding", "coco_r50"])
+@pytest.mark.parametrize("name", ["synthetic", "synthetic_more", "synthetic_padding", "coco_r50", "synthetic_coco_stats"])
 def test_readme_tables_are_rebuilt_byte_for_byte_from_the_committed_logs(name):
     """What ``ablate.py SPEC --table-only`` writes is what README.md holds: a pure function of ablations/runs/."""
     spec = ablation.load_spec(REPO / "ablations" / f"{name}.yaml")
