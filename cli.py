@@ -23,7 +23,7 @@ from config.loader import config_from_checkpoint, resolve_num_classes
 from data.build import DATASETS
 from data.pipelines import PIPELINES
 from data.synthetic import SYNTHETIC_STATS
-from engine.optim import OPTIMIZERS, SCHEDULES
+from engine.optim import LR_DECAYS, OPTIMIZERS, SCHEDULES
 from models.backbone import BACKBONE_NORMS, BACKBONES, STYLES
 from models.box_coder import DECODE_METHODS
 from models.criterion import NORMALIZATIONS
@@ -60,6 +60,7 @@ def families() -> dict[str, Collection[str]]:
         "data.pipeline": PIPELINES,
         "data.synthetic.stats": SYNTHETIC_STATS,
         "solver.schedule": SCHEDULES,
+        "solver.lr_decay": LR_DECAYS,
         "solver.amp": AMP_MODES,
         "solver.optimizer": OPTIMIZERS,
     }

@@ -317,6 +317,7 @@ class SolverConfig:
     max_iter: int = 22500  # optimizer steps for a 1x schedule
     steps: tuple[int, ...] = (15000, 20000)  # lr x gamma at these steps
     gamma: float = 0.1  # lr factor at each of steps
+    lr_decay: str = "step"  # one of engine.optim.LR_DECAYS: step (x gamma at each of steps; official) | cosine (from 1 to 0 at max_iter; steps and gamma unused)
     schedule: str = "1x"  # one of engine.optim.SCHEDULES: multiplies max_iter and steps (2x: by 2)
     warmup_iters: int = 1500  # linear warm-up steps
     warmup_factor: float = 0.00066667  # lr factor at step 0, rising linearly to 1 at warmup_iters

@@ -1,12 +1,19 @@
-"""The optimizer and the learning-rate schedule (warm-up, steps, the 1x/2x/3x multiplier, linear scaling)."""
+"""The optimizer and the learning-rate schedule (warm-up, step or cosine decay, the 1x/2x/3x multiplier, linear
+scaling)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 SCHEDULES = {"1x": 1, "2x": 2, "3x": 3}  # solver.schedule: multiplier of max_iter and steps
+# solver.lr_decay: the factor after warm-up at iteration t of max_iter, from the schedule's steps and gamma
+LR_DECAYS = {
+    "step": lambda s, t: s.gamma ** sum(1 for step in s.steps if t >= step),  # official: x gamma at each step
+    "cosine": lambda s, t: 0.5 * (1.0 + math.cos(math.pi * min(t, s.max_iter) / s.max_iter)),  # to 0 at max_iter
+}
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -18,6 +25,7 @@ class Schedule:
     warmup_iters: int
     warmup_factor: float
     gamma: float
+    decay: str = "step"
 
 
 def effective_schedule(solver) -> Schedule:
@@ -33,12 +41,13 @@ def effective_schedule(solver) -> Schedule:
     lr = solver.base_lr * ratio
     it = lambda n: max(1, int(round(n / ratio)))  # noqa: E731
     return Schedule(lr, it(solver.max_iter * mult), tuple(it(s * mult) for s in solver.steps),
-                    int(round(solver.warmup_iters / ratio)), solver.warmup_factor, solver.gamma)
+                    int(round(solver.warmup_iters / ratio)), solver.warmup_factor, solver.gamma, solver.lr_decay)
 
 
 def lr_factor(schedule: Schedule, iteration: int) -> float:
-    """Linear warm-up from ``warmup_factor`` then x``gamma`` at each step (detectron2 WarmupMultiStepLR)."""
-    factor = schedule.gamma ** sum(1 for s in schedule.steps if iteration >= s)
+    """Linear warm-up from ``warmup_factor``, times the decay: x``gamma`` at each step (detectron2
+    WarmupMultiStepLR, the official one) or a cosine from 1 to 0 at ``max_iter`` (:data:`LR_DECAYS`)."""
+    factor = LR_DECAYS[schedule.decay](schedule, iteration)
     if iteration < schedule.warmup_iters:
         alpha = iteration / schedule.warmup_iters
         factor *= schedule.warmup_factor * (1 - alpha) + alpha

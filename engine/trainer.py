@@ -424,12 +424,29 @@ class Trainer:
         s.add_losses(logs)
         lr = self.optimizer.param_groups[-1]["lr"]
         self.bar.update(1)
+        self._estimate_once()
         self.bar.set_postfix(loss=f"{logs['loss']:.3f}", cls=f"{logs['loss_cls']:.3f}",
                              box=f"{logs['loss_box_reg']:.3f}", lr=f"{lr:.2e}")
         if s.iteration % cfg.train.log_period == 0:
             self.log_iteration(lr)
         if cfg.train.checkpoint_period_iters and s.iteration % cfg.train.checkpoint_period_iters == 0:
             self.checkpoint("last.pth")
+
+    ESTIMATE_AFTER = 10  # steps timed before the one-line estimate of the run's length
+
+    def _estimate_once(self) -> None:
+        """One log line, ``ESTIMATE_AFTER`` steps into this process: about how long the rest takes on this machine
+        (steps at the speed so far; evaluations not counted)."""
+        if not hasattr(self, "_t_steps"):
+            self._t_steps, self._steps_timed = time.perf_counter(), 0
+            return
+        self._steps_timed += 1
+        if self._steps_timed != self.ESTIMATE_AFTER or not is_main_process():
+            return
+        per_step = (time.perf_counter() - self._t_steps) / self._steps_timed
+        left = max(0, self.max_iter - self.state.iteration)
+        logger.info("about %.0f min left on this machine: %d steps at %.2f s per step (evaluations not counted)",
+                    left * per_step / 60, left, per_step)
 
     def roll_back(self, buffers: list[torch.Tensor], error: NonFiniteLossError, batches) -> None:
         """Return to the last good state after a non-finite step, or stop after ``train.nan_retries`` of them.

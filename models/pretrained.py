@@ -221,7 +221,7 @@ def load_pretrained(model: nn.Module, backbone_cfg) -> Optional[dict]:
     """The trainer's start from ``model.backbone`` of the config: ``weights`` is ``none``, ``imagenet`` or a path."""
     path = pretrained_path(backbone_cfg)
     if path is None:
-        logger.warning("model.backbone.weights=none: the backbone starts from RANDOM weights (an explicit choice; "
-                       "the official recipes start from ImageNet)")
+        logger.info("model.backbone.weights=none: the backbone starts from random weights, as this config chose "
+                    "(the official recipes start from ImageNet)")
         return None
     return load_backbone_weights(model, path)

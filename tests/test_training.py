@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import json
 import os
 import socket
@@ -209,3 +210,15 @@ def test_loss_goes_down_on_real_coco_images(coco_tiny):
     opt = build_optimizer(model, cfg.solver, 0.01)
     losses = [train_step(model, opt, [(images, targets)], device=torch.device("cpu"))["loss"] for _ in range(8)]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_cosine_decay_by_hand():
+    """solver.lr_decay=cosine: 0.5 * (1 + cos(pi * t / max_iter)) after the linear warm-up, 0 at max_iter."""
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"solver.lr_decay": "cosine", "solver.max_iter": 1000,
+                                                         "solver.warmup_iters": 100, "solver.warmup_factor": 0.001})
+    s = effective_schedule(cfg.solver)
+    assert lr_factor(s, 0) == pytest.approx(0.001)  # warm-up start (cosine 1 at t = 0)
+    assert lr_factor(s, 50) == pytest.approx((0.001 * 0.5 + 0.5) * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    assert lr_factor(s, 500) == pytest.approx(0.5) and lr_factor(s, 1000) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(s, 250) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert all(lr_factor(s, t) >= lr_factor(s, t + 1) for t in range(100, 1000))  # decreasing after warm-up
