@@ -37,8 +37,29 @@ def init_distributed(device: str) -> tuple[int, int, int]:
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)  # before the first CUDA call: no context on GPU 0 from other ranks
-    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    timeout = timedelta(minutes=30)
+    store = _restart_store(world_size, timeout)
+    if store is None:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, timeout=timeout, store=store, rank=rank, world_size=world_size)
     return rank, local_rank, world_size
+
+
+def _restart_store(world_size: int, timeout: timedelta):
+    """The elastic agent's store under a prefix of this restart attempt, or None outside torchrun's agent store.
+
+    With ``--rdzv-backend c10d`` the workers of every attempt share the rendezvous' TCPStore, and torch's env://
+    handler adds no per-attempt prefix. The process group's keys (gloo's peer addresses, NCCL's unique id) of a
+    killed attempt are then still there when the restarted workers look them up, and a restarted rank can read
+    its dead peer's address ("Gloo connectFullMesh failed ... Connection refused") or hang. A prefix per attempt
+    keeps each attempt's keys to itself.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"yolof/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
