@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from tools import plot_runs as curves  # a module attribute: tests wrap plot_runs
 from tools.ablation import (DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs,
                             run_ablation, update_readme)
 from utils.script import run_script
-from tools import plot_runs as curves  # a module attribute: tests wrap plot_runs
 
 
 def parse_args(argv=None):

@@ -22,17 +22,16 @@ from pathlib import Path
 
 import cv2
 
-from data.build import DATASETS
+from cli import resolve_device, run_config
+from data.build import DATASETS, build_dataset
+from data.transforms import Compose
 from deploy.backends import BACKENDS
 from deploy.predictor import Predictor
 from deploy.quantize import CALIBRATION_SIZE
-from cli import resolve_device, run_config
-from utils.script import common_parser, run_script, setup_logging
 from utils.errors import UserError
 from utils.precision import PRECISIONS
+from utils.script import common_parser, run_script, setup_logging
 from utils.visualize import draw_detections
-from data.build import build_dataset
-from data.transforms import Compose
 
 logger = logging.getLogger("test")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

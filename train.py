@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 
 from cli import resolve_device, run_config
-from utils.script import common_parser, run_script, setup_logging
-from utils.distributed import destroy_distributed, init_distributed
 from engine.trainer import fit
-from tools.visualize_targets import visualize_run
 from tools.plot_runs import plot_runs
+from tools.visualize_targets import visualize_run
+from utils.distributed import destroy_distributed, init_distributed
+from utils.script import common_parser, run_script, setup_logging
 
 logger = logging.getLogger("train")
 

@@ -20,15 +20,14 @@ import time
 
 import torch
 
-from utils.paths import REPO_ROOT as REPO
-from deploy.timing import interleaved_medians
-
 from config import load_config
+from deploy.timing import interleaved_medians
 from engine.optim import build_optimizer
 from engine.step import train_step
 from models import build_model
 from models.compile import compile_model
 from models.fuse import prepare_for_inference
+from utils.paths import REPO_ROOT as REPO
 
 
 def first_call(fn) -> float:

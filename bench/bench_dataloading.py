@@ -25,8 +25,8 @@ from utils.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
 
-from data.coco import COCODetection
 from data.build import SeededDataset
+from data.coco import COCODetection
 from data.collate import collate
 from data.transforms import build_transforms
 

@@ -26,20 +26,18 @@ the fp32 body-best. bf16 rows run only where the hardware has native bf16 (else 
 from __future__ import annotations
 
 import argparse
-
-import torch
-
 import contextlib
 
-from utils.paths import REPO_ROOT as REPO
-from deploy.timing import interleaved_medians, resnet50_body
+import numpy as np
+import torch
 
 from config import load_config
+from deploy.predictor import Predictor
+from deploy.timing import interleaved_medians, resnet50_body
 from models import build_model
 from models.fuse import fuse_for_inference
-import numpy as np
+from utils.paths import REPO_ROOT as REPO
 from utils.precision import autocast, resolve_precision
-from deploy.predictor import Predictor
 
 
 def count_macs(fn) -> int:

@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.timing import interleaved_medians
-
 from data.build import build_dataset
 from data.transforms import Compose
 from deploy.accuracy import predictor_metrics
 from deploy.backends import OnnxRuntimeRunner, OpenVINORunner
 from deploy.predictor import Predictor
 from deploy.quantize import KEEP_FLOAT, calibration_files, quantize_openvino
+from deploy.timing import interleaved_medians
 
 
 def ort_quantize(onnx_file: Path, out: Path, inputs, *, conv_only: bool, method: str) -> Path:

@@ -15,13 +15,12 @@ import time
 
 import torch
 
-from utils.paths import REPO_ROOT as REPO
-from deploy.timing import median_time, resnet50_body, sync
-
 from config import load_config
-from models import build_model
+from deploy.timing import median_time, resnet50_body, sync
 from engine.optim import build_optimizer
 from engine.step import train_step
+from models import build_model
+from utils.paths import REPO_ROOT as REPO
 from utils.precision import AMP_MODES, amp_context
 
 FORMATS = {"contiguous_format": torch.contiguous_format, "channels_last": torch.channels_last}

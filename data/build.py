@@ -13,16 +13,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from config import ConfigError
 from data.coco import COCODetection, load_coco_json
-from data.dataset_base import DatasetError, RawSplit
 from data.collate import collate
-from data.sampler import build_train_sampler
+from data.dataset_base import DatasetError, RawSplit
 from data.multi_image import training_pipeline
 from data.pipelines import build_pipeline
+from data.sampler import build_train_sampler
+from data.synthetic import generate_synthetic_coco
 from data.transforms import Compose
 from data.voc import VOC_CLASSES, VOCDetection
 from data.voc_xml import VOCXMLDetection, class_names_in, read_voc_xml_files, read_voc_xml_split, split_xml_files
 from data.yolo import YOLODetection, read_yolo_split
-from data.synthetic import generate_synthetic_coco
 
 logger = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+from pycocotools.coco import COCO
 
 from data.dataset_base import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
 from utils.boxes import clip_boxes
-from pycocotools.coco import COCO
 
 logger = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
 import shutil
 import tempfile
@@ -56,7 +57,6 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-import multiprocessing as mp
 
 __all__ = [
     "SHAPE_CLASSES",

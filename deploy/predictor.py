@@ -37,22 +37,18 @@ import cv2
 import numpy as np
 import torch
 
-from deploy.backends import BACKENDS, model_file_bytes, resolve_backend_precision, write_openvino_ir
-from deploy.quantize import CALIBRATION_SIZE, calibration_files, quantize_openvino
-from utils.precision import autocast
-from models.detector import INPUT_FORMATS
-from config import Config, load_config
-from config.loader import apply_overrides, config_from_dict
-from models import build_model
+from config import Config, config_to_dict, load_config
+from config.loader import config_from_checkpoint
 from data.pipelines import build_pipeline
-from config import Config
-from utils.checkpoint import load_checkpoint
-from config import config_to_dict
-from deploy.onnx_export import export_onnx
-from models.postprocess import postprocess
-from models.detector import flatten_head_output
+from deploy.backends import BACKENDS, model_file_bytes, resolve_backend_precision, write_openvino_ir
+from deploy.onnx_export import export_onnx, read_metadata
+from deploy.quantize import CALIBRATION_SIZE, calibration_files, quantize_openvino
+from models import build_model
+from models.detector import INPUT_FORMATS, flatten_head_output
 from models.fuse import prepare_for_inference
-from deploy.onnx_export import read_metadata
+from models.postprocess import postprocess
+from utils.checkpoint import load_checkpoint
+from utils.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +66,7 @@ def resolve_config(checkpoint: dict, config=None, opts: Sequence[str] = ()):
         return load_config(config, list(opts))
     if "config" not in checkpoint:
         raise ValueError("the checkpoint holds no config: pass config=")
-    return config_from_dict(apply_overrides(checkpoint["config"], list(opts)))
+    return config_from_checkpoint(checkpoint, list(opts))  # the one way a run's config is rebuilt (num_classes too)
 
 
 def read_image(path: Union[str, Path]) -> np.ndarray:

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from utils.precision import BF16_CPU_FLAGS, INT8_CPU_FLAGS, cpu_flags
 import torchvision
 from torchvision.ops import FrozenBatchNorm2d
+
+from utils.precision import BF16_CPU_FLAGS, INT8_CPU_FLAGS, cpu_flags
 
 SIMD_FLAGS = ("avx2", "avx512f") + INT8_CPU_FLAGS + BF16_CPU_FLAGS  # what decides the speed of each precision
 

@@ -26,9 +26,6 @@ from tqdm import tqdm
 from config import config_to_dict
 from config.loader import resolve_num_classes
 from data.build import DATASETS, build_dataset, build_test_loader, build_train_loader
-from utils.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
-from utils.distributed import (all_gather_object, barrier, broadcast_bytes, broadcast_object, broadcast_tensors,
-                                get_rank, is_dist, is_main_process)
 from engine.ema import ModelEMA
 from engine.metrics_log import ITER, MetricsLog, epoch_records, final_record
 from engine.optim import build_optimizer, effective_schedule, lr_factor
@@ -38,12 +35,15 @@ from engine.step import NonFiniteLossError, train_step
 from evaluation.evaluator import evaluate  # a module global: tests wrap it (as they wrap train_step)
 from models import build_model
 from models.build import sync_batchnorm_parts
+from models.compile import compile_model
 from models.fuse import prepare_for_inference
 from models.layers import convert_sync_batchnorm
 from models.pretrained import load_pretrained, pretrained_path
+from utils.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
+from utils.distributed import (all_gather_object, barrier, broadcast_bytes, broadcast_object, broadcast_tensors,
+                               get_rank, is_dist, is_main_process)
 from utils.errors import UserError
 from utils.precision import resolve_amp
-from models.compile import compile_model
 
 logger = logging.getLogger(__name__)
 

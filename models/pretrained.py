@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.backbone import torchvision_weights_url
 from utils.checkpoint import read_pickle, torch_load
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
-from models.backbone import torchvision_weights_url
 
 logger = logging.getLogger(__name__)
 

@@ -53,16 +53,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import yaml
 
-
-
-from config import ConfigError, config_to_dict
 from cli import load_checked_config
+from config import ConfigError, config_to_dict
 from config.loader import config_diff
+from engine.metrics_log import epoch_records, final_record, read_metrics
+from engine.optim import effective_schedule
+from evaluation.coco_eval import STAT_NAMES
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
-from engine.metrics_log import epoch_records, final_record, read_metrics
-from evaluation.coco_eval import STAT_NAMES
-from engine.optim import effective_schedule
 
 REPO = REPO_ROOT
 DEFAULT_RUNS_DIR = REPO / "runs" / "ablations"

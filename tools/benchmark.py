@@ -38,6 +38,9 @@ import torch
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
+import importlib.metadata as md
+
+from cli import run_config
 from config import config_to_dict
 from config.loader import apply_overrides, config_from_dict
 from data.build import DATASETS, build_dataset
@@ -47,11 +50,9 @@ from deploy.backends import BACKENDS
 from deploy.predictor import Predictor
 from deploy.quantize import CALIBRATION_SIZE
 from deploy.timing import body_timers, interleaved_medians, machine
-from cli import run_config
-from utils.script import run_script, setup_logging
 from utils.errors import UserError
 from utils.precision import cpu_bf16_support, cpu_int8_support
-import importlib.metadata as md
+from utils.script import run_script, setup_logging
 
 logger = logging.getLogger("benchmark")
 COLUMNS = ("backend", "precision", "native", "ms_per_image", "ratio_to_body_best", "AP", "AP50", "AP_diff",

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
 from cli import load_checked_config
 from models import build_model
-
 
 PARTS = ("backbone", "encoder", "decoder")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
@@ -32,7 +33,6 @@ from config import config_to_dict, load_config
 from models import build_model
 from utils.checkpoint import save_checkpoint
 from utils.paths import REPO_ROOT
-
 
 _RULES = [
     (re.compile(r"^backbone\.stem\.conv1\.weight$"), "backbone.conv1.weight"),

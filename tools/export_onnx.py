@@ -15,20 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from deploy.onnx_export import VARIANTS
-from deploy.onnx_export import FullGraph, RawHeadGraph
-from models.fuse import fuse_for_inference
 from config import config_to_dict
-from deploy.onnx_export import OPSET, export_onnx
+from deploy.compare import matched
+from deploy.onnx_export import OPSET, VARIANTS, FullGraph, RawHeadGraph, export_onnx
 from deploy.predictor import resolve_config
 from models import build_model
+from models.fuse import fuse_for_inference
 from utils.checkpoint import load_checkpoint, load_model_weights
 from utils.errors import UserError
-from deploy.compare import matched
-
 
 
 def parse_args(argv=None):

@@ -28,14 +28,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 import yaml
+
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from data.pipelines import build_pipeline
-from data.build import build_dataset
-from utils.boxes import clip_boxes
 from cli import load_checked_config
-
+from data.build import build_dataset
+from data.pipelines import build_pipeline
+from utils.boxes import clip_boxes
 
 
 def shape_iou(wh: np.ndarray, anchors_wh: np.ndarray) -> np.ndarray:

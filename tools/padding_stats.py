@@ -21,15 +21,15 @@ import sys
 from pathlib import Path
 
 import torch
+
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from models.assigner import anchor_valid_mask
-from utils.image_list import padded_size
+from cli import run_config
 from data.build import build_dataset, build_train_loader
 from models import build_model
-from cli import run_config
-
+from models.assigner import anchor_valid_mask
+from utils.image_list import padded_size
 
 
 @torch.no_grad()

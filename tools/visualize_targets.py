@@ -13,17 +13,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
+from cli import resolve_device, run_config
+from config.loader import resolve_num_classes
 from data.build import build_dataset
 from models import build_model
 from utils.checkpoint import load_model_weights
-from utils.visualize import draw_anchor_assignment
-from config.loader import resolve_num_classes
-from cli import resolve_device, run_config
 from utils.script import common_parser, setup_logging
-
+from utils.visualize import draw_anchor_assignment
 
 logger = logging.getLogger(__name__)
 
