@@ -28,9 +28,19 @@ APPS = 6
 NEVER = {"evaluation": ("models", "data")}  # below it, but not its business: it scores any detections file
 PACKAGES = (*RANK, "tools", "bench")
 SCRIPTS = ("train", "eval", "test", "ablate", "cli")
-# third-party packages a function may import lazily: slow to import, or not needed by every user of the module
-LAZY_OK = ("matplotlib", "onnxruntime", "onnx", "openvino", "nncf", "tidecv", "torch.utils.tensorboard",
-           "torch.onnx", "tensorboard", "faster_coco_eval", "PIL", "torch.utils.flop_counter")
+# third-party packages a function may import lazily, each with why
+LAZY_OK = (
+    "matplotlib",  # slow (about 0.5 s): only the plotting functions need it
+    "onnxruntime",  # optional: the onnxruntime backend only
+    "onnx",  # optional: ONNX export and its checks only
+    "openvino",  # optional: the openvino backend only
+    "nncf",  # optional and slow: int8 calibration only
+    "torch.utils.tensorboard",  # slow, and pulls tensorboard: only when a run logs to it
+    "tensorboard",  # the same
+    "torch.onnx",  # slow: export only
+    "faster_coco_eval",  # optional: the faster COCO evaluator, pycocotools otherwise
+    "torch.utils.flop_counter",  # heavy: the complexity benchmark only
+)
 
 
 def _source_files() -> list[Path]:
