@@ -289,6 +289,7 @@ class DataConfig:
     test_batch_size: int = 1  # images per process in evaluation; official 1: padding a batch changes the features near the right and bottom edges
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
     num_workers: int = 8  # DataLoader workers per process (official 8; the X101 recipe: 4)
+    cache_images: bool = False  # keep decoded training and validation images in memory after their first read (h x w x 3 bytes each: 650 MB for the quickstart's 3300); with num_workers 0 only (workers restart every epoch), else a logged skip
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     yolo: YoloPipelineConfig = field(default_factory=YoloPipelineConfig)
     mosaic: MosaicConfig = field(default_factory=MosaicConfig)
@@ -324,6 +325,7 @@ class SolverConfig:
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
     amp: str = "none"  # one of utils.precision.AMP_MODES: autocast of the network (decoding, matching, losses stay fp32); fp16 adds a GradScaler; auto: bf16 where the device has it natively (CPU avx512_bf16/amx_bf16, CUDA sm80+), else none
     channels_last: bool = False  # channels_last memory format for the model and images
+    fused_optimizer: bool = False  # torch's fused optimizer step (fused=True: one kernel over all parameters, CPU and CUDA): the same update up to float rounding; 2.7x faster AdamW step on the quickstart model on CPU (docs/training.md)
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
     compile: bool = False  # torch.compile (inductor) the backbone, encoder and decoder for training (train.py --compile; models/compile.py; measured in docs/deployment.md)
 

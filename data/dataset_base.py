@@ -156,6 +156,7 @@ class DetectionDatasetBase(Dataset):
         self._rng: Optional[np.random.Generator] = None
         self._bad: dict[int, str] = {}
         self._size_warned: set[int] = set()
+        self._image_cache: Optional[dict[int, np.ndarray]] = None
 
     # ------------------------------------------------------------------ records
     def _pack_records(self, records: Sequence[dict], id_is_int: bool) -> None:
@@ -251,6 +252,22 @@ class DetectionDatasetBase(Dataset):
                 logger.debug("%s has %d channel(s); converted to 3-channel BGR by cv2.IMREAD_COLOR", path, ch)
         return image, ""
 
+    def keep_images_in_memory(self) -> None:
+        """Keep every decoded image (uint8 HWC) after its first read (``data.cache_images``): later epochs skip the
+        decode. Memory: h x w x 3 bytes an image, in each process that reads (a loader worker caches its own)."""
+        if self._image_cache is None:
+            self._image_cache = {}
+
+    def decoded_image(self, i: int) -> tuple[Optional[np.ndarray], str]:
+        """Image ``i`` decoded (a private copy when it comes from the cache: transforms may write into it)."""
+        cache = self._image_cache
+        if cache is not None and i in cache:
+            return cache[i].copy(), ""
+        image, reason = self.read_image(self.get_file_name(i))
+        if cache is not None and image is not None:
+            cache[i] = image.copy()
+        return image, reason
+
     def _register_bad(self, i: int, path: str, reason: str) -> None:
         self._bad[i] = reason
         count = len(self._bad)
@@ -285,10 +302,9 @@ class DetectionDatasetBase(Dataset):
             i = (idx + attempt) % n
             if i in self._bad:
                 continue
-            path = self.get_file_name(i)
-            image, reason = self.read_image(path)
+            image, reason = self.decoded_image(i)
             if image is None:
-                self._register_bad(i, path, reason)
+                self._register_bad(i, self.get_file_name(i), reason)
                 continue
             return self._make_sample(i, image)
         raise UnreadableImagesError(f"{type(self).__name__}: none of the {n} images could be read "

@@ -39,11 +39,10 @@ class RawSamples:
         ds, n = self.dataset, len(self.dataset)
         for attempt in range(n):
             i = (int(index) + attempt) % n
-            path = ds.get_file_name(i)
-            image, reason = ds.read_image(path)
+            image, reason = ds.decoded_image(i)
             if image is not None:
                 return image, ds.get_annotation(i)
-            ds._register_bad(i, path, reason)
+            ds._register_bad(i, ds.get_file_name(i), reason)
         raise RuntimeError(f"{type(ds).__name__}: none of the {n} images could be read for the mosaic")
 
 

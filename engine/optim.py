@@ -56,11 +56,12 @@ def lr_factor(schedule: Schedule, iteration: int) -> float:
 
 # ----------------------------------------------------------------------------- optimizer
 def _sgd(param_groups: list[dict], lr: float, solver) -> torch.optim.Optimizer:
-    return torch.optim.SGD(param_groups, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
+    return torch.optim.SGD(param_groups, lr=lr, momentum=solver.momentum, weight_decay=solver.weight_decay,
+                           fused=solver.fused_optimizer or None)
 
 
 def _adamw(param_groups: list[dict], lr: float, solver) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay)
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay, fused=solver.fused_optimizer or None)
 
 
 # every solver.optimizer: name -> builder(param_groups, lr, solver); config validation reads the names

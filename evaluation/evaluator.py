@@ -70,6 +70,7 @@ class ScoreOptions:
     switches (each metric reads the ones it has), and how the summary is shown."""
 
     metrics_path: Optional[Path] = None  # metrics JSON (+ PR curve PNG next to it)
+    pr_curve: bool = True  # draw the PR curve PNG next to metrics_path (a training run draws it at its last evaluation)
     save_results: Optional[Path] = None  # COCO: detections JSON; VOC: a folder of devkit comp4 files
     backend: str = "pycocotools"  # COCO: evaluation.coco_eval.BACKENDS
     use_07_metric: bool = True  # VOC: 11-point (VOC07) or area (VOC2010+) AP
@@ -84,7 +85,7 @@ def report_coco(gt, dets: list[dict], options: ScoreOptions, *, image_dir: Optio
     result = coco_eval.evaluate_coco(gt, dets, backend=options.backend)
     options.echo(coco_eval.summary_table(result))
     if options.metrics_path is not None:
-        write_reports(options.metrics_path, pr_curves=result.pr_curves, title="COCO",
+        write_reports(options.metrics_path, pr_curves=result.pr_curves if options.pr_curve else None, title="COCO",
                       write_json=lambda p: coco_eval.write_metrics_json(result, p))
     if options.analyze:
         gt_dict = json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt.dataset
@@ -151,7 +152,7 @@ def report_voc(dets: dict, dataset, options: ScoreOptions):
     metrics = {"mAP": float(result.mAP), "AP50": float(result.mAP)}
     metrics.update({f"AP_{k}": float(v) for k, v in result.ap.items()})
     if options.metrics_path is not None:
-        write_reports(options.metrics_path, pr_curves=result.pr_curves, title="VOC",
+        write_reports(options.metrics_path, pr_curves=result.pr_curves if options.pr_curve else None, title="VOC",
                       write_json=lambda p: voc_eval.write_metrics_json(result, p))
     return metrics, result
 
@@ -180,11 +181,14 @@ def score_voc_file(dataset, results: Path, options: ScoreOptions, *, image_dir: 
 
 
 # ----------------------------------------------------------------------------- one path for every metric
-def write_reports(metrics_path: Path, *, pr_curves: dict, title: str, write_json) -> None:
-    """``metrics_path`` (JSON, written by ``write_json(path)``) and, next to it, ``<stem>_pr_curve.png``."""
+def write_reports(metrics_path: Path, *, pr_curves: Optional[dict], title: str, write_json) -> None:
+    """``metrics_path`` (JSON, written by ``write_json(path)``) and, next to it, ``<stem>_pr_curve.png`` (none
+    when ``pr_curves`` is None)."""
     metrics_path = Path(metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path)
+    if pr_curves is None:
+        return
     try:
         plot_pr_curves(pr_curves, metrics_path.with_name(metrics_path.stem + "_pr_curve.png"),
                        f"{title} precision-recall (IoU 0.5)")
@@ -215,9 +219,9 @@ def score(dataset, predictions: list[dict], *, metric: str, options: ScoreOption
 
 
 def evaluate(model, dataset, loader, device, metric: str, amp: str = "none",
-             metrics_path: Optional[Path] = None) -> dict:
+             metrics_path: Optional[Path] = None, pr_curve: bool = True) -> dict:
     """Predict on ``loader`` and score against ``dataset``; returns a flat metrics dict (rank 0; {} elsewhere)."""
     predictions = predict(model, loader, device, amp=amp)
     if not is_main_process():
         return {}
-    return score(dataset, predictions, metric=metric, options=ScoreOptions(metrics_path=metrics_path))[0]
+    return score(dataset, predictions, metric=metric, options=ScoreOptions(metrics_path=metrics_path, pr_curve=pr_curve))[0]

@@ -480,3 +480,37 @@ def test_dataloader_two_workers_different_augmentations(coco_tiny):
     assert len(set(worker0 + worker1)) >= 4  # the same image got many different augmentations
     assert batches == _run_loader(ds, seed=0)  # reproducible for a fixed loader seed
     assert batches != _run_loader(ds, seed=1)
+
+
+def test_image_cache_decodes_each_file_once_and_hands_out_private_copies(coco_tiny, monkeypatch):
+    """data.cache_images: the same pixels as a fresh decode, one cv2.imread per image, and a caller writing into
+    the image it got (as an in-place transform would) does not change what the next read returns."""
+    plain = COCODetection(IMAGES, TRAIN_JSON)
+    cached = COCODetection(IMAGES, TRAIN_JSON)
+    cached.keep_images_in_memory()
+    calls = Counter()
+    real_imread = cv2.imread
+
+    def counting_imread(path, *args):
+        calls[path] += 1
+        return real_imread(path, *args)
+
+    monkeypatch.setattr(cv2, "imread", counting_imread)
+    n = len(cached)
+    for _ in range(3):
+        for i in range(n):
+            image, reason = cached.decoded_image(i)
+            assert reason == "" and np.array_equal(image, plain.read_image(plain.get_file_name(i))[0])
+            image[:] = 0  # a transform writing in place
+    for i in range(n):
+        assert calls[cached.get_file_name(i)] == 1 + 3  # one cached decode + the three reads of ``plain``
+    assert cached[0][0].float().mean() > 0  # __getitem__ goes through the cache: not the zeroed copy
+
+
+def test_image_cache_keeps_unreadable_images_skipped(tmp_path):
+    img_dir, ann, _ = _write_coco(tmp_path, n_images=3)
+    (img_dir / "img1.jpg").write_bytes(b"this is not a jpeg")
+    ds = COCODetection(img_dir, ann)
+    ds.keep_images_in_memory()
+    assert ds[1][1]["image_id"] == 102 and ds.num_skipped == 1  # skipped as without the cache
+    assert ds[1][1]["image_id"] == 102 and 1 not in ds._image_cache

@@ -222,3 +222,44 @@ def test_cosine_decay_by_hand():
     assert lr_factor(s, 500) == pytest.approx(0.5) and lr_factor(s, 1000) == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(s, 250) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
     assert all(lr_factor(s, t) >= lr_factor(s, t + 1) for t in range(100, 1000))  # decreasing after warm-up
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_fused_optimizer_makes_the_same_updates(optimizer):
+    """solver.fused_optimizer: torch's fused kernel, the same update as the per-parameter loop up to rounding."""
+    params = {}
+    for fused in (False, True):
+        cfg = load_config(REPO / "config/small_cpu.yaml", {"solver.optimizer": optimizer, "solver.fused_optimizer": fused})
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        start = copy.deepcopy(model.state_dict())
+        opt = build_optimizer(model, cfg.solver, 1e-3)
+        assert bool(opt.defaults["fused"]) == fused
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        params[fused] = dict(model.named_parameters())
+    for name, p in params[False].items():
+        torch.testing.assert_close(params[True][name], p, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(params[True]["decoder.cls_score.weight"], start["decoder.cls_score.weight"])  # it moved
+
+
+def test_cache_images_and_the_pr_curve_of_the_last_evaluation_only(tmp_path, monkeypatch, caplog):
+    """data.cache_images turns the cache on for both splits with no loader workers (a logged skip with workers);
+    evaluating every epoch writes each evaluation's metrics, and the PR curve PNG of the last one only."""
+    from data.dataset_base import DetectionDatasetBase
+
+    cached = []
+    real = DetectionDatasetBase.keep_images_in_memory
+    monkeypatch.setattr(DetectionDatasetBase, "keep_images_in_memory", lambda self: (cached.append(self), real(self)))
+    cfg = _synthetic_cfg(tmp_path, **{"data.cache_images": True, "train.eval_period": 1})
+    fit(cfg, tmp_path / "run", device=torch.device("cpu"), max_iter_override=7, progress=False)  # 6 steps an epoch
+    assert len(cached) == 2 and all(ds._image_cache for ds in cached)  # the training and validation sets, filled
+    names = sorted(p.name for p in (tmp_path / "run" / "eval").iterdir())
+    assert names == ["metrics_iter6.json", "metrics_iter7.json", "metrics_iter7_pr_curve.png"]
+    cached.clear()
+    with caplog.at_level("INFO", logger="engine.trainer"):
+        fit(cfg, tmp_path / "workers", device=torch.device("cpu"), max_iter_override=1, num_workers=1, progress=False)
+    assert not cached and any("data.cache_images skipped" in r.getMessage() for r in caplog.records)
