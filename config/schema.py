@@ -325,7 +325,7 @@ class SolverConfig:
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
     amp: str = "none"  # one of utils.precision.AMP_MODES: autocast of the network (decoding, matching, losses stay fp32); fp16 adds a GradScaler; auto: bf16 where the device has it natively (CPU avx512_bf16/amx_bf16, CUDA sm80+), else none
     channels_last: bool = False  # channels_last memory format for the model and images
-    fused_optimizer: bool = False  # torch's fused optimizer step (fused=True: one kernel over all parameters, CPU and CUDA): the same update up to float rounding; 2.7x faster AdamW step on the quickstart model on CPU (docs/training.md)
+    fused_optimizer: bool = False  # torch's fused optimizer step (fused=True: one kernel over all parameters, CPU and CUDA): the same update up to float rounding; AdamW step of the quickstart model on 2 CPU threads 5.24 -> 2.15 ms (python -m bench.bench_optimizer)
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
     compile: bool = False  # torch.compile (inductor) the backbone, encoder and decoder for training (train.py --compile; models/compile.py; measured in docs/deployment.md)
 
