@@ -10,7 +10,7 @@ count nowhere.
 
 faster-coco-eval's ``PreviewResults.compute_confusion_matrix`` does the same matching, but it counts a
 detection on a crowd region as a correct one (the crowd gt and its match enter the class pairs), so it is
-not used; tests/test_error_analysis.py checks this module against it on crowd-free data.
+not used; tests/evaluation/test_error_analysis.py checks this module against it on crowd-free data.
 """
 from __future__ import annotations
 

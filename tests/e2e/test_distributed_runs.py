@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from data.synthetic import generate_synthetic_coco
 from tests.conftest import REPO
-from tests.test_training import _free_port
+from tests.engine.test_training import _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def _buffers_worker(rank, world, port, out):
     from engine.ema import ModelEMA
     from engine.trainer import sync_model
     from models import build_model
-    from tests.test_training import _batch, _tiny_cfg
+    from tests.engine.test_training import _batch, _tiny_cfg
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)

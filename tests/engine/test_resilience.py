@@ -22,7 +22,7 @@ from engine.trainer import fit
 from models.detector import YOLOF
 from models.matcher import _smallest_k
 from tests.conftest import REPO
-from tests.test_mixed_precision import SMALL
+from tests.engine.test_mixed_precision import SMALL
 from utils.script import run_script
 
 CPU = torch.device("cpu")
@@ -241,7 +241,7 @@ def test_non_finite_gradients_without_a_scaler_raise_before_the_step():
     from engine.optim import build_optimizer
     from engine.step import NonFiniteGradientError, train_step
     from models import build_model
-    from tests.test_training import _batch, _tiny_cfg
+    from tests.engine.test_training import _batch, _tiny_cfg
 
     model = build_model(_tiny_cfg())
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -127,7 +127,7 @@ def test_voc_xml_name_outside_class_names_and_config_key(tmp_path, coco_tiny):
 
 
 def _tiny(layout: str, root) -> list[str]:
-    """A tiny model and schedule (as tests/test_custom_dataset.py) on a dataset of ``layout``."""
+    """A tiny model and schedule (as tests/e2e/test_custom_dataset.py) on a dataset of ``layout``."""
     return [f"data.dataset={layout}", f"data.root={root}", "data.train_split=train", "data.val_split=val",
             "model.num_classes=auto", "model.backbone.width_mult=0.25", "model.encoder.channels=32",
             "model.encoder.mid_channels=8", "data.train_min_size=[64]", "data.train_max_size=64",
