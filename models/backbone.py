@@ -24,9 +24,9 @@ from typing import Callable
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
-from torchvision.ops import FrozenBatchNorm2d
 
 from models.cspdarknet import CSPDarkNet53
+from models.layers import FrozenBatchNorm2d
 
 # name -> (block, layers, groups, width_per_group, torchvision weights enum)
 _SPECS = {

@@ -23,7 +23,8 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+
+from models.layers import FrozenBatchNorm2d
 
 BN_EPS = 1e-4
 BN_MOMENTUM = 0.03

@@ -11,7 +11,8 @@ import copy
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+
+from models.layers import FrozenBatchNorm2d
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 

@@ -1,11 +1,29 @@
-"""Small building blocks shared by the encoder and the decoder: norms, activations, SyncBN conversion."""
+"""Small building blocks shared by the backbones, the encoder and the decoder: norms, activations, SyncBN
+conversion."""
 from __future__ import annotations
 
+import torch
+import torchvision
 from torch import nn
 
 NORMS = ("bn", "syncbn", "gn", "none")  # model.encoder.norm / model.decoder.norm
 ACTIVATIONS = ("relu", "leaky_relu")  # model.encoder.activation / model.decoder.activation
 LEAKY_RELU_SLOPE = 0.1  # the official YOLOF get_activation("LeakyReLU")
+
+
+class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
+    """torchvision's frozen BatchNorm (fixed statistics and affine), applied in the input's dtype.
+
+    torchvision's multiplies the input by its fp32 buffers, so under autocast its output is fp32, and every
+    activation of a frozen backbone between two convolutions stays fp32 and is cast again at the next
+    convolution: the memory and much of the speed of bf16 / fp16 are lost. Here the scale and shift are computed
+    in fp32 as there, then cast to the input's dtype; an fp32 input gives torchvision's result bit for bit.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype).reshape(1, -1, 1, 1) + shift.to(x.dtype).reshape(1, -1, 1, 1)
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:
