@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from cli import resolve_device, run_config
-from engine.trainer import fit
+from engine.run_start import user_errors_end_the_run
+from engine.trainer import RunOptions, fit
 from tools.plot_runs import plot_runs
 from tools.visualize_targets import visualize_run
 from utils.distributed import destroy_distributed, init_distributed
@@ -62,24 +63,24 @@ def main(argv=None) -> None:
     args = parse_args(argv)
 
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))  # torchrun sets LOCAL_RANK
-    rank, _, world = init_distributed(str(device))
+    rank, _, _ = init_distributed(str(device))
     try:
-        _train(args, argv, device, rank, world)
+        setup_logging(rank, args.output_dir)
+        with user_errors_end_the_run(args.output_dir, argv):  # an elastic restart never replays a user error
+            _train(args, argv, device, rank)
     finally:
         destroy_distributed()
 
 
-def _train(args, argv, device, rank: int, world: int) -> None:
-    setup_logging(rank, args.output_dir)
+def _train(args, argv, device, rank: int) -> None:
     cfg = run_config(args)
     if args.vis_targets:  # the same as tools/visualize_targets.py
-
         visualize_run(cfg, args.output_dir / "vis_targets", args.vis_num, device)
         return
 
-    record = fit(cfg, args.output_dir, device=device, accumulate=args.accumulate, resume=args.resume,
-                 overwrite=args.overwrite, argv=argv, rank=rank, world_size=world, max_iter_override=args.max_iter,
-                 num_workers=args.num_workers, progress=not args.no_progress)
+    record = fit(cfg, RunOptions(args.output_dir, device, accumulate=args.accumulate, resume=args.resume,
+                                 overwrite=args.overwrite, argv=argv, max_iter=args.max_iter,
+                                 num_workers=args.num_workers, progress=not args.no_progress))
     if rank == 0:
         plot_own_run(args.output_dir)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}

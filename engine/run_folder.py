@@ -13,11 +13,18 @@ first step, e.g. on a wrong data path, and holds nothing to lose):
 
 Under DDP only rank 0 looks at the folder (the trainer broadcasts its decision): the other ranks may run on
 nodes that do not share its disk.
+
+A run that stops on a user error (a config or run-folder mistake, ``NonFiniteRunError``) leaves
+``stopped.json`` (:func:`record_stop`): the error and the command. An elastic restart of the same command
+(``torchrun --max-restarts``) finds it and ends at once instead of replaying into the same stop; a new command
+starts afresh (:func:`clear_stop`), as the user fixed what was wrong.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,8 +36,9 @@ from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
+STOP_FILE = "stopped.json"  # a run that ended on a user error: the error and the command (see the module docstring)
 RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl")  # what makes a folder hold a run (when not empty)
-DISCARDED = RUN_FILES + ("config.yaml", "command.txt", "git_commit.txt", "machine.json", "curves.png", "tensorboard",
+DISCARDED = RUN_FILES + (STOP_FILE, "config.yaml", "command.txt", "git_commit.txt", "machine.json", "curves.png", "tensorboard",
                          "eval")
 
 
@@ -99,3 +107,25 @@ def discard_run(output_dir: Path) -> list[str]:
             continue
         removed.append(name)
     return removed
+
+
+def record_stop(output_dir: Path, argv: list[str], error: str) -> None:
+    """Write ``stopped.json``: the run of ``argv`` (train.py's arguments) ended on the user error ``error``."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {"error": error, "argv": list(argv), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (output_dir / STOP_FILE).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def stopped_run(output_dir: Path, argv: list[str]) -> Optional[dict]:
+    """The stop record of the run of ``argv`` in ``output_dir``, or None (none, or another command's)."""
+    path = Path(output_dir) / STOP_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("argv") == list(argv) else None
+
+
+def clear_stop(output_dir: Path) -> None:
+    (Path(output_dir) / STOP_FILE).unlink(missing_ok=True)

@@ -16,11 +16,13 @@ update as one process with the whole batch, for both loss normalisations:
 A step is taken only when it is finite everywhere. A non-finite loss on any rank,
 or non-finite gradients without a GradScaler, raise :class:`NonFiniteLossError` /
 :class:`NonFiniteGradientError` on every rank *before* the optimizer step, so the
-parameters, the optimizer and the scaler are untouched (the trainer rolls back
-what the forward pass changed, see ``engine.trainer``). With a GradScaler (fp16),
-non-finite gradients are the scaler's to skip: the step is then reported as
-``skipped`` and the trainer advances neither the schedule, the EMA nor the
-iteration count.
+parameters, the optimizer and the scaler are untouched (``engine.nonfinite`` rolls
+back what the forward pass changed). With a GradScaler (fp16), an overflow is the
+scaler's to handle, wherever it happens: non-finite gradients, or an infinite (not
+NaN) loss from an overflow in the forward pass, make the step ``skipped`` and lower
+the scale; the trainer then advances neither the schedule, the EMA nor the
+iteration count. A NaN loss is rolled back even with a scaler: a lower scale does
+not cure it.
 """
 from __future__ import annotations
 
@@ -62,11 +64,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     s = float(sum(len(images) for images, _ in micro_batches))  # images this process sees per step
     logs, local, bad_parts = _forward_backward(model, micro_batches, s, device=device, scaler=scaler, amp=amp)
     # every rank learns whether any rank saw a non-finite loss (no rank may skip alone: that hangs the others)
-    stats = all_reduce_sum(local)  # [foreground count, processes whose losses were all finite]
+    stats = all_reduce_sum(local)  # [foreground count, processes with finite losses, processes without a NaN]
     world = get_world_size()
-    if stats[1] < world:
+    if stats[1] < world and (scaler is None or stats[2] < world):
         raise NonFiniteLossError(f"non-finite loss on {int(world - stats[1])} of {world} process(es); "
                                  f"loss parts on this process: {bad_parts or 'finite here'}", bad_parts)
+    if stats[1] < world:  # an infinite loss under a GradScaler: a forward overflow, skipped as the scaler would
+        optimizer.zero_grad(set_to_none=True)
+        scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+        return {**logs, "loss": logs["loss_cls"] + logs["loss_box_reg"], "num_foreground": float(stats[0]),
+                "skipped": True}
     factor = s / foreground_normalizer(float(stats[0]), world) if normalization == "batch" else None
     grad_norm, skipped = _normalise_clip_step(optimizer, factor=factor, clip_grad_norm=clip_grad_norm, scaler=scaler)
     logs["loss"] = logs["loss_cls"] + logs["loss_box_reg"]
@@ -88,6 +95,7 @@ def _forward_backward(model: nn.Module, micro_batches, s: float, *, device: torc
     logs = {"loss_cls": 0.0, "loss_box_reg": 0.0}
     fg = torch.zeros((), device=device)
     finite = torch.ones((), device=device)
+    nan_free = torch.ones((), device=device)
     bad_parts: dict = {}
     for j, (images, targets) in enumerate(micro_batches):
         images = [im.to(device, non_blocking=True) for im in images]
@@ -100,6 +108,8 @@ def _forward_backward(model: nn.Module, micro_batches, s: float, *, device: torc
             loss = out["loss_sum"] / s
             if not torch.isfinite(loss):
                 finite.zero_()
+                if torch.isnan(loss):
+                    nan_free.zero_()
                 bad_parts = {k: float(out[k].detach()) for k in ("loss_cls", "loss_box_reg")}
                 bad_parts["micro_batch"] = j
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -107,7 +117,7 @@ def _forward_backward(model: nn.Module, micro_batches, s: float, *, device: torc
         weight = len(images) / s
         logs["loss_cls"] += float(out["loss_cls"].detach()) * weight
         logs["loss_box_reg"] += float(out["loss_box_reg"].detach()) * weight
-    return logs, torch.stack([fg, finite]), bad_parts
+    return logs, torch.stack([fg, finite, nan_free]), bad_parts
 
 
 def _normalise_clip_step(optimizer: torch.optim.Optimizer, *, factor: Optional[float], clip_grad_norm: float,

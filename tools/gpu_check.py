@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # python tools/<name>.py: the repository root on 
 from config import load_config
 from engine.optim import build_optimizer
 from engine.step import train_step
-from engine.trainer import fit
+from engine.trainer import RunOptions, fit
 from models import build_model
 from models.fuse import prepare_for_inference
 from utils.script import run_script
@@ -164,14 +164,14 @@ def resume_on_fewer(device: torch.device) -> int:
              "solver.warmup_iters=1", "data.num_workers=0"]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(REPO_ROOT / "config/small_cpu.yaml", [f"data.root={tmp}/data", *small])
-        fit(cfg, Path(tmp) / "run", device=device, max_iter_override=2, progress=False)
+        fit(cfg, RunOptions(Path(tmp) / "run", device=device, max_iter=2, progress=False))
         path = Path(tmp) / "run" / "last.pth"
         state = torch.load(path, weights_only=True)
         state["rng"]["cuda"] = [torch.cuda.get_rng_state(device) if device.type == "cuda" else
                                 torch.zeros(16, dtype=torch.uint8)] * 8
         state["world_size"] = 8
         torch.save(state, path)
-        return int(fit(cfg, Path(tmp) / "run", device=device, resume="auto", progress=False)["iteration"])
+        return int(fit(cfg, RunOptions(Path(tmp) / "run", device=device, resume="auto", progress=False))["iteration"])
 
 
 def _row(rows: list, check: str, result: str, ok: bool = True) -> None:

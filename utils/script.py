@@ -18,8 +18,9 @@ def common_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", type=str, default=None,
                    help="YAML preset under config/ (default: the one stored in --weight, else config/quickstart.yaml)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...")
-    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. --opts solver.base_lr=0.01 model.matcher.name=iou_topk")
+    p.add_argument("--opts", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. --opts solver.base_lr=0.01 model.matcher.name=iou_topk (repeatable; "
+                        "a later value of a key wins)")
     p.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: data.num_workers)")
     return p
 

@@ -6,9 +6,11 @@ in tmp_path.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import pickle
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -22,8 +24,9 @@ from data.build import SeededDataset
 from data.collate import collate, collate_padded
 from data.coco import COCODetection
 from data.transforms import build_transforms
+from config import load_config
 from data.voc import VOC_CLASSES, VOCDetection
-from tests.conftest import COCO_JSON, COCO_SPLIT, COCO_TINY
+from tests.conftest import COCO_JSON, COCO_SPLIT, COCO_TINY, REPO
 
 IMAGES = COCO_TINY / COCO_SPLIT
 TRAIN_JSON = COCO_JSON  # the one split of tests/assets serves as training data here
@@ -514,3 +517,42 @@ def test_image_cache_keeps_unreadable_images_skipped(tmp_path):
     ds.keep_images_in_memory()
     assert ds[1][1]["image_id"] == 102 and ds.num_skipped == 1  # skipped as without the cache
     assert ds[1][1]["image_id"] == 102 and 1 not in ds._image_cache
+
+
+def test_the_training_split_keeps_arrays_not_a_pycocotools_index(tmp_path):
+    """A 5000-image COCO file: the training dataset holds no COCO object (nor the parsed JSON); the evaluation
+    split does."""
+    from pycocotools.coco import COCO
+
+    from data.build import build_dataset
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train").mkdir()
+    rng = np.random.default_rng(0)
+    images = [{"id": i, "file_name": f"{i:06d}.jpg", "height": 480, "width": 640} for i in range(1, 5001)]
+    anns = [{"id": k, "image_id": int(rng.integers(1, 5001)), "category_id": int(rng.integers(1, 4)),
+             "bbox": [10.0, 20.0, 50.0, 40.0], "area": 2000.0, "iscrowd": 0} for k in range(1, 20001)]
+    data = {"images": images, "annotations": anns, "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]}
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(data))
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"data.dataset": "coco", "data.root": str(root),
+                                                        "model.num_classes": 3})
+    ds = build_dataset(cfg, "train", is_train=True)
+    assert len(ds) > 4000 and ds._coco is None
+    reachable = _reachable(ds)
+    assert not any(type(o) is COCO for o in reachable)
+    assert not any(type(o) is dict and ("annotations" in o or "bbox" in o) for o in reachable)  # nor the JSON
+    assert len(reachable) < len(anns) / 2  # packed arrays, not an object per annotation
+
+
+def _reachable(root, limit: int = 200_000) -> list:
+    """The objects reachable from ``root`` (through gc referents; modules, classes and functions not followed)."""
+    seen, todo, out = {id(root)}, [root], []
+    while todo and len(out) < limit:
+        obj = todo.pop()
+        out.append(obj)
+        for ref in gc.get_referents(obj):
+            if id(ref) not in seen and not isinstance(ref, (type, types.ModuleType, types.FunctionType)):
+                seen.add(id(ref))
+                todo.append(ref)
+    return out

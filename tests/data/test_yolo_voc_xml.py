@@ -138,12 +138,12 @@ def _tiny(layout: str, root) -> list[str]:
 @pytest.mark.parametrize("layout", ["yolo", "voc_xml"])
 def test_train_three_steps_and_eval_per_class_by_name(tmp_path, coco_tiny, capsys, layout):
     import eval as eval_script
-    from engine.trainer import fit
+    from engine.trainer import RunOptions, fit
 
     root = write_yolo_set(tmp_path / "data") if layout == "yolo" else write_voc_xml_set(tmp_path / "data")
     torch.set_num_threads(1)
     cfg = load_config(REPO / "config/small_cpu.yaml", _tiny(layout, root))
-    record = fit(cfg, tmp_path / "run", device=torch.device("cpu"), max_iter_override=3, progress=False)
+    record = fit(cfg, RunOptions(tmp_path / "run", device=torch.device("cpu"), max_iter=3, progress=False))
     assert record["iteration"] == 3 and "AP50" in record and "APs" in record  # the COCO metrics
     ckpt = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=True)
     names = coco_names() if layout == "yolo" else _names_used()

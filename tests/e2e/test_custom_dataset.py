@@ -35,7 +35,7 @@ def _write_split(root, split, n, rng):
 
 def test_num_classes_auto_trains_evaluates_and_names_the_classes(tmp_path, capsys):
     import eval as eval_script
-    from engine.trainer import fit
+    from engine.trainer import RunOptions, fit
 
     rng = np.random.default_rng(0)
     root = tmp_path / "my_data"
@@ -49,7 +49,7 @@ def test_num_classes_auto_trains_evaluates_and_names_the_classes(tmp_path, capsy
         "data.train_min_size=[64]", "data.train_max_size=64", "data.test_min_size=64", "data.test_max_size=64",
         "solver.batch_size=4", "solver.reference_batch_size=4", "solver.warmup_iters=1"])
     assert cfg.model.num_classes == "auto"
-    record = fit(cfg, tmp_path / "run", device=torch.device("cpu"), max_iter_override=3, progress=False)
+    record = fit(cfg, RunOptions(tmp_path / "run", device=torch.device("cpu"), max_iter=3, progress=False))
     assert record["iteration"] == 3 and "AP50" in record
 
     ckpt = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=True)

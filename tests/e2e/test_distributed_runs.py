@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from data.synthetic import generate_synthetic_coco
 from tests.conftest import REPO
-from tests.engine.test_training import _free_port
+from tests.helpers import free_port as _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ HOOK = textwrap.dedent("""
     if os.environ.get("RANK_DIRS"):  # rank r works in folder r: the run folder is not on a shared disk
         os.chdir(os.environ["RANK_DIRS"].split(os.pathsep)[rank])
     import engine.trainer as engine
-    real_step, calls = engine.Trainer.step, [0]
+    real_step, calls = engine.Trainer.run_step, [0]
 
     def step(self, batches):
         calls[0] += 1
@@ -48,7 +48,7 @@ HOOK = textwrap.dedent("""
                 ids = sorted(int(t["image_id"]) for _, ts in batches for t in ts)
                 f.write(json.dumps({{"iteration": iteration, "images": ids, "launch": int(os.environ["LAUNCH"])}}) + "\\n")
 
-    engine.Trainer.step = step
+    engine.Trainer.run_step = step
     import train
     from utils.script import run_script
     run_script(lambda: train.main(sys.argv[1:]))
@@ -171,9 +171,9 @@ def test_a_user_error_under_torchrun_is_printed_once(setup):
 
 def _buffers_worker(rank, world, port, out):
     from engine.ema import ModelEMA
-    from engine.trainer import sync_model
+    from engine.checkpointer import sync_model
     from models import build_model
-    from tests.engine.test_training import _batch, _tiny_cfg
+    from tests.helpers import batch as _batch, tiny_cfg as _tiny_cfg
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)

@@ -44,10 +44,12 @@ HOOK = textwrap.dedent("""
             return out
         return wrapper
 
-    import engine.trainer as engine
+    import engine.trainer as trainer
+    import engine.validation as validation
     import engine.metrics_log as metrics_log
     if point in ("evaluate", "train_step"):
-        setattr(engine, point, die_on_call(getattr(engine, point)))
+        module = validation if point == "evaluate" else trainer
+        setattr(module, point, die_on_call(getattr(module, point)))
     elif point == "record":  # after the append of an epoch record (no "type")
         metrics_log.MetricsLog.append = die_on_call(metrics_log.MetricsLog.append, before=False,
                                                     when=lambda self, record: "type" not in record)
@@ -136,9 +138,9 @@ def test_killed_at_every_bad_moment_then_resumed_ends_as_an_uninterrupted_run(tm
 
     # a complete run resumed once more does nothing: the same final record, no new line, same weights
     from config import load_config
-    from engine.trainer import fit
+    from engine.trainer import RunOptions, fit
 
     cfg = load_config(REPO / "config/small_cpu.yaml", _opts(tmp_path / "synth"))
-    again = fit(cfg, out, device=torch.device("cpu"), resume="auto", progress=False)
+    again = fit(cfg, RunOptions(out, device=torch.device("cpu"), resume="auto", progress=False))
     assert {k: v for k, v in again.items() if k not in ("time_s", "epoch_time_s")} == _records(out)[-1]
     _assert_same_run(out, tmp_path / "reference")

@@ -13,7 +13,7 @@ import models.compile
 import train as train_script
 from config import load_config
 from utils.checkpoint import load_checkpoint
-from engine.trainer import fit
+from engine.trainer import RunOptions, fit
 from models import build_model
 from models.compile import COMPILED_PARTS, compile_model
 from models.fuse import prepare_for_inference
@@ -59,7 +59,7 @@ def test_train_and_eval_flags(tmp_path, monkeypatch):
         "data.synthetic_num_val": 2, "data.synthetic_image_size": [96, 96], "data.train_min_size": [96],
         "data.train_max_size": 96, "data.test_min_size": 96, "data.test_max_size": 96, "solver.batch_size": 4,
         "solver.reference_batch_size": 4, "solver.warmup_iters": 1, "data.num_workers": 0})
-    fit(cfg, tmp_path / "run", device=torch.device("cpu"), max_iter_override=2, progress=False)
+    fit(cfg, RunOptions(tmp_path / "run", device=torch.device("cpu"), max_iter=2, progress=False))
     assert graphs, "no graph was compiled: solver.compile did not reach the trained model"
     state = load_checkpoint(tmp_path / "run" / "last.pth")
     assert state["iteration"] == 2 and set(state["model"]) == set(build_model(cfg).state_dict())

@@ -10,7 +10,8 @@ from torchvision.ops import sigmoid_focal_loss
 from models.anchors import AnchorGenerator
 from models.assigner import LabelAssigner, anchor_valid_mask
 from models.criterion import YOLOFCriterion, foreground_normalizer
-from models.matcher import MATCHERS, IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher, build_matcher
+from models.matcher import (MATCHERS, IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher, _smallest_k,
+                            build_matcher)
 
 # One 2x2 map, stride 32, one 32-px anchor per cell: anchors centred at (0,0), (32,0), (0,32), (32,32).
 ANCHORS = AnchorGenerator(32, (32,), (1.0,))(2, 2)
@@ -252,3 +253,16 @@ def test_every_matcher_name_builds_and_keeps_the_match_contract():
             assert m.src.shape == m.tgt.shape and (m.src.numel() > 0) == (len(g) > 0), name
             assert m.tgt.numel() == 0 or int(m.tgt.max()) < len(g), name
             assert m.ignore is None or m.ignore.shape == (4,), name
+
+
+def test_top_k_matching_equals_a_stable_sort_on_ties():
+    """``_smallest_k`` (top-k of 2k candidates) gives exactly a stable sort's first k, ties included."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        r, k = int(torch.randint(1, 80, (1,), generator=g)), int(torch.randint(1, 9, (1,), generator=g))
+        cost = torch.randint(0, 6, (2, r, 3), generator=g).float() if trial % 2 else torch.rand(2, r, 3, generator=g)
+        cost[:, r // 2] = cost[:, 0]  # a tie at every rank
+        expected = torch.sort(cost, dim=1, stable=True).indices[:, :min(k, r)]
+        assert torch.equal(_smallest_k(cost, k), expected), (trial, r, k)
+    cost = torch.tensor([[[3.0], [1.0], [2.0], [1.0], [5.0], [1.0], [0.5]]])  # by hand: 0.5 (6), then 1.0 at 1, 3
+    assert _smallest_k(cost, 3).flatten().tolist() == [6, 1, 3]

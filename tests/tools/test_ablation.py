@@ -221,16 +221,16 @@ TINY_DATA = {"data.synthetic_num_train": 16, "data.synthetic_num_val": 4, "data.
 
 
 def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
-    from engine.trainer import fit
+    from engine.trainer import RunOptions, fit
 
     torch.set_num_threads(1)
     cfg = load_config(REPO / "config/small_cpu.yaml", {
         **TINY_DATA, "data.root": str(tmp_path / "synth"), "model.backbone.norm": "frozen_bn",
         "train.ema": True, "train.ema_decay": 0.9, "train.ema_ramp": 1, "data.mixup_prob": 0.5})
     cpu = torch.device("cpu")
-    fit(cfg, tmp_path / "full", device=cpu, max_iter_override=3, progress=False)
-    fit(cfg, tmp_path / "part", device=cpu, max_iter_override=2, progress=False)
-    fit(cfg, tmp_path / "part", device=cpu, resume="auto", max_iter_override=3, progress=False)
+    fit(cfg, RunOptions(tmp_path / "full", device=cpu, max_iter=3, progress=False))
+    fit(cfg, RunOptions(tmp_path / "part", device=cpu, max_iter=2, progress=False))
+    fit(cfg, RunOptions(tmp_path / "part", device=cpu, resume="auto", max_iter=3, progress=False))
     a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "part" / "last.pth", weights_only=True)
     assert a["ema_updates"] == b["ema_updates"] == 3

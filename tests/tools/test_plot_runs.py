@@ -84,7 +84,7 @@ def test_a_run_without_iteration_records_plots_its_epoch_records(tmp_path):
 
 
 def test_two_trained_runs_and_the_command_line(tmp_path, capsys):
-    from engine.trainer import fit
+    from engine.trainer import RunOptions, fit
 
     torch.set_num_threads(1)
     runs = []
@@ -95,7 +95,7 @@ def test_two_trained_runs_and_the_command_line(tmp_path, capsys):
             "data.synthetic_image_size": [64, 64], "data.train_min_size": [64], "data.train_max_size": 64,
             "data.test_min_size": 64, "data.test_max_size": 64, "data.num_workers": 0, "solver.batch_size": 4,
             "solver.reference_batch_size": 4, "solver.warmup_iters": 1, "train.log_period": 1, "train.seed": seed})
-        fit(cfg, tmp_path / f"seed{seed}", device=torch.device("cpu"), max_iter_override=4, progress=False)
+        fit(cfg, RunOptions(tmp_path / f"seed{seed}", device=torch.device("cpu"), max_iter=4, progress=False))
         runs.append(tmp_path / f"seed{seed}")
     main([*map(str, runs), "--out", str(tmp_path / "both.png"), "--x", "epoch"])
     assert "2 run(s)" in capsys.readouterr().out and (tmp_path / "both.png").is_file()
