@@ -107,7 +107,7 @@ function setupControls() {
 }
 
 function onKey(e) {
-  if (e.target.tagName === "SELECT" || (e.target.tagName === "INPUT" && e.target.type !== "range")) return;
+  if (e.target.tagName === "SELECT" || e.target.tagName === "INPUT") return;  // the slider's own arrow keys
   const s = state();
   const step = e.key === "ArrowRight" || e.key === "j" ? 1 : e.key === "ArrowLeft" || e.key === "k" ? -1 : 0;
   if (s.view === "image" && step) { e.preventDefault(); moveImage(step); }
