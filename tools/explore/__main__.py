@@ -55,7 +55,8 @@ def main(argv=None) -> None:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: not a port number (0-65535)")
     explore(build_explorer(gt, str(args.gt), args.results, image_dir, weight=args.weight, backend=args.backend,
-                           precision=args.precision, calib=args.calib, device=args.device, host=args.host, port=args.port))
+                           precision=args.precision, calib=args.calib, device=args.device, host=args.host,
+                           port=args.port))
 
 
 if __name__ == "__main__":

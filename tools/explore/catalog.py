@@ -191,8 +191,9 @@ class Catalog:
             keep &= counts[:, ERROR_TYPES.index(err)] > 0
         idx = np.flatnonzero(keep)
         if sort == "name":
-            key = np.zeros(len(keep))
-        elif sort == "ap":
+            order = np.argsort(self.names[idx], kind="stable")
+            return idx[order[::-1] if desc else order]
+        if sort == "ap":
             key = self.image_ap(run)
         elif sort in ERROR_TYPES:
             key = counts[:, ERROR_TYPES.index(sort)].astype(np.float64)
@@ -202,9 +203,6 @@ class Catalog:
             fixed, broken = self.fixed_broken(thr)
             key = {"fixed": fixed, "broken": broken, "diff": self.diff(thr)}[sort].astype(np.float64)
         key, names = key[idx], self.names[idx]
-        if sort == "name":
-            order = np.argsort(names, kind="stable")
-            return idx[order[::-1] if desc else order]
         nan = np.isnan(key)
         key = np.where(nan, 0.0, -key if desc else key)
         order = np.lexsort((names, key, nan))  # the last key sorts first: NaN AP last, then the key, then the name

@@ -57,7 +57,12 @@ function catName(id, live = false) {
   return c ? c.name : String(id);
 }
 const PALETTE = ["#22c55e", "#3b82f6", "#eab308", "#ec4899", "#a855f7", "#06b6d4", "#f97316", "#84cc16"];
-function option(value, text) { const o = document.createElement("option"); o.value = value; o.textContent = text; return o; }
+function option(value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text;
+  return o;
+}
 
 function setupControls() {
   for (const t of TYPES) $("err").appendChild(option(t, t));
@@ -163,8 +168,7 @@ function updateDownload() {
     a.download = `live_${LIVE ? LIVE.name.replace(/\.[^.]*$/, "") : "none"}_score${thr(s)}.json`;
   } else {
     a.href = "/api/detections?" + query(s, s.view === "image" && s.id ? {id: s.id} : {});
-    a.removeAttribute("download");
-    a.setAttribute("download", "");
+    a.download = "";  // the server's Content-Disposition names the file
   }
 }
 
@@ -250,7 +254,9 @@ function card(item, rank, run, cls, s) {
   const ctx = canvas.getContext("2d");
   const drawBoxes = () => {
     for (const g of item.gt) if (cls === null || g[4] === cls) box(ctx, g, scale, COLORS.gt, {width: 1});
-    for (const d of item.dets) if (cls === null || d[4] === cls) box(ctx, d, scale, COLORS[typeName(d[6])], {width: 1.5});
+    for (const d of item.dets) {
+      if (cls === null || d[4] === cls) box(ctx, d, scale, COLORS[typeName(d[6])], {width: 1.5});
+    }
   };
   if (item.has_image) {
     loadPicture(`/thumb/${item.id}`).then(img => {
@@ -383,7 +389,8 @@ function drawImageView() {
       box(ctx, d.box, scale, COLORS[name], {label: `${catName(d.cat)} ${d.score.toFixed(2)} ${name}`});
       const best = d.iou_gt >= 0 ? ` with ${catName(data.gt[d.iou_gt][4])}` : " (no ground truth)";
       hits.push({b: d.box, scale, text: `${catName(d.cat)}  score ${d.score.toFixed(3)}\n` +
-        `${name === "TP" ? "true positive" : "error: " + name}${d.ignored ? " (inside a crowd region: not in the AP)" : ""}` +
+        (name === "TP" ? "true positive" : "error: " + name) +
+        (d.ignored ? " (inside a crowd region: not in the AP)" : "") +
         `\nIoU ${d.iou.toFixed(3)}${best}`});
     }
     for (const [g, kind] of changed) box(ctx, g, scale, COLORS[kind], {width: 3, label: `${catName(g[4])} ${kind}`});
@@ -409,7 +416,8 @@ function drawImageView() {
     diff.dataset.broken = broken;
     diff.dataset.diff = eb - ea;
     diff.className = eb < ea ? "better" : eb > ea ? "worse" : "";
-    diff.textContent = `B fixes ${fixed}, breaks ${broken} objects; errors A ${ea} -> B ${eb} (${eb - ea > 0 ? "+" : ""}${eb - ea})`;
+    diff.textContent = `B fixes ${fixed}, breaks ${broken} objects; ` +
+      `errors A ${ea} -> B ${eb} (${eb - ea > 0 ? "+" : ""}${eb - ea})`;
   } else diff.textContent = "";
 }
 
@@ -417,7 +425,8 @@ function drawImageView() {
 function hover(e, canvas, click = false) {
   if (pinned && !click) return;
   const rect = canvas.getBoundingClientRect();
-  const x = (e.clientX - rect.left) * canvas.width / rect.width, y = (e.clientY - rect.top) * canvas.height / rect.height;
+  const x = (e.clientX - rect.left) * canvas.width / rect.width;
+  const y = (e.clientY - rect.top) * canvas.height / rect.height;
   let best = null;
   for (const h of canvas.hits || []) {  // the smallest box under the pointer
     const [bx, by, bw, bh] = h.b.map(v => v * h.scale);
