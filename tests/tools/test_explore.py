@@ -7,11 +7,13 @@ detections cut at that threshold.
 """
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import shutil
 import socket
 
+import cv2
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ from tests.conftest import COCO_JSON, COCO_SPLIT, COCO_TINY
 from tests.explore_runs import BROKEN_B, DIFF_B, ERRORS_A, FIXED_B, MISS_A, make_runs
 from tools.explore.__main__ import main as explore_main
 from tools.explore.catalog import Catalog, safe_image_path
-from tools.explore.launch import build_explorer
+from tools.explore.launch import build_explorer, check_explore_args
 from tools.explore.server import Explorer
 from utils.errors import UserError
 
@@ -172,6 +174,9 @@ def test_images_and_thumbnails(server):
     status, body, headers = _get(server, "/thumb/5001")
     assert status == 200 and headers["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
     assert len(body) < len((IMAGES / "000000005001.jpg").read_bytes())
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)  # 640x480 halved
+    small = cv2.imdecode(np.frombuffer(_get(server, "/thumb/404484")[1], np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape == (240, 320, 3)  # 320x240: decoded at full size
 
 
 @pytest.mark.parametrize("query, word", [("sort=foo", "sort"), ("thr=abc", "thr"), ("run=2", "run"),
@@ -271,6 +276,16 @@ def test_a_port_in_use_is_one_line(files, gt):
             ["--gt", str(COCO_JSON), "--results", str(files), "--port", str(port)])
     finally:
         taken.close()
+
+
+def test_eval_explore_needs_a_detections_file_before_it_evaluates():
+    args = argparse.Namespace(explore=True, results=None, save_results=None, dataset=None)
+    with pytest.raises(UserError, match="--explore shows a detections file: add --save_results FILE"):
+        check_explore_args(args)
+    with pytest.raises(UserError, match="COCO-format ground truth; -d voc"):
+        check_explore_args(argparse.Namespace(explore=True, results=None, save_results="d.json", dataset="voc"))
+    check_explore_args(argparse.Namespace(explore=True, results=None, save_results="d.json", dataset="coco"))
+    check_explore_args(argparse.Namespace(explore=False, results=None, save_results=None, dataset="voc"))
 
 
 def test_build_explorer_serves_the_two_runs(gt, files, tmp_path, runs):

@@ -75,6 +75,8 @@ def check_explore_args(args) -> None:
     """eval.py --explore, before the evaluation: it needs a COCO results file to show."""
     if not getattr(args, "explore", False):
         return
+    if getattr(args, "dataset", None) == "voc":
+        raise UserError("--explore needs COCO-format ground truth; -d voc is scored with the voc metric")
     if args.results is None and args.save_results is None:
         raise UserError("--explore shows a detections file: add --save_results FILE (or score one with --results)")
 
