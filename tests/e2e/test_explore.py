@@ -328,6 +328,13 @@ def test_dropping_an_image_gives_the_predictors_detections(driver, explorer, dow
     np.testing.assert_allclose(boxes, expected, atol=1e-3)
     np.testing.assert_allclose([d["score"] for d in got], det["scores"], rtol=1e-5)
     assert [d["category_id"] for d in got] == det["labels"].tolist()  # the model's classes are not COCO's
+    # picking a file does the same as dropping one
+    other = COCO_TINY / COCO_SPLIT / "000000223747.jpg"
+    driver.find_element(By.ID, "file").send_keys(str(other))
+    _wait(driver, lambda d: other.name in d.find_element(By.ID, "live-info").text
+          and d.find_element(By.ID, "live-info").get_attribute("data-done") == "1", "the picked file's detections")
+    assert int(driver.find_element(By.ID, "live-info").get_attribute("data-count")) == \
+        len(Predictor(MODEL).predict(other)["scores"])
 
 
 def test_a_file_that_is_not_an_image_is_one_line(driver, explorer):
