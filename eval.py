@@ -28,6 +28,7 @@ from evaluation.evaluator import METRICS, ScoreOptions, predict
 from models import build_model
 from models.compile import compile_model
 from models.fuse import prepare_for_inference
+from tools.explore.launch import check_explore_args, explore_evaluation
 from utils.checkpoint import load_model_weights
 from utils.errors import UserError
 from utils.precision import AMP_MODES
@@ -61,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--analyze", action="store_true",
                    help="COCO metric only: also write the error analysis (TIDE, confusion matrix, worst / best "
                         "images) into the folder of --out; python -m tools.analyze_errors has its options")
+    p.add_argument("--explore", action="store_true",
+                   help="then look at the detections (--save_results or --results) in the browser: "
+                        "python -m tools.explore on 127.0.0.1:8000 (docs/error_analysis.md)")
     return p.parse_args(argv)
 
 
@@ -131,6 +135,7 @@ def _evaluate_model(args) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     setup_logging()
+    check_explore_args(args)
     if args.results is not None:
         metrics = _score_files(args)
     elif args.weight is None:
@@ -140,6 +145,8 @@ def main(argv=None) -> dict:
     shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("AP_")}
     print(json.dumps(shown))
     print(f"metrics written to {args.out}")
+    if args.explore:
+        explore_evaluation(args)
     return metrics
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,3 +82,20 @@ def test_a_skip_fails_unless_it_is_for_a_gpu_or_a_download(tmp_path):
     assert "FAILED test_skips.py::test_fixture_absent" in out and "ERROR test_skips.py::test_marker" in out, out
     assert "skipped (golden fixture not found); only tests that need a GPU (CUDA) or a large download may skip" in out
     assert "SKIPPED [1] test_skips.py:11: needs a CUDA GPU" in out and "official checkpoint download" in out
+
+
+@pytest.mark.parametrize("ci, outcome", [("0", "1 failed, 1 passed, 1 skipped"), ("1", "2 failed, 1 passed")])
+def test_a_missing_chromium_skips_outside_ci_only(tmp_path, ci, outcome):
+    """The browser tests' skip (Chromium missing, with how to install it) stays a skip unless YOLOF_CI=1 (.ci/run),
+    where it fails; a skip naming Chromium without saying how to install it always fails."""
+    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_browser.py").write_text(
+        "import pytest\n\n"
+        "def test_browser():\n    pytest.skip('Chromium is missing (install it with: apt-get install chromium "
+        "chromium-driver)')\n\n"
+        "def test_no_hint():\n    pytest.skip('Chromium is missing')\n\n"
+        "def test_passes():\n    assert True\n")
+    env = {**os.environ, "YOLOF_CI": ci}
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-q", "-p", "no:cacheprovider"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert outcome in proc.stdout, proc.stdout
