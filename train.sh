@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Train a YOLOF model of the official zoo on COCO 2017 with its official recipe, through torchrun.
+# Train a YOLOF model of the official zoo on COCO 2017 with its official recipe.
 #
-#   bash train.sh [MODE] [MODEL]      MODE: 8gpu (default) | 1gpu | 1gpu-accum | multinode
-#                                     MODEL: r50_c5 (default) | r50_dc5 | r101_c5 | r101_dc5 | x101_c5 | csp_d53_dc5_3x ...
+#   bash train.sh [MODE] [MODEL] [train.py arguments ...]
+#     MODE:  8gpu (default) | 1gpu | 1gpu-accum | multinode
+#     MODEL: r50_c5 (default) | r50_dc5 | r101_c5 | r101_dc5 | x101_c5 | csp_d53_dc5_3x ... | any preset's name
+#     e.g.   bash train.sh 8gpu r50_c5 --opts solver.amp=bf16        bash train.sh 1gpu-accum r50_c5 --resume
 #
 # Each preset carries its official batch, lr, schedule and warm-up (8 GPUs x the images per GPU below).
-# Learning-rate scaling rule (linear, as the paper and the official code): with solver.scale_lr=true (the
-# default) a different batch gets lr = base_lr * batch / reference_batch, and max_iter / steps / warmup scale
-# by reference_batch / batch so that the run sees the same epochs. --accumulate N keeps the per-GPU memory of
-# batch/N images.
+# 8gpu, 1gpu-accum (one GPU, 8 accumulation steps) and multinode on one node write the same run config, so a run
+# moves between them by itself: start it on 8 GPUs, continue it on one with the same OUT. 1gpu (batch = images per
+# GPU) and multinode on N > 1 nodes (N times the batch) are other runs: the linear scaling rule (solver.scale_lr)
+# gives lr = base_lr x batch / reference_batch and scales max_iter, steps and warm-up so that they see the same
+# epochs. A checkpoint continues only with the global batch it was trained with.
 #
-# COCO layout expected under datasets/coco: annotations/instances_{train,val}2017.json, train2017/, val2017/.
-# ImageNet start: each preset names its file under weights/ (R-50.pkl, R-101.pkl, X-101-64x4d.pkl, ...).
-# Before torchrun starts, tools/launch_check.py checks the GPUs the mode needs, that file and the dataset folder,
-# and says in one line what is missing and how to fix it (weights/README.md lists where each file is published).
-# Running the same command again continues the run in OUT (from OUT/last.pth); another config stops in one line.
+# Environment: DATA (COCO root, default datasets/coco: annotations/instances_{train,val}2017.json, train2017/,
+# val2017/), OUT (run folder, default runs/<preset>), CONFIG (default config/<preset>.yaml), NPROC (processes per
+# node), MAX_RESTARTS (elastic restarts of a dead worker, default 3), NNODES / MASTER_ADDR / MASTER_PORT / RDZV_ID
+# (multinode), PYTHON (the interpreter when there is no .venv).
+#
+# One interpreter runs everything: .venv/bin/python when it exists, else $PYTHON, else python3. Before any worker
+# starts, tools/launch_check.py checks with it what the workers would meet: the config, the GPUs, the batch split,
+# the run folder's decision (run the same command again: the run continues from OUT/last.pth; another config:
+# refused), the ImageNet file (weights/README.md: where each is published) and the dataset; one line, exit 2.
+# A worker that dies restarts (torchrun --max-restarts) and continues from OUT/last.pth; a run that stopped on a
+# user error (OUT/stopped.json) is not restarted, and this script then exits 2.
 set -euo pipefail
 cd "$(dirname "$0")"
 MODE=${1:-8gpu}
 MODEL=${2:-${MODEL:-r50_c5}}
+shift $(( $# < 2 ? $# : 2 ))
 case "$MODEL" in  # preset, images per GPU of the official recipe; official COCO val AP
   r50_c5)   PRESET=yolof_r50_c5_1x;        PER_GPU=8 ;;  # 37.7 AP, weights/R-50.pkl, batch 64, lr 0.12, 22.5k it
   r50_dc5)  PRESET=yolof_r50_dc5_1x;       PER_GPU=8 ;;  # 39.2 AP, weights/R-50.pkl, batch 64, lr 0.12, 22.5k it
@@ -33,31 +43,41 @@ esac
 CONFIG=${CONFIG:-config/${PRESET}.yaml}
 DATA=${DATA:-datasets/coco}
 OUT=${OUT:-runs/${PRESET}}
-if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python}; fi
-[ -f "$CONFIG" ] || { echo "error: no preset $CONFIG (MODEL=$MODEL)"; exit 2; }
-case "$MODE" in 8gpu|multinode) GPUS=8 ;; 1gpu|1gpu-accum) GPUS=1 ;; *) GPUS=0 ;; esac
-# before any process starts: the GPUs, the ImageNet file and the dataset, one line for what is missing
-if [ "$GPUS" -gt 0 ]; then
-  "$PY" -m tools.launch_check "$MODE" --config "$CONFIG" --data "$DATA" --gpus "$GPUS" >/dev/null || exit 2
-fi
+if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=${PYTHON:-python3}; fi
+[ -f "$CONFIG" ] || { echo "error: no preset $CONFIG (MODEL=$MODEL)" >&2; exit 2; }
 
+NNODES_RUN=1; ACCUMULATE=1; BATCH=()
 case "$MODE" in
-  8gpu)  # official: 8 GPUs x PER_GPU images, the preset's batch and lr as they are; a dead worker restarts all
-    torchrun --nproc_per_node 8 --max-restarts "${MAX_RESTARTS:-3}" train.py --config "$CONFIG" --output_dir "$OUT" \
-      --opts data.root="$DATA" train.checkpoint_period_iters=500 ;;
-  1gpu)  # 1 GPU x PER_GPU images: lr and schedule rescaled by the linear rule (same epochs)
-    python train.py --config "$CONFIG" --output_dir "$OUT" --opts data.root="$DATA" solver.batch_size="$PER_GPU" ;;
-  1gpu-accum)  # 1 GPU, PER_GPU images x 8 accumulation steps = the official batch and lr
-    python train.py --config "$CONFIG" --output_dir "$OUT" --accumulate 8 \
-      --opts data.root="$DATA" solver.batch_size=$((8 * PER_GPU)) ;;
-  multinode)  # e.g. 2 nodes x 8 GPUs: run on every node with the same command; twice the batch -> twice the lr.
-    # c10d rendezvous: the nodes find each other at MASTER_ADDR:MASTER_PORT; an elastic restart (a node or worker
-    # dies) restarts every worker, and they continue from OUT/last.pth by themselves (rank 0 reads it and sends it
-    # to the others: no shared disk needed). train.checkpoint_period_iters sets how much a restart redoes.
-    torchrun --nnodes "${NNODES:-2}" --nproc_per_node 8 --max-restarts "${MAX_RESTARTS:-3}" \
-      --rdzv-backend c10d --rdzv-endpoint "${MASTER_ADDR:?set MASTER_ADDR}:${MASTER_PORT:-29500}" \
-      --rdzv-id "${RDZV_ID:-yolof_${PRESET}}" \
-      train.py --config "$CONFIG" --output_dir "$OUT" \
-      --opts data.root="$DATA" solver.batch_size=$((8 * PER_GPU * ${NNODES:-2})) train.checkpoint_period_iters=500 ;;
-  *) echo "usage: $0 [8gpu|1gpu|1gpu-accum|multinode] [r50_c5|r50_dc5|r101_c5|r101_dc5|x101_c5|<preset>]"; exit 2 ;;
+  8gpu)       NPROC=${NPROC:-8} ;;                    # the preset's batch and lr as they are
+  1gpu)       NPROC=1; BATCH=(solver.batch_size="$PER_GPU") ;;  # lr and schedule rescaled (same epochs)
+  1gpu-accum) NPROC=1; ACCUMULATE=8 ;;                # the official batch through 8 accumulation steps
+  multinode)  NPROC=${NPROC:-8}; NNODES_RUN=${NNODES:-2}  # the same command on every node; N x the batch and lr
+              [ "$NNODES_RUN" -eq 1 ] || BATCH=(solver.batch_size=$((NPROC * PER_GPU * NNODES_RUN))) ;;
+  *) echo "usage: $0 [8gpu|1gpu|1gpu-accum|multinode] [r50_c5|r50_dc5|r101_c5|r101_dc5|x101_c5|<preset>]" \
+          "[train.py arguments]" >&2; exit 2 ;;
 esac
+# train.checkpoint_period_iters: how much an elastic restart redoes; every mode has it, so that their configs agree
+ARGS=(train.py --config "$CONFIG" --output_dir "$OUT" --accumulate "$ACCUMULATE"
+      --opts data.root="$DATA" train.checkpoint_period_iters=500 "${BATCH[@]}" "$@")
+
+"$PY" -m tools.launch_check "$MODE" --nproc "$NPROC" --nnodes "$NNODES_RUN" -- "${ARGS[@]:1}"
+
+started=$(mktemp)
+trap 'rm -f "$started"' EXIT
+set +e
+if [ "$MODE" = 8gpu ]; then
+  "$PY" -m torch.distributed.run --nproc_per_node "$NPROC" --max-restarts "${MAX_RESTARTS:-3}" "${ARGS[@]}"
+elif [ "$MODE" = multinode ]; then
+  # c10d rendezvous at MASTER_ADDR:MASTER_PORT; rank 0 reads OUT/last.pth and sends it to the others on a restart
+  "$PY" -m torch.distributed.run --nnodes "$NNODES_RUN" --nproc_per_node "$NPROC" \
+    --max-restarts "${MAX_RESTARTS:-3}" --rdzv-backend c10d \
+    --rdzv-endpoint "${MASTER_ADDR:?set MASTER_ADDR}:${MASTER_PORT:-29500}" --rdzv-id "${RDZV_ID:-yolof_${PRESET}}" \
+    "${ARGS[@]}"
+else
+  "$PY" "${ARGS[@]}"
+fi
+status=$?
+set -e
+# torchrun exits 1 whatever its workers' status: a user error recorded during this launch is exit status 2
+if [ "$status" -ne 0 ] && [ "$OUT/stopped.json" -nt "$started" ]; then exit 2; fi
+exit "$status"

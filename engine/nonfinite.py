@@ -54,9 +54,11 @@ class NonFiniteGuard:
         state.nan_streak += 1
         where = f"iteration {state.iteration} (epoch {state.epoch}, batch {state.step_in_epoch} of the epoch)"
         if state.nan_streak > self.max_in_a_row:
-            raise NonFiniteRunError(f"stopping at {where}: {error} ({state.nan_streak} non-finite steps in a row, "
-                                    f"train.nan_retries={self.max_in_a_row}); the last checkpoint is "
-                                    f"{self.last_checkpoint}")
+            last = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint.is_file() else \
+                "no checkpoint yet"
+            steps = "step" if state.nan_streak == 1 else "steps"
+            raise NonFiniteRunError(f"stopping at {where}: {error} ({state.nan_streak} non-finite {steps} in a row, "
+                                    f"train.nan_retries={self.max_in_a_row}); {last}")
         files = [str(t.get("file_name", t.get("image_id"))) for _, targets in batches for t in targets]
         logger.error("%s: %s; rolled back to the state before the step and skipped its batch (%s) (%d in a row of "
                      "train.nan_retries=%d; %d in this run)", where, error,
