@@ -3,6 +3,7 @@
 #
 #   bash train.sh [MODE] [MODEL]      MODE: 8gpu (default) | 1gpu | 1gpu-accum | multinode
 #                                     MODEL: r50_c5 (default) | r50_dc5 | r101_c5 | r101_dc5 | x101_c5 | csp_d53_dc5_3x ...
+#   bash train.sh slurm MODEL [SLURM options] [train.py arguments]    one SLURM job (tools/submit.py, docs/cluster.md)
 #
 # Each preset carries its official batch, lr, schedule and warm-up (8 GPUs x the images per GPU below).
 # Learning-rate scaling rule (linear, as the paper and the official code): with solver.scale_lr=true (the
@@ -59,5 +60,9 @@ case "$MODE" in
       --rdzv-id "${RDZV_ID:-yolof_${PRESET}}" \
       train.py --config "$CONFIG" --output_dir "$OUT" \
       --opts data.root="$DATA" solver.batch_size=$((8 * PER_GPU * ${NNODES:-2})) train.checkpoint_period_iters=500 ;;
-  *) echo "usage: $0 [8gpu|1gpu|1gpu-accum|multinode] [r50_c5|r50_dc5|r101_c5|r101_dc5|x101_c5|<preset>]"; exit 2 ;;
+  slurm)  # one SLURM job, submitted from a login node: torchrun per node, c10d rendezvous on the first; a preempted,
+    # timed-out or requeued job continues from OUT/last.pth. After MODEL: SLURM options and train.py's arguments.
+    "$PY" -m tools.submit --config "$CONFIG" --output_dir "$OUT" --data "$DATA" --per-gpu "$PER_GPU" "${@:3}" ;;
+  *) echo "usage: $0 [8gpu|1gpu|1gpu-accum|multinode|slurm] [r50_c5|r50_dc5|r101_c5|r101_dc5|x101_c5|<preset>]"
+     exit 2 ;;
 esac
