@@ -5,7 +5,8 @@
 #   bash scripts/local_slurm.sh start    # install the Debian packages when missing, write the config, start munged,
 #                                        # slurmctld and slurmd, wait until the node is idle; prints the SLURM_CONF line
 #   bash scripts/local_slurm.sh status   # the daemons' pids and `sinfo`; exit status 1 when it is not running
-#   bash scripts/local_slurm.sh stop     # cancel its jobs, end the daemons it started (by their pids), remove the folder
+#   bash scripts/local_slurm.sh stop     # cancel its jobs, end the daemons it started (by their pids), remove
+#                                        # its folder
 #
 # Everything lives in one folder, LOCAL_SLURM_DIR (default ${TMPDIR:-/tmp}/yolof_local_slurm): slurm.conf, munge's own
 # key and socket, slurmctld's state, slurmd's spool, the logs and the pid of every daemon started here. Nothing under
@@ -29,14 +30,15 @@ install_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return
   echo "local_slurm: installing ${missing[*]}"
-  local tries=0  # another apt-get may hold the lock for a while
-  until $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurmctld slurmd munge \
-      slurm-client >"$DIR/apt.log" 2>&1; do
-    tries=$((tries + 1))
-    if [ $tries -ge 3 ]; then $SUDO apt-get update -q >>"$DIR/apt.log" 2>&1 || true; fi
-    if [ $tries -ge 6 ]; then echo "local_slurm: apt-get install failed, see $DIR/apt.log" >&2; tail -3 "$DIR/apt.log" >&2; exit 1; fi
+  apt-cache show slurmd >/dev/null 2>&1 || $SUDO apt-get update -q >"$DIR/apt.log" 2>&1 || true  # a fresh image
+  for _ in 1 2 3 4 5 6; do  # another apt-get may hold the lock for a while
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurmctld slurmd munge \
+      slurm-client >>"$DIR/apt.log" 2>&1 && return
     sleep 10
   done
+  echo "local_slurm: apt-get install failed, see $DIR/apt.log" >&2
+  tail -3 "$DIR/apt.log" >&2
+  false
 }
 
 write_config() {
@@ -96,7 +98,8 @@ start() {
   $SUDO chown munge: "$DIR/munge"
   $SUDO chmod 755 "$DIR/munge"  # its socket must be reachable by every user; the key stays 0600
   $SUDO runuser -u munge -- /usr/sbin/mungekey --create --keyfile="$DIR/munge/munge.key" --force >/dev/null
-  start_daemon munged setpriv --reuid=munge --regid=munge --clear-groups /usr/sbin/munged --foreground --socket="$DIR/munge/munge.socket" \
+  start_daemon munged setpriv --reuid=munge --regid=munge --clear-groups /usr/sbin/munged --foreground \
+    --socket="$DIR/munge/munge.socket" \
     --key-file="$DIR/munge/munge.key" --log-file="$DIR/munge/munged.log" --pid-file="$DIR/munge/munged.pid" \
     --seed-file="$DIR/munge/munged.seed"
   for _ in $(seq 50); do [ -S "$DIR/munge/munge.socket" ] && break; sleep 0.1; done

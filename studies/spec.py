@@ -305,7 +305,8 @@ def select_runs(spec: Spec, runs: list[PlannedRun], only: Optional[Sequence[str]
         return runs
     unknown = [o for o in only if o not in {r.name for r in spec.rows}]
     if unknown:
-        raise SpecError(f"--only {unknown[0]}: no such row in {spec.path} (rows: {', '.join(r.name for r in spec.rows)})")
+        raise SpecError(f"--only {unknown[0]}: no such row in {spec.path} "
+                        f"(rows: {', '.join(r.name for r in spec.rows)})")
     return [r for r in runs if r.row.name in only]
 
 

@@ -54,7 +54,10 @@ def last_error_line(text: str) -> str:
 
 
 def _metrics(record: dict, keys: Sequence[str]) -> str:
-    return ", ".join(f"{k} {100 * record[k]:.1f}" for k in keys if isinstance(record.get(k), (int, float)))
+    """The spec's metrics in %, as the table shows them (-1, pycocotools' "undefined", as –)."""
+    values = {k: record.get(k) for k in keys}
+    return ", ".join(f"{k} {100 * v:.1f}" if isinstance(v, (int, float)) and v >= 0 else f"{k} –"
+                     for k, v in values.items())
 
 
 def _progress(run: PlannedRun) -> Optional[str]:
@@ -93,8 +96,8 @@ def run_status(spec: Spec, run: PlannedRun, logs_dir: Path, folder: Path, record
                                                f"{entry.elapsed} in this start")
     state = f" {entry.state}" if entry is not None else ""
     log = JobPaths(folder, job_id=record.job_id, task_id=0).stderr
-    return RunStatus(run.label, "failed", f"job {record.job_id}{state}: {last_error_line(_job_log(folder, record.job_id))}"
-                                          f" ({display_path(log)})")
+    why = last_error_line(_job_log(folder, record.job_id))
+    return RunStatus(run.label, "failed", f"job {record.job_id}{state}: {why} ({display_path(log)})")
 
 
 def study_status(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR, logs_dir: Path | str = DEFAULT_LOGS_DIR, *,

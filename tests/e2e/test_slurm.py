@@ -95,12 +95,14 @@ def _last_iteration(run: Path) -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     conf = _slurm_conf()
-    env = {**os.environ, "SLURM_CONF": conf}
+    if not os.path.isfile(conf):
+        pytest.skip(SKIP)
     try:
-        p = subprocess.run(["sinfo", "--noheader", "--format=%T"], env=env, capture_output=True, text=True, timeout=30)
+        p = subprocess.run(["sinfo", "--noheader", "--format=%T"], env={**os.environ, "SLURM_CONF": conf},
+                           capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         pytest.skip(SKIP)
-    if not os.path.isfile(conf) or p.returncode != 0 or not p.stdout.split():
+    if p.returncode != 0 or not p.stdout.split():
         pytest.skip(SKIP)
     mp = pytest.MonkeyPatch()
     mp.setenv("SLURM_CONF", conf)

@@ -32,7 +32,8 @@ def no_runs(monkeypatch):
 
 def write_readme(tmp_path):
     path = tmp_path / "README.md"
-    path.write_text("# Project\n\nintro\n\n<!-- ablation:tiny:start -->\nold table\n<!-- ablation:tiny:end -->\n\nrest\n")
+    path.write_text("# Project\n\nintro\n\n<!-- ablation:tiny:start -->\nold table\n<!-- ablation:tiny:end -->\n"
+                    "\nrest\n")
     return path
 
 

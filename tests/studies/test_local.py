@@ -40,7 +40,8 @@ def test_ablation_runs_tabulates_and_skips_finished_runs(tmp_path, monkeypatch, 
     readme = write_readme(tmp_path)
     assert ablate.main([str(spec.path), "--table-only", "--readme", str(readme), "--logs-dir", str(logs)]) == 0
     text = readme.read_text()
-    assert text.startswith("# Project\n\nintro\n\n<!-- ablation:tiny:start -->\n") and text.endswith("end -->\n\nrest\n")
+    assert text.startswith("# Project\n\nintro\n\n<!-- ablation:tiny:start -->\n")
+    assert text.endswith("end -->\n\nrest\n")
     assert "old table" not in text
     table_rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| `")}
     for row in ("baseline", "grid"):
@@ -72,7 +73,8 @@ def test_ablation_runs_tabulates_and_skips_finished_runs(tmp_path, monkeypatch, 
 
 
 def test_unfinished_runs_are_resumed_and_commands_follow_thewrite_spec(tmp_path, capsys):
-    rows = [{"name": "baseline", "overrides": {}}, {"name": "acc", "overrides": {"solver.base_lr": 0.01}, "accumulate": 2}]
+    rows = [{"name": "baseline", "overrides": {}},
+            {"name": "acc", "overrides": {"solver.base_lr": 0.01}, "accumulate": 2}]
     spec = load_spec(write_spec(tmp_path, rows, launcher="torchrun", nproc_per_node=2))
     runs = tmp_path / "runs"
     (runs / "tiny" / "acc" / "seed0").mkdir(parents=True)

@@ -54,7 +54,8 @@ def test_coco_stats_spec_asks_the_papers_questions():
 
 def test_shipped_specs_are_valid():
     readme = (REPO / "README.md").read_text()
-    for name, min_rows in (("synthetic", 8), ("synthetic_more", 15), ("synthetic_padding", 3), ("coco_r50", 8), ("synthetic_coco_stats", 12)):
+    for name, min_rows in (("synthetic", 8), ("synthetic_more", 15), ("synthetic_padding", 3), ("coco_r50", 8),
+                           ("synthetic_coco_stats", 12)):
         spec = load_spec(REPO / "ablations" / f"{name}.yaml")
         runs = plan_runs(spec)
         assert spec.name == name and spec.rows[0].name == "baseline" and len(spec.rows) >= min_rows

@@ -39,7 +39,8 @@ def test_table_means_stds_deltas_and_missing_rows(tmp_path):
     # Δ pairs seeds: x's only finished seed 0 against base's seed 0 (not base's mean over 3 seeds)
     assert "| `x` | 20.0 | 40.0 | 10.0 | +10.0 | 2.5 min | 1/3 | `model.decoder.pred_kernel=1` |" in lines
     # y - base per seed: +5.0, +1.0 -> mean +3.0, sample std 2.8
-    assert any(line.startswith("| `y` | 17.0 ± 0.7 | 34.0 ± 1.4 | 8.5 ± 0.4 | +3.0 ± 2.8 | 60 s | 2/3 |") for line in lines)
+    assert any(line.startswith("| `y` | 17.0 ± 0.7 | 34.0 ± 1.4 | 8.5 ± 0.4 | +3.0 ± 2.8 | 60 s | 2/3 |")
+               for line in lines)
     assert "| `empty` | – | – | – | – | – | 0/3 | `model.loss.image_mask=true` |" in lines
     assert table == render_table(spec, logs)
     with pytest.raises(SpecError, match="<!-- ablation:tiny:start -->"):
@@ -70,7 +71,8 @@ def test_table_metric_columns_follow_thewrite_spec(tmp_path):
             load_spec(write_spec(tmp_path, rows, metrics=bad))
 
 
-@pytest.mark.parametrize("name", ["synthetic", "synthetic_more", "synthetic_padding", "coco_r50", "synthetic_coco_stats"])
+@pytest.mark.parametrize("name", ["synthetic", "synthetic_more", "synthetic_padding", "coco_r50",
+                                  "synthetic_coco_stats"])
 def test_readme_tables_are_rebuilt_byte_for_byte_from_the_committed_logs(name):
     """What ``ablate.py SPEC --table-only`` writes is what README.md holds: a pure function of ablations/runs/."""
     spec = load_spec(REPO / "ablations" / f"{name}.yaml")
