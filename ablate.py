@@ -111,8 +111,11 @@ def submit(spec: Spec, args) -> int:
                           args.logs_dir.resolve(), only=args.only, dry_run=args.dry_run)
     if not args.dry_run:
         print(" ".join(f"{k}: {v}" for k, v in status.items()))
-        print(f"follow them: python ablate.py {args.spec} --status --watch; when they have finished: "
-              f"python ablate.py {args.spec} --collect")
+        same = f"python ablate.py {args.spec}" + "".join(
+            f" {flag} {value}" for flag, value, default in (("--runs-dir", args.runs_dir, DEFAULT_RUNS_DIR),
+                                                          ("--logs-dir", args.logs_dir, DEFAULT_LOGS_DIR))
+            if value.resolve() != default)
+        print(f"follow them: {same} --status --watch; when they have finished: {same} --collect")
     return 0
 
 

@@ -96,7 +96,7 @@ def run_status(spec: Spec, run: PlannedRun, logs_dir: Path, folder: Path, record
                                                f"{entry.elapsed} in this start")
     state = f" {entry.state}" if entry is not None else ""
     log = JobPaths(folder, job_id=record.job_id, task_id=0).stderr
-    why = last_error_line(_job_log(folder, record.job_id))
+    why = last_error_line(_job_log(folder, record.job_id)) if log.is_file() else "no log: the job never started"
     return RunStatus(run.label, "failed", f"job {record.job_id}{state}: {why} ({display_path(log)})")
 
 
