@@ -7,8 +7,8 @@
 * ``SHARED`` = ``../shared`` beside the checkout: only for what is too big to ship. No test needs it today.
 
 Both folders are part of the checkout, so a missing file fails the test (a broken checkout), never skips it.
-A skipped test fails the run too unless its reason says it needs a GPU (CUDA) or a large download: see
-:func:`pytest_runtest_makereport`.
+A skipped test fails the run too unless its reason says it needs a GPU (CUDA) or a large download, or, outside CI,
+the local SLURM cluster (``scripts/local_slurm.sh start``): see :func:`pytest_runtest_makereport`.
 """
 from __future__ import annotations
 
