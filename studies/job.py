@@ -64,6 +64,21 @@ def task_command(python: str, train_argv: Sequence[str], *, nproc_per_task: int,
     return cmd + list(train_argv)
 
 
+def end_process_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM to ``proc``'s process group (torchrun ends its workers on it), then SIGKILL to what is left of the
+    group once ``proc`` has ended or after ``grace_s``. Killing torchrun alone would leave its workers running,
+    beside the requeued job's, where SLURM does not track processes by cgroup (proctrack/linuxproc loses orphans)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the group has ended
+            return
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def _ignore_usr2() -> None:
     """In train.py: SLURM's USR2 (time limit near) is for submitit, which requeues the job; by default it would end
     train.py at once."""
@@ -89,7 +104,12 @@ class TrainJob(submitit.helpers.Checkpointable):
                            job_id=os.environ.get("SLURM_JOB_ID", str(env.job_id)), restart=restart,
                            max_restarts=self.max_restarts)
         print(start_line(restart, env.global_rank, env.num_tasks, cmd), file=sys.stderr, flush=True)
-        rc = subprocess.run(cmd, cwd=self.cwd, preexec_fn=_ignore_usr2).returncode
+        proc = subprocess.Popen(cmd, cwd=self.cwd, preexec_fn=_ignore_usr2, start_new_session=True)
+        try:
+            rc = proc.wait()
+        finally:  # the job ends first (submitit requeues it at its time limit and exits): train.py ends with it
+            if proc.poll() is None:
+                end_process_group(proc)
         if rc != 0:
             raise RunFailed(_failure(rc, self.train_argv))
         return rc

@@ -51,7 +51,6 @@ import yaml
 from cli import load_checked_config
 from config import ConfigError, config_to_dict
 from config.loader import config_diff
-from engine.metrics_log import final_record, read_metrics
 from engine.optim import effective_schedule
 from evaluation.coco_eval import STAT_NAMES
 from studies.slurm_options import SlurmOptionError, SlurmOptions, layout, parse_options

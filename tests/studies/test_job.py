@@ -2,7 +2,10 @@
 (here in a SLURM-like environment of one task; tests/e2e/test_slurm.py runs real jobs)."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
 
 import cloudpickle
 import pytest
@@ -66,3 +69,39 @@ def test_the_job_pickles_and_checkpoints_as_itself(tmp_path):
     assert vars(again) == vars(job)
     delayed = job.checkpoint()
     assert isinstance(delayed, submitit.helpers.DelayedSubmission) and delayed.function is job
+
+
+def test_a_job_that_ends_first_takes_train_py_and_its_workers_with_it(slurm_env, tmp_path):
+    """At its time limit submitit requeues the job and exits from its signal handler: the launcher (torchrun here:
+    a parent with a child) and its workers end too, none left to write beside the requeued job."""
+    script = tmp_path / "train.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+                      "open('pids', 'w').write(f'{worker.pid}')\n"
+                      "time.sleep(60)\n")
+
+    def handler(signum, frame):  # what submitit's handler ends with
+        raise SystemExit(-1)
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 3.0)
+        with pytest.raises(SystemExit):
+            TrainJob(["train.py"], cwd=str(tmp_path), python=sys.executable)()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    worker = int((tmp_path / "pids").read_text())
+    for _ in range(50):  # reaped by init once killed
+        if not _alive(worker):
+            break
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    return state != "Z"

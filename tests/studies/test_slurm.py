@@ -12,7 +12,7 @@ from studies import slurm
 from studies.job import TrainJob
 from studies.slurm import JobRecord, QueueEntry, append_records, read_records, submit_study
 from studies.slurm_options import SlurmOptions
-from studies.spec import SpecError, load_spec, plan_runs
+from studies.spec import load_spec, plan_runs
 from tests.studies.specs import no_runs, write_spec
 
 ROWS = [{"name": "baseline", "overrides": {}}, {"name": "other", "overrides": {"model.decoder.pred_kernel": 1}}]
