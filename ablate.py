@@ -6,9 +6,11 @@
     python ablate.py ablations/synthetic.yaml --collect      # launch nothing: copy the logs of finished runs
     python ablate.py ablations/synthetic.yaml --table-only   # README table from the logs in ablations/runs/
     python ablate.py ablations/synthetic.yaml --table-only --plot   # and every run's curves in one picture
+    python ablate.py ablations/coco_r50.yaml --launcher slurm --partition gpu --time 24:00:00  # one job per run
+    python ablate.py ablations/coco_r50.yaml --status --watch       # follow the jobs until every run has ended
 
-The spec format and what "finished" means: tools/ablation.py. The README needs the
-markers <!-- ablation:NAME:start --> and <!-- ablation:NAME:end --> where the table goes.
+The spec format: studies/spec.py; what "finished" means: studies/logs.py; SLURM: docs/cluster.md. The README
+needs the markers <!-- ablation:NAME:start --> and <!-- ablation:NAME:end --> where the table goes.
 """
 from __future__ import annotations
 
@@ -16,9 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from studies.local import run_ablation
+from studies.slurm import submit_study
+from studies.slurm_options import add_arguments as add_slurm_arguments, options_from_args
+from studies.spec import DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs
+from studies.status import format_status, study_status, watch
+from studies.table import update_readme
 from tools import plot_runs as curves  # a module attribute: tests wrap plot_runs
-from tools.ablation import (DEFAULT_LOGS_DIR, DEFAULT_RUNS_DIR, REPO, Spec, SpecError, load_spec, plan_runs,
-                            run_ablation, update_readme)
+from utils.errors import UserError
 from utils.script import run_script
 
 
@@ -42,6 +49,14 @@ def parse_args(argv=None):
     p.add_argument("--plot", nargs="?", type=Path, const=True, default=None, metavar="PNG",
                    help="also draw the curves of every logged run of the spec, one line per row/seed, into PNG "
                         "(default <logs-dir>/<spec>/curves.png; tools/plot_runs.py)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: run the runs one after the other here (default); slurm: submit each unfinished run "
+                        "as a SLURM job (submitit), follow them with --status, gather them with --collect")
+    p.add_argument("--status", action="store_true",
+                   help="launch nothing: one line per run (finished, running, pending or failed)")
+    p.add_argument("--watch", action="store_true", help="with --status: print it again until every run has ended")
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between two --watch prints (default 60)")
+    add_slurm_arguments(p, "SLURM options of --launcher slurm (override the spec's slurm: section; docs/cluster.md)")
     return p.parse_args(argv)
 
 
@@ -49,6 +64,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         spec = load_spec(args.spec)
+        if args.status or args.watch:
+            return show_status(spec, args)
+        if args.launcher == "slurm" and not (args.collect or args.table_only):
+            return submit(spec, args)
         if not args.table_only:
             status = run_ablation(spec, args.runs_dir.resolve(), args.logs_dir.resolve(), only=args.only,
                                   dry_run=args.dry_run, keep_going=args.keep_going, collect=args.collect)
@@ -67,12 +86,36 @@ def main(argv=None) -> int:
         if args.plot is not None and not args.dry_run:
             out = args.logs_dir.resolve() / spec.name / "curves.png" if args.plot is True else args.plot
             print(f"{out}: curves of {plot_spec(spec, args.logs_dir.resolve(), out)} run(s)")
-    except SpecError as e:
+    except UserError as e:  # a bad spec, option or run folder; SLURM unreachable or refusing a job
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # a run failed; its log.txt has the details
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def show_status(spec: Spec, args) -> int:
+    """--status (--watch): 0, or 1 when --watch ends with a failed run."""
+    runs_dir, logs_dir = args.runs_dir.resolve(), args.logs_dir.resolve()
+    if args.watch:
+        statuses = watch(spec, runs_dir, logs_dir, only=args.only, interval=args.interval)
+        return int(any(s.state == "failed" for s in statuses))
+    print(format_status(spec, study_status(spec, runs_dir, logs_dir, only=args.only)))
+    return 0
+
+
+def submit(spec: Spec, args) -> int:
+    """--launcher slurm: submit the unfinished runs that have no live job."""
+    status = submit_study(spec, options_from_args(args, spec.slurm), args.runs_dir.resolve(),
+                          args.logs_dir.resolve(), only=args.only, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(" ".join(f"{k}: {v}" for k, v in status.items()))
+        same = f"python ablate.py {args.spec}" + "".join(
+            f" {flag} {value}" for flag, value, default in (("--runs-dir", args.runs_dir, DEFAULT_RUNS_DIR),
+                                                          ("--logs-dir", args.logs_dir, DEFAULT_LOGS_DIR))
+            if value.resolve() != default)
+        print(f"follow them: {same} --status --watch; when they have finished: {same} --collect")
     return 0
 
 

@@ -5,6 +5,7 @@
 #     MODE:  8gpu (default) | 1gpu | 1gpu-accum | multinode
 #     MODEL: r50_c5 (default) | r50_dc5 | r101_c5 | r101_dc5 | x101_c5 | csp_d53_dc5_3x ... | any preset's name
 #     e.g.   bash train.sh 8gpu r50_c5 --opts solver.amp=bf16        bash train.sh 1gpu-accum r50_c5 --resume
+#   bash train.sh slurm MODEL [SLURM options] [train.py arguments]  one SLURM job (tools/submit.py, docs/cluster.md)
 #
 # Each preset carries its official batch, lr, schedule and warm-up (8 GPUs x the images per GPU below).
 # 8gpu, 1gpu-accum (one GPU, 8 accumulation steps) and multinode on one node write the same run config, so a run
@@ -53,7 +54,10 @@ case "$MODE" in
   1gpu-accum) NPROC=1; ACCUMULATE=8 ;;                # the official batch through 8 accumulation steps
   multinode)  NPROC=${NPROC:-8}; NNODES_RUN=${NNODES:-2}  # the same command on every node; N x the batch and lr
               [ "$NNODES_RUN" -eq 1 ] || BATCH=(solver.batch_size=$((NPROC * PER_GPU * NNODES_RUN))) ;;
-  *) echo "usage: $0 [8gpu|1gpu|1gpu-accum|multinode] [r50_c5|r50_dc5|r101_c5|r101_dc5|x101_c5|<preset>]" \
+  slurm)  # one job from a login node: torchrun per node, c10d rendezvous on the first; a preempted, timed-out or
+          # requeued job continues from OUT/last.pth. After MODEL: SLURM options and train.py's arguments.
+    exec "$PY" -m tools.submit --config "$CONFIG" --output_dir "$OUT" --data "$DATA" --per-gpu "$PER_GPU" "$@" ;;
+  *) echo "usage: $0 [8gpu|1gpu|1gpu-accum|multinode|slurm] [r50_c5|r50_dc5|r101_c5|r101_dc5|x101_c5|<preset>]" \
           "[train.py arguments]" >&2; exit 2 ;;
 esac
 # train.checkpoint_period_iters: how much an elastic restart redoes; every mode has it, so that their configs agree

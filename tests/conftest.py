@@ -7,8 +7,8 @@
 * ``SHARED`` = ``../shared`` beside the checkout: only for what is too big to ship. No test needs it today.
 
 Both folders are part of the checkout, so a missing file fails the test (a broken checkout), never skips it.
-A skipped test fails the run too unless its reason says it needs a GPU (CUDA) or a large download: see
-:func:`pytest_runtest_makereport`.
+A skipped test fails the run too unless its reason says it needs a GPU (CUDA) or a large download, or, outside CI,
+the local SLURM cluster (``scripts/local_slurm.sh start``): see :func:`pytest_runtest_makereport`.
 """
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ if str(REPO) not in sys.path:
 
 # The only reasons a test may skip (matched in the skip message, case-insensitive).
 ALLOWED_SKIP = re.compile(r"\b(GPU|CUDA|download)", re.IGNORECASE)
-# A browser test may also skip where Chromium is missing (its reason says how to install it), but not in CI:
-# .ci/run installs Chromium and exports YOLOF_CI=1, so there a missing browser fails.
-BROWSER_SKIP = re.compile(r"Chromium is missing .*apt-get install", re.IGNORECASE)
+# Outside CI a test may also skip for want of a local service, when its reason names the command that provides it
+# (Chromium, the local SLURM); .ci/run installs and starts both and exports YOLOF_CI=1, so there a skip fails.
+SERVICE_SKIP = re.compile(r"Chromium is missing .*apt-get install|scripts/local_slurm\.sh start", re.IGNORECASE)
 
 
-def browser_skip_allowed(reason: str) -> bool:
-    """A skip for a missing Chromium (:data:`BROWSER_SKIP`), outside CI (YOLOF_CI is not 1)."""
-    return os.environ.get("YOLOF_CI") != "1" and bool(BROWSER_SKIP.search(reason))
+def service_skip_allowed(reason: str) -> bool:
+    """A skip for a missing service (:data:`SERVICE_SKIP`), outside CI (YOLOF_CI is not 1)."""
+    return os.environ.get("YOLOF_CI") != "1" and bool(SERVICE_SKIP.search(reason))
 
 
 def golden_path(name: str) -> Path:
@@ -77,7 +77,7 @@ def pytest_runtest_makereport(item, call):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     reason = reason.removeprefix("Skipped: ")
-    if not ALLOWED_SKIP.search(reason) and not browser_skip_allowed(reason):
+    if not ALLOWED_SKIP.search(reason) and not service_skip_allowed(reason):
         report.outcome = "failed"
         report.longrepr = (f"{item.nodeid} skipped ({reason}); only tests that need a GPU (CUDA) or a large "
                            f"download may skip, and must say so in their reason")

@@ -8,7 +8,8 @@ Layers, bottom-up (README.md, "Layout"):
 4. ``evaluation`` (imports neither models nor data: it scores any detections file);
 5. ``engine`` and ``deploy`` (neither imports the other);
 6. the applications: the scripts (``train.py``, ``eval.py``, ``test.py``, ``ablate.py``), ``cli.py`` (the glue they
-   share, above every family), ``tools/``, ``bench/`` and a package's ``__main__.py`` (``python -m config``).
+   share, above every family), ``tools/``, ``bench/``, ``studies/`` (ablation studies: it imports cli.py) and a
+   package's ``__main__.py`` (``python -m config``).
    Nothing below imports them; a script or tool may use another tool's functions.
 
 Imports sit at the top of files. An import inside a function is allowed only for a heavy or optional third-party
@@ -26,7 +27,8 @@ from tests.conftest import REPO
 RANK = {"utils": 1, "config": 2, "models": 3, "data": 3, "evaluation": 4, "engine": 5, "deploy": 5}
 APPS = 6
 NEVER = {"evaluation": ("models", "data")}  # below it, but not its business: it scores any detections file
-PACKAGES = (*RANK, "tools", "bench")
+PACKAGES = (*RANK, "tools", "bench", "studies")
+APP_PACKAGES = ("tools", "bench", "studies")
 SCRIPTS = ("train", "eval", "test", "ablate", "cli")
 # third-party packages a function may import lazily, each with why
 LAZY_OK = (
@@ -102,7 +104,7 @@ def test_imports_only_go_down():
                                 f"({top}, layer {rank}) from layer {my_rank} ({my_top})")
             if top in NEVER.get(my_top, ()):
                 problems.append(f"{path.relative_to(REPO)}:{line} imports {name}: {my_top} never imports {top}")
-            if my_rank < APPS and (name.split(".")[0] in ("tools", "bench") or name in SCRIPTS):
+            if my_rank < APPS and (name.split(".")[0] in APP_PACKAGES or name in SCRIPTS):
                 problems.append(f"{path.relative_to(REPO)}:{line} (the library) imports the application {name}")
     assert not problems, "upward or sideways imports:\n" + "\n".join(problems)
 

@@ -60,11 +60,12 @@ def check_coco(data: Path, split: str) -> None:
                             f"{split}/) or point DATA=... at your copy")
 
 
-def preflight(mode: str, nproc: int, nnodes: int, train_argv: Sequence[str]) -> str:
-    """Run the checks of the module docstring; returns the line that says what will run."""
+def preflight(mode: str, nproc: int, nnodes: int, train_argv: Sequence[str], *, gpus_here: bool = True) -> str:
+    """Run the checks of the module docstring (the GPUs only where the workers run: ``gpus_here``); returns the
+    line that says what will run."""
     args = train.parse_args(list(train_argv))
     cfg = run_config(args)
-    if not args.device.startswith("cpu"):
+    if gpus_here and not args.device.startswith("cpu"):
         check_gpus(mode, nproc)
     processes = nproc * nnodes
     per_process = batch_per_process(cfg.solver.batch_size, processes, args.accumulate)

@@ -1,25 +1,18 @@
-"""Ablations: grid matchers, k-means anchors, mixup, EMA, and the ablation runner (spec checks, runs, README table)."""
+"""Ablations: grid matchers, k-means anchors, mixup, EMA (the ablation runner: tests/studies/)."""
 from __future__ import annotations
 
-import json
 import math
-import shlex
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
-import ablate
-from config import config_to_dict, load_config
+from config import load_config
 from data.mixup import Mixup, mix_samples
 from models.anchors import AnchorGenerator
 from models.matcher import GridMatcher, build_matcher
 from tests.conftest import REPO
-from tools import ablation
+from tests.studies.specs import TINY_DATA
 from engine.ema import ModelEMA
 from tools.kmeans_anchors import kmeans_anchors, mean_best_iou
 
@@ -213,13 +206,6 @@ def test_ema_averages_float_buffers_and_copies_integer_ones():
     assert ema.module.running_mean.item() == pytest.approx(0.1) and ema.module.num_batches_tracked.item() == 1
 
 
-TINY_DATA = {"data.synthetic_num_train": 16, "data.synthetic_num_val": 4, "data.synthetic_image_size": [64, 64],
-             "data.train_min_size": [64], "data.train_max_size": 64, "data.test_min_size": 64,
-             "data.test_max_size": 64, "solver.batch_size": 4, "solver.reference_batch_size": 4,
-             "solver.max_iter": 2, "solver.steps": [1], "solver.warmup_iters": 1, "data.num_workers": 0,
-             "model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8}
-
-
 def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
     from engine.trainer import RunOptions, fit
 
@@ -239,248 +225,6 @@ def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
             torch.testing.assert_close(b[key][k], a[key][k], rtol=0, atol=0, msg=f"{key}.{k}")
     w = "decoder.cls_score.weight"
     assert not torch.equal(a["model"][w], a["model_train"][w])
-
-
-# ----------------------------------------------------------------------------- the runner
-def _spec(tmp_path, rows, **extra) -> ablation.Spec:
-    data = {"name": "tiny", "base": str(REPO / "config/small_cpu.yaml"), "seeds": [0],
-            "common": {**TINY_DATA, "data.root": str(tmp_path / "synth")}, "rows": rows, **extra}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _no_runs(monkeypatch):
-    def fail(*a, **k):
-        raise AssertionError(f"a run was started: {a}")
-    monkeypatch.setattr(subprocess, "run", fail)
-
-
-def test_spec_with_unknown_key_fails_naming_it(tmp_path, monkeypatch, capsys):
-    _no_runs(monkeypatch)
-    path = _spec(tmp_path, [{"name": "baseline", "overrides": {}}], sedes=[1])
-    with pytest.raises(ablation.SpecError, match="unknown spec key 'sedes'"):
-        ablation.load_spec(path)
-    assert ablate.main([str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
-    assert "sedes" in capsys.readouterr().err
-    path = _spec(tmp_path, [{"name": "baseline", "overides": {}}])
-    with pytest.raises(ablation.SpecError, match="unknown row key 'overides'"):
-        ablation.load_spec(path)
-    path = _spec(tmp_path, [{"name": "a", "overrides": {"train.seed": 3}}])
-    with pytest.raises(ablation.SpecError, match="train.seed"):
-        ablation.load_spec(path)
-
-
-def test_override_that_names_no_config_key_fails_before_any_run(tmp_path, monkeypatch):
-    _no_runs(monkeypatch)
-    runs = tmp_path / "runs"
-    rows = [{"name": "baseline", "overrides": {}}, {"name": "bad", "overrides": {"model.matcher.nam": "iou_topk"}}]
-    spec = ablation.load_spec(_spec(tmp_path, rows))
-    with pytest.raises(ablation.SpecError, match=r"row 'bad'.*model\.matcher\.nam"):
-        ablation.run_ablation(spec, runs, tmp_path / "logs")
-    rows[1]["overrides"] = {"model.matcher.name": "grid_nowhere"}  # a known key with a bad value
-    with pytest.raises(ablation.SpecError, match="model.matcher.name"):
-        ablation.run_ablation(ablation.load_spec(_spec(tmp_path, rows)), runs, tmp_path / "logs")
-    assert not runs.exists()
-
-
-def _readme(tmp_path):
-    path = tmp_path / "README.md"
-    path.write_text("# Project\n\nintro\n\n<!-- ablation:tiny:start -->\nold table\n<!-- ablation:tiny:end -->\n\nrest\n")
-    return path
-
-
-def test_ablation_runs_tabulates_and_skips_finished_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    rows = [{"name": "baseline", "overrides": {}},
-            {"name": "grid", "overrides": {"model.matcher.name": "grid_center", "data.random_shift": False}}]
-    spec = ablation.load_spec(_spec(tmp_path, rows))
-    runs, logs = tmp_path / "runs", tmp_path / "logs"
-    status = ablation.run_ablation(spec, runs, logs)
-    assert status == {"baseline/seed0": "ran", "grid/seed0": "ran"}
-    for row in ("baseline", "grid"):
-        copied = logs / "tiny" / row / "seed0"
-        assert sorted(p.name for p in copied.iterdir()) == sorted(ablation.LOG_FILES)
-        assert not list(copied.glob("*.pth"))
-    command = (runs / "tiny" / "grid" / "seed0" / "command.txt").read_text()
-    assert "model.matcher.name=grid_center" in command
-    # portable: rerunnable from the repository root on another machine, quoted for a shell
-    assert command.startswith("python train.py --config ") and sys.executable not in command
-    assert shlex.split(command)[1:] == ablation.command(spec, ablation.plan_runs(spec, runs)[1])[1:]
-    machine = json.loads((logs / "tiny" / "grid" / "seed0" / "machine.json").read_text())
-    assert machine["cpu"] and machine["torch_threads"] >= 1 and machine["torch"] == torch.__version__
-
-    readme = _readme(tmp_path)
-    assert ablate.main([str(spec.path), "--table-only", "--readme", str(readme), "--logs-dir", str(logs)]) == 0
-    text = readme.read_text()
-    assert text.startswith("# Project\n\nintro\n\n<!-- ablation:tiny:start -->\n") and text.endswith("end -->\n\nrest\n")
-    assert "old table" not in text
-    table_rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| `")}
-    for row in ("baseline", "grid"):
-        last = json.loads((logs / "tiny" / row / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])
-        assert last["iteration"] == 2
-        cells = table_rows[f"`{row}`"]
-        assert cells[1:4] == [f"{100 * last[k]:.1f}" for k in ("AP", "AP50", "AP75")]
-        assert cells[6] == "1/1"
-    assert table_rows["`grid`"][7] == "`model.matcher.name=grid_center`, `data.random_shift=false` |"
-    before = readme.read_bytes()
-    assert not ablation.update_readme(spec, readme, logs)
-    assert readme.read_bytes() == before
-
-    # a second ablation run relaunches nothing; a dry run says so
-    _no_runs(monkeypatch)
-    assert ablation.run_ablation(spec, runs, logs) == {"baseline/seed0": "done", "grid/seed0": "done"}
-    capsys.readouterr()
-    ablation.run_ablation(spec, runs, logs, dry_run=True)
-    assert capsys.readouterr().out.count("# finished") == 2
-    # another session: the run folders are gone, the committed logs say the runs are finished
-    shutil.rmtree(runs)
-    assert ablation.run_ablation(spec, runs, logs) == {"baseline/seed0": "done", "grid/seed0": "done"}
-    assert not runs.exists()
-    assert "Machine: `" in ablation.render_table(spec, logs) and "all 2 runs" in ablation.render_table(spec, logs)
-    # a changed row is not silently mixed with old results
-    rows[1]["overrides"]["data.random_shift"] = True
-    with pytest.raises(ablation.SpecError, match="data.random_shift"):
-        ablation.run_ablation(ablation.load_spec(_spec(tmp_path, rows)), runs, logs)
-
-
-def test_unfinished_runs_are_resumed_and_commands_follow_the_spec(tmp_path, capsys):
-    rows = [{"name": "baseline", "overrides": {}}, {"name": "acc", "overrides": {"solver.base_lr": 0.01}, "accumulate": 2}]
-    spec = ablation.load_spec(_spec(tmp_path, rows, launcher="torchrun", nproc_per_node=2))
-    runs = tmp_path / "runs"
-    (runs / "tiny" / "acc" / "seed0").mkdir(parents=True)
-    (runs / "tiny" / "acc" / "seed0" / "last.pth").write_bytes(b"")
-    status = ablation.run_ablation(spec, runs, tmp_path / "logs", dry_run=True, python="python")
-    assert status == {"baseline/seed0": "planned", "acc/seed0": "planned"}
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("python -m torch.distributed.run --nproc_per_node=2 train.py --config ")
-    assert "train.seed=0 --no_progress" in lines[0] and "--resume" not in lines[0]
-    assert lines[1].endswith("solver.base_lr=0.01 train.seed=0 --accumulate 2 --resume --no_progress")
-    assert "'data.synthetic_image_size=[64, 64]'" in lines[1]
-    with pytest.raises(ablation.SpecError, match="no such row"):
-        ablation.run_ablation(spec, runs, tmp_path / "logs", only=["nope"], dry_run=True)
-
-
-def test_collect_copies_finished_runs_and_launches_nothing(tmp_path, monkeypatch, capsys):
-    _no_runs(monkeypatch)
-    rows = [{"name": "baseline", "overrides": {}}, {"name": "other", "overrides": {"model.decoder.pred_kernel": 1}}]
-    spec = ablation.load_spec(_spec(tmp_path, rows))
-    runs, logs = tmp_path / "runs", tmp_path / "logs"
-    [planned] = [r for r in ablation.plan_runs(spec, runs) if r.row.name == "baseline"]
-    done_dir = runs / "tiny" / "baseline" / "seed0"  # a run made by hand from a --dry-run line
-    done_dir.mkdir(parents=True)
-    record = {"iteration": planned.max_iter, "time_s": 3.0, "AP": 0.25, "AP50": 0.5, "AP75": 0.2}
-    (done_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-    (done_dir / "model_final.pth").write_bytes(b"not copied")
-    status = ablation.run_ablation(spec, runs, logs, collect=True)
-    assert status == {"baseline/seed0": "done", "other/seed0": "pending"}
-    copied = logs / "tiny" / "baseline" / "seed0"
-    assert sorted(p.name for p in copied.iterdir()) == ["done.json", "metrics.jsonl"]
-    assert json.loads((copied / "done.json").read_text())["AP50"] == 0.5
-    assert not (logs / "tiny" / "other").exists()
-    readme = _readme(tmp_path)
-    assert ablate.main([str(spec.path), "--collect", "--runs-dir", str(runs), "--logs-dir", str(logs),
-                        "--readme", str(readme)]) == 0
-    assert "| `baseline` | 25.0 | 50.0 | 20.0 | (ref) | 3 s | 1/1 | – |" in readme.read_text()
-
-
-def test_table_means_stds_deltas_and_missing_rows(tmp_path):
-    rows = [{"name": "base", "overrides": {}}, {"name": "x", "overrides": {"model.decoder.pred_kernel": 1}},
-            {"name": "empty", "overrides": {"model.loss.image_mask": True}},
-            {"name": "y", "overrides": {"model.decoder.pred_kernel": 1, "data.random_shift": False}}]
-    path = _spec(tmp_path, rows, seeds=[0, 1, 2])
-    spec = ablation.load_spec(path)
-    logs = tmp_path / "logs"
-
-    def write(row, seed, ap50, records=None):
-        folder = logs / "tiny" / row / f"seed{seed}"
-        folder.mkdir(parents=True)
-        records = records or [{"iteration": 2, "time_s": 60.0, "AP": ap50 / 2, "AP50": ap50, "AP75": ap50 / 4}]
-        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-
-    for seed, v in enumerate((0.30, 0.32, 0.34)):
-        write("base", seed, v)
-    # resumed once: time_s restarts, so the run took 100 + 50 s; an unfinished seed does not count
-    write("x", 0, 0.40, [{"iteration": 1, "time_s": 100.0}, {"iteration": 2, "time_s": 50.0, "AP": 0.2, "AP50": 0.4,
-                                                            "AP75": 0.1}])
-    write("x", 1, 0.50, [{"iteration": 1, "time_s": 30.0, "AP50": 0.5}])
-    write("y", 0, 0.35)
-    write("y", 1, 0.33)
-    table = ablation.render_table(spec, logs)
-    lines = table.splitlines()
-    assert "| `base` | 16.0 ± 1.0 | 32.0 ± 2.0 | 8.0 ± 0.5 | (ref) | 60 s | 3/3 | – |" in lines
-    # Δ pairs seeds: x's only finished seed 0 against base's seed 0 (not base's mean over 3 seeds)
-    assert "| `x` | 20.0 | 40.0 | 10.0 | +10.0 | 2.5 min | 1/3 | `model.decoder.pred_kernel=1` |" in lines
-    # y - base per seed: +5.0, +1.0 -> mean +3.0, sample std 2.8
-    assert any(line.startswith("| `y` | 17.0 ± 0.7 | 34.0 ± 1.4 | 8.5 ± 0.4 | +3.0 ± 2.8 | 60 s | 2/3 |") for line in lines)
-    assert "| `empty` | – | – | – | – | – | 0/3 | `model.loss.image_mask=true` |" in lines
-    assert table == ablation.render_table(spec, logs)
-    with pytest.raises(ablation.SpecError, match="<!-- ablation:tiny:start -->"):
-        readme = tmp_path / "NO_MARKERS.md"
-        readme.write_text("# nothing\n")
-        ablation.update_readme(spec, readme, logs)
-
-
-def test_table_metric_columns_follow_the_spec(tmp_path):
-    rows = [{"name": "base", "overrides": {}}, {"name": "x", "overrides": {"model.decoder.pred_kernel": 1}}]
-    spec = ablation.load_spec(_spec(tmp_path, rows, metrics=["AP50", "APs", "APl"]))
-    assert spec.metrics == ("AP50", "APs", "APl")
-    for row, ap50 in (("base", 0.5), ("x", 0.6)):
-        folder = tmp_path / "logs" / "tiny" / row / "seed0"
-        folder.mkdir(parents=True)
-        record = {"iteration": 2, "time_s": 60.0, "AP": 0.3, "AP50": ap50, "AP75": 0.2, "APs": 0.1, "APl": -1.0}
-        (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-    lines = ablation.render_table(spec, tmp_path / "logs").splitlines()
-    assert "| row | AP50 | APs | APl | Δ AP50 | time | seeds | overrides |" in lines
-    assert "|---|---|---|---|---|---|---|---|" in lines
-    # APl -1 (no large object in the gt, pycocotools' "undefined") is shown as missing
-    assert "| `base` | 50.0 | 10.0 | – | (ref) | 60 s | 1/1 | – |" in lines
-    assert "| `x` | 60.0 | 10.0 | – | +10.0 | 60 s | 1/1 | `model.decoder.pred_kernel=1` |" in lines
-    default = ablation.load_spec(_spec(tmp_path, rows))
-    assert default.metrics == ("AP", "AP50", "AP75")
-    for bad in (["AP50", "APxl"], [], ["AP", "AP"], "AP50"):
-        with pytest.raises(ablation.SpecError, match="spec key 'metrics'"):
-            ablation.load_spec(_spec(tmp_path, rows, metrics=bad))
-
-
-def test_coco_stats_spec_asks_the_papers_questions():
-    spec = ablation.load_spec(REPO / "ablations" / "synthetic_coco_stats.yaml")
-    assert [r.name for r in spec.rows] == [
-        "baseline", "no_encoder", "projector_only", "no_shortcut", "dilations_1", "blocks_2", "max_iou", "atss", "top1",
-        "no_implicit_objectness", "no_random_shift", "no_ignore_thresholds"]
-    assert spec.seeds == (0, 1, 2) and {"APs", "APm", "APl", "AP50"} <= set(spec.metrics)
-    runs = ablation.plan_runs(spec)
-    assert len(runs) == 36 and all(r.config["data"]["synthetic"]["stats"] == "coco" for r in runs)
-    small = config_to_dict(load_config(REPO / "config/small_cpu.yaml"))["model"]
-    assert runs[0].config["model"] == small  # the baseline row is the small CPU model (the quickstart's) as it is
-
-
-def test_shipped_specs_are_valid():
-    readme = (REPO / "README.md").read_text()
-    for name, min_rows in (("synthetic", 8), ("synthetic_more", 15), ("synthetic_padding", 3), ("coco_r50", 8), ("synthetic_coco_stats", 12)):
-        spec = ablation.load_spec(REPO / "ablations" / f"{name}.yaml")
-        runs = ablation.plan_runs(spec)
-        assert spec.name == name and spec.rows[0].name == "baseline" and len(spec.rows) >= min_rows
-        assert len(runs) == len(spec.rows) * len(spec.seeds)
-        start, end = ablation.markers(name)
-        assert readme.count(start) == 1 and readme.count(end) == 1, f"README.md lacks the table markers of {name}"
-
-
-@pytest.mark.parametrize("name", ["synthetic", "synthetic_more", "synthetic_padding", "coco_r50", "synthetic_coco_stats"])
-def test_readme_tables_are_rebuilt_byte_for_byte_from_the_committed_logs(name):
-    """What ``ablate.py SPEC --table-only`` writes is what README.md holds: a pure function of ablations/runs/."""
-    spec = ablation.load_spec(REPO / "ablations" / f"{name}.yaml")
-    readme = (REPO / "README.md").read_text()
-    start, end = ablation.markers(name)
-    committed = readme[readme.index(start) + len(start):readme.index(end)]
-    assert committed == "\n" + ablation.render_table(spec, REPO / "ablations" / "runs") + "\n"
-
-
-def test_padding_spec_asks_the_image_mask_question_on_padded_batches():
-    spec = ablation.load_spec(REPO / "ablations" / "synthetic_padding.yaml")
-    assert [r.name for r in spec.rows] == ["baseline", "image_mask_on", "no_random_shift"] and len(spec.seeds) == 3
-    cfg = load_config(REPO / "config" / "small_cpu.yaml", dict(spec.common))
-    assert cfg.data.synthetic.size_range and cfg.data.root != load_config(REPO / "config/small_cpu.yaml").data.root
 
 
 def test_kmeans_boxes_follow_the_test_resize_of_each_pipeline(coco_tiny):
