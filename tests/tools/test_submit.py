@@ -34,7 +34,7 @@ def test_dry_run_layout_batch_and_command(tmp_path, capsys, no_sbatch):
                         "--per-gpu", "8", "--nodes", "2", "--partition", "gpu", "--accumulate", "2", "--dry-run",
                         "--opts", *TINY, "solver.base_lr=0.01"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{out}: new run in {out}"
+    assert lines[0] == f"train.sh slurm: batch 128 = 16 process(es) x 4 images x accumulate 2; new run in {out}"
     assert lines[1].startswith("# sbatch: 2 node(s) x 1 task(s) x 8 process(es) on GPUs: job_name=yolof/run time=1440 "
                                "nodes=2 ntasks_per_node=1 gpus_per_node=8 partition=gpu")
     # train.py's own arguments pass through; the batch is 8 images x 16 processes; the user's --opts come last
