@@ -22,21 +22,23 @@ from tools.gpu_check.__main__ import PROFILES
 
 
 def tiny_step(seed: int, precisions) -> dict[str, float]:
-    """The TINY test model and batch of tests/engine/test_step.py, weights and images seeded with ``seed``."""
+    """The TINY test model and batch of tests/engine/test_step.py (labels fixed: training.FIXED_LABELS), weights
+    and images seeded with ``seed``."""
     out = {}
+    cfg = tiny_cfg(**training.FIXED_LABELS)
     for mode in ("none", *precisions):
         torch.manual_seed(seed)
-        model = build_model(tiny_cfg())
-        opt = build_optimizer(model, tiny_cfg().solver, 0.01)
+        model = build_model(cfg)
+        opt = build_optimizer(model, cfg.solver, 0.01)
         scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if mode == "fp16" else None
         out[mode] = train_step(model, opt, [batch(2, seed)], device=torch.device("cpu"), scaler=scaler,
                                amp=mode)["loss"]
     return {name: out[name] / out["none"] - 1 for name in precisions}
 
 
-def gpu_check(seed: int, precisions, device: torch.device) -> dict[str, float]:
+def gpu_check(seed: int, precisions, device: torch.device, size=None, n=None) -> dict[str, float]:
     p = PROFILES[device.type]
-    losses = training.first_step_losses(device, p["size"], p["batch"], ["fp32", *precisions], seed)
+    losses = training.first_step_losses(device, size or p["size"], n or p["batch"], ["fp32", *precisions], seed)
     return {name: losses[name] / losses["fp32"] - 1 for name in precisions}
 
 
@@ -45,12 +47,16 @@ def main() -> None:
     p.add_argument("--case", choices=("tiny_step", "gpu_check"), required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="gpu_check: the image size (default: its profile's for the device)")
+    p.add_argument("--batch", type=int, default=None, help="gpu_check: images (default: its profile's)")
     args = p.parse_args()
     device = torch.device(args.device)
     precisions = ("bf16", "fp16")
     spreads: dict[str, list[float]] = {name: [] for name in precisions}
     for seed in range(args.seeds):
-        diffs = tiny_step(seed, precisions) if args.case == "tiny_step" else gpu_check(seed, precisions, device)
+        diffs = tiny_step(seed, precisions) if args.case == "tiny_step" else \
+            gpu_check(seed, precisions, device, args.size and tuple(args.size), args.batch)
         for name, d in diffs.items():
             spreads[name].append(d)
         print(f"seed {seed}: " + ", ".join(f"{k} {v:+.2e}" for k, v in diffs.items()), flush=True)
