@@ -14,27 +14,6 @@ from config.schema import Config
 
 BASE_KEY = "_base_"
 
-# The flat layout before the component sections (presets, ablation specs and the run configs committed under
-# ablations/runs/ use it): each old dotted key -> its new key(s). Old keys load everywhere a config is read (YAML
-# files, --opts, the configs stored in checkpoints); a value given under an old key is checked under that name.
-LEGACY_KEYS: dict[str, tuple[str, ...]] = {
-    **{f"data.synthetic_{k}": (f"data.synthetic.{k}",) for k in (
-        "num_train", "num_val", "image_size", "seed", "num_objects", "min_box", "max_box", "size_range", "max_aspect",
-        "stats")},
-    **{f"data.{k}": (f"data.yolo.{k}",) for k in (
-        "jitter_crop", "jitter_ratio", "resize_shape", "scale_jitter", "distortion", "hue", "saturation", "exposure",
-        "test_resize_shape")},
-    **{f"data.mosaic_{k}": (f"data.mosaic.{k}",) for k in ("prob", "size", "min_offset")},
-    **{f"data.mixup_{k}": (f"data.mixup.{k}",) for k in ("prob", "alpha")},
-    "model.matcher.topk": ("model.matcher.uniform.topk", "model.matcher.iou_topk.topk"),
-    "model.matcher.max_iou_pos_thresh": ("model.matcher.max_iou.pos_thresh",),
-    "model.matcher.max_iou_neg_thresh": ("model.matcher.max_iou.neg_thresh",),
-    "model.matcher.atss_topk": ("model.matcher.atss.topk",),
-    "model.matcher.grid_anchors": tuple(f"model.matcher.{g}.anchors"
-                                        for g in ("grid_center", "grid_neighbors", "grid_inside")),
-}
-
-
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
@@ -48,7 +27,6 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
-    data = upgrade_legacy_keys(data, source=str(path))
     if base is None:
         return data
     base_data = _read_yaml(path.parent / base, seen + (path,))
@@ -86,62 +64,13 @@ def parse_overrides(items: Optional[Iterable[str]]) -> dict[str, Any]:
 def apply_overrides(data: dict, overrides: Union[Mapping[str, Any], Iterable[str], None]) -> dict:
     """Set dotted ``overrides`` (``{"a.b": v}`` or ``["a.b=v", ...]``) in the raw config dict ``data``, in place.
 
-    Returns ``data``; validation is ``config_from_dict``'s job (an old key of :data:`LEGACY_KEYS` is type-checked
-    here, under the name it was given by).
+    Returns ``data``; validation is ``config_from_dict``'s job.
     """
     if overrides and not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
-    data = upgrade_legacy_keys(data)
     for key, value in (overrides or {}).items():
-        if key in LEGACY_KEYS:
-            new = LEGACY_KEYS[key]
-            value = _coerce(value, _field_type(new[0]), key)
-            for k in new:
-                _set_dotted(data, k, value)
-        else:
-            _set_dotted(data, key, value)
+        _set_dotted(data, key, value)
     return data
-
-
-def _get_dotted(data: Mapping, key: str) -> tuple[bool, Any]:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def _pop_dotted(data: dict, key: str) -> None:
-    *parents, last = key.split(".")
-    node = data
-    for part in parents:
-        node = node[part]
-    del node[last]
-
-
-def upgrade_legacy_keys(data: dict, source: str = "config") -> dict:
-    """``data`` (a raw nested config dict, in place) with every old key of :data:`LEGACY_KEYS` moved to its new
-    key(s); an old key and its new key both given is an error naming both."""
-    for old, new in LEGACY_KEYS.items():
-        found, value = _get_dotted(data, old)
-        if not found:
-            continue
-        clash = [k for k in new if _get_dotted(data, k)[0]]
-        if clash:
-            raise ConfigError(f"{source}: config key '{old}' (the old layout) and '{clash[0]}' are both given")
-        _pop_dotted(data, old)
-        for k in new:
-            _set_dotted(data, k, copy.deepcopy(value))
-    return data
-
-
-def _field_type(key: str) -> Any:
-    """The annotation of the schema field at dotted ``key``."""
-    tp: Any = Config
-    for part in key.split("."):
-        tp = typing.get_type_hints(tp)[part]
-    return tp
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -238,7 +167,7 @@ def check_sections(node: Any, key: str = "") -> None:
 
 
 def config_from_dict(data: Mapping) -> Config:
-    cfg = _build(Config, upgrade_legacy_keys(data), "")
+    cfg = _build(Config, data, "")
     check_sections(cfg)
     return cfg
 
@@ -246,22 +175,10 @@ def config_from_dict(data: Mapping) -> Config:
 def load_config(path: Union[str, Path, None], overrides: Union[Mapping[str, Any], Iterable[str], None] = None) -> Config:
     """Load a YAML preset (following ``_base_``), apply dotted ``overrides``, validate.
 
-    ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe). An error about a value given
-    under an old key (:data:`LEGACY_KEYS`) names that key, as the user wrote it.
+    ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe).
     """
-    if overrides and not isinstance(overrides, Mapping):
-        overrides = parse_overrides(overrides)
     data = _read_yaml(Path(path)) if path is not None else {}
-    try:
-        return config_from_dict(apply_overrides(data, overrides))
-    except ConfigError as e:
-        message = str(e)
-        for old in (overrides or {}):
-            for new in LEGACY_KEYS.get(old, ()):
-                message = message.replace(f"'{new}'", f"'{old}'")
-        if message == str(e):
-            raise
-        raise ConfigError(message) from None
+    return config_from_dict(apply_overrides(data, overrides))
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:

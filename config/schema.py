@@ -9,8 +9,7 @@ Each section checks its own values in ``check(key)`` (ranges, consistency betwee
 loader calls every section's check, walking the tree, and nothing else. Sections hang beside what
 they configure: ``data.synthetic``, ``data.yolo`` (the CSP pipeline), ``data.mosaic``, ``data.mixup``
 and one section per matcher (``model.matcher.uniform`` ... ``model.matcher.atss``), each handed
-whole to its builder. Keys of the flat layout before these sections (``data.mosaic_prob``,
-``model.matcher.topk`` ...) still load: ``config.loader.LEGACY_KEYS`` maps them.
+whole to its builder (the three grid matchers share ``model.matcher.grid``).
 
 This file is the one place of defaults: the YAML presets in ``config/`` state
 only what differs from it (or from the preset they derive from through
@@ -45,17 +44,15 @@ class BackboneConfig:
 class EncoderConfig:
     channels: int = 512  # projector output and block channels
     mid_channels: int = 128  # bottleneck middle channels of each residual block
-    num_blocks: int = 4  # number of dilated residual blocks
-    dilations: tuple[int, ...] = (2, 4, 6, 8)  # one dilation per block
+    dilations: tuple[int, ...] = (2, 4, 6, 8)  # one dilated residual block per entry, in order
     enabled: bool = True  # false: no encoder, one 1x1 conv from C5 to `channels` (the paper's "no encoder" baseline; the keys above but channels unused)
-    residual: bool = True  # false: the projector alone, no dilated blocks (num_blocks and dilations unused)
+    residual: bool = True  # false: the projector alone, no dilated blocks (dilations unused)
     shortcut: bool = True  # false: blocks without their identity shortcut (the block's output is its conv branch)
     norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
     activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
 
     def check(self, key: str) -> None:
-        check(len(self.dilations) == self.num_blocks, f"{key}.dilations",
-              f"needs one dilation per block ({key}.num_blocks={self.num_blocks})", got=self.dilations)
+        check(all(d >= 1 for d in self.dilations), f"{key}.dilations", "must be >= 1", got=self.dilations)
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ class MaxIoUMatcherConfig:
 
 @dataclass(frozen=True)
 class GridMatcherConfig:
-    """model.matcher.grid_center / grid_neighbors / grid_inside: which anchors of a chosen cell."""
+    """model.matcher.grid: which anchors of a chosen cell, for the three grid matchers (grid_center ...)."""
 
     anchors: str = "best"  # best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
 
@@ -141,16 +138,14 @@ class MatcherConfig:
     iou_topk: TopKMatcherConfig = field(default_factory=TopKMatcherConfig)
     max_iou: MaxIoUMatcherConfig = field(default_factory=MaxIoUMatcherConfig)
     atss: ATSSMatcherConfig = field(default_factory=ATSSMatcherConfig)
-    grid_center: GridMatcherConfig = field(default_factory=GridMatcherConfig)
-    grid_neighbors: GridMatcherConfig = field(default_factory=GridMatcherConfig)
-    grid_inside: GridMatcherConfig = field(default_factory=GridMatcherConfig)
+    grid: GridMatcherConfig = field(default_factory=GridMatcherConfig)
     ignore_thresholds: bool = True  # apply the two thresholds below (official); False = every match positive, every other anchor negative
     neg_ignore_thresh: float = 0.7  # unmatched anchors whose predicted box has IoU > this with any GT are ignored
     pos_ignore_thresh: float = 0.15  # matched pairs whose anchor has IoU < this with its GT are ignored
 
     def section(self):
-        """The selected matcher's own section (None for a matcher without options)."""
-        return getattr(self, self.name, None)
+        """The selected matcher's own section: model.matcher.<name>, ``grid`` for the grid_* matchers (None: top1)."""
+        return getattr(self, "grid" if self.name.startswith("grid_") else self.name, None)
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,7 @@ class GridMatcher:
     """
 
     modes = ("center", "neighbors", "inside")
-    anchor_choices = ("best", "all")  # model.matcher.grid_*.anchors
+    anchor_choices = ("best", "all")  # model.matcher.grid.anchors
 
     def __init__(self, mode: str, *, stride: float, num_anchors: int, offset: float = 0.0, anchor_choice: str = "best"):
         if mode not in self.modes:
@@ -310,7 +310,7 @@ class AnchorGrid:
 @dataclass(frozen=True)
 class MatcherSpec:
     """One model.matcher.name: its builder ``build(section, grid)`` and its own config section's type (None: no
-    options; the section is ``model.matcher.<name>`` in config/schema.py)."""
+    options; the section is ``model.matcher.<name>`` in config/schema.py, ``model.matcher.grid`` for the grid_*)."""
 
     build: Callable
     section: Optional[type] = None
@@ -322,7 +322,7 @@ def _grid(mode: str) -> MatcherSpec:
 
 
 # Every model.matcher.name: config validation and argparse read this dict. A builder receives its own section
-# (model.matcher.<name>) and the anchor grid, nothing else.
+# (MatcherConfig.section()) and the anchor grid, nothing else.
 MATCHERS: dict[str, MatcherSpec] = {
     "uniform": MatcherSpec(lambda s, g: UniformMatcher(s.topk), TopKMatcherConfig),
     "iou_topk": MatcherSpec(lambda s, g: IoUTopKMatcher(s.topk), TopKMatcherConfig),
@@ -337,7 +337,7 @@ MATCHERS: dict[str, MatcherSpec] = {
 
 def build_matcher(name: str, section=None, *, stride: float = 32, offset: float = 0.0, num_anchors: int = 1,
                   **options):
-    """The matcher called ``name`` (a key of :data:`MATCHERS`) from its own config section (``model.matcher.<name>``;
+    """The matcher called ``name`` (a key of :data:`MATCHERS`) from its own config section (``MatcherConfig.section()``;
     None: the section's defaults), ``options`` overriding fields of that section (``build_matcher("atss", topk=6)``)."""
     if name not in MATCHERS:
         kind = "grid mode" if name.startswith("grid_") else "matcher"  # grid_<mode>: the GridMatcher modes

@@ -202,7 +202,7 @@ def test_module_does_not_import_models_or_utils():
     assert not [n for n in names if n.split(".")[0] in ("models", "utils")]
 
 
-# ---------------------------------------------------------------- COCO's statistics (data.synthetic_stats: coco)
+# ---------------------------------------------------------------- COCO's statistics (data.synthetic.stats: coco)
 def test_drawn_scenes_follow_the_table_and_fit_the_image():
     rng = np.random.default_rng(0)
     stats = synthetic.COCO_STATS

@@ -57,8 +57,8 @@ HOOK = textwrap.dedent("""
 
 def _opts(data_root) -> list[str]:
     return ["model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8",
-            f"data.root={data_root}", "data.synthetic_num_train=16", "data.synthetic_num_val=4",
-            "data.synthetic_image_size=[64, 64]", "data.train_min_size=[64]", "data.train_max_size=64",
+            f"data.root={data_root}", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
+            "data.synthetic.image_size=[64, 64]", "data.train_min_size=[64]", "data.train_max_size=64",
             "data.test_min_size=64", "data.test_max_size=64", "data.num_workers=0", "solver.batch_size=4",
             "solver.reference_batch_size=4", "solver.max_iter=10", "solver.steps=[7]", "solver.warmup_iters=2",
             "train.eval_period=0", "train.log_period=2", "train.checkpoint_period_iters=2"]
@@ -163,9 +163,9 @@ def test_an_elastic_restart_after_a_sigkill_ends_as_an_uninterrupted_run(setup, 
 
 
 def test_a_user_error_under_torchrun_is_printed_once(setup):
-    p = _run(setup, setup[0] / "bad", nproc=2, opts=["model.matcher.topk=abc"])
+    p = _run(setup, setup[0] / "bad", nproc=2, opts=["model.matcher.uniform.topk=abc"])
     lines = [line for line in (p.stdout + p.stderr).splitlines() if line.startswith("error: ")]
-    assert lines == ["error: config key 'model.matcher.topk': expected an integer, got 'abc'"], p.stderr[-3000:]
+    assert lines == ["error: config key 'model.matcher.uniform.topk': expected an integer, got 'abc'"], p.stderr[-3000:]
     assert p.returncode != 0 and "exitcode  : 2" in p.stderr
 
 

@@ -125,7 +125,7 @@ def test_amp_auto_and_unknown_modes(caplog):
 
 # a quickstart run at test size: 64-px images, a narrow model
 SMALL = ["model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8",
-         "data.synthetic_num_train=64", "data.synthetic_num_val=8", "data.synthetic_image_size=[64, 64]",
+         "data.synthetic.num_train=64", "data.synthetic.num_val=8", "data.synthetic.image_size=[64, 64]",
          "data.train_min_size=[64]", "data.train_max_size=64", "data.test_min_size=64", "data.test_max_size=64",
          "solver.batch_size=4", "solver.reference_batch_size=4", "solver.warmup_iters=5", "train.log_period=1",
          "solver.max_iter=20", "solver.steps=[15]"]

@@ -134,8 +134,8 @@ def test_optimizer_groups_backbone_factor_and_norm_decay():
 
 def _synthetic_cfg(tmp_path, **extra):
     return load_config(REPO / "config/small_cpu.yaml", {
-        **TINY, "data.root": str(tmp_path / "synth"), "data.synthetic_num_train": 24, "data.synthetic_num_val": 4,
-        "data.synthetic_image_size": [96, 96], "data.train_min_size": [96], "data.train_max_size": 96,
+        **TINY, "data.root": str(tmp_path / "synth"), "data.synthetic.num_train": 24, "data.synthetic.num_val": 4,
+        "data.synthetic.image_size": [96, 96], "data.train_min_size": [96], "data.train_max_size": 96,
         "data.test_min_size": 96, "data.test_max_size": 96, "solver.batch_size": 4, "solver.reference_batch_size": 4,
         "solver.warmup_iters": 2, "data.num_workers": 0, **extra})
 

@@ -129,8 +129,8 @@ def test_kmeans_cli_writes_a_config(tmp_path, capsys):
 
     out = tmp_path / "kmeans.yaml"
     main(["--config", str(REPO / "config/small_cpu.yaml"), "-k", "3", "--write", str(out), "--opts",
-          f"data.root={tmp_path / 'synth'}", "data.synthetic_num_train=16", "data.synthetic_num_val=4",
-          "data.synthetic_image_size=[64, 64]", "data.test_min_size=128", "data.test_max_size=128"])
+          f"data.root={tmp_path / 'synth'}", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
+          "data.synthetic.image_size=[64, 64]", "data.test_min_size=128", "data.test_max_size=128"])
     printed = capsys.readouterr().out
     assert "mean best IoU" in printed and "configured anchors" in printed
     cfg = load_config(out)  # derives from the quickstart config through _base_
@@ -213,7 +213,7 @@ def test_ema_averages_float_buffers_and_copies_integer_ones():
     assert ema.module.running_mean.item() == pytest.approx(0.1) and ema.module.num_batches_tracked.item() == 1
 
 
-TINY_DATA = {"data.synthetic_num_train": 16, "data.synthetic_num_val": 4, "data.synthetic_image_size": [64, 64],
+TINY_DATA = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 4, "data.synthetic.image_size": [64, 64],
              "data.train_min_size": [64], "data.train_max_size": 64, "data.test_min_size": 64,
              "data.test_max_size": 64, "solver.batch_size": 4, "solver.reference_batch_size": 4,
              "solver.max_iter": 2, "solver.steps": [1], "solver.warmup_iters": 1, "data.num_workers": 0,
@@ -226,7 +226,7 @@ def test_ema_in_training_is_saved_evaluated_and_resumed_exactly(tmp_path):
     torch.set_num_threads(1)
     cfg = load_config(REPO / "config/small_cpu.yaml", {
         **TINY_DATA, "data.root": str(tmp_path / "synth"), "model.backbone.norm": "frozen_bn",
-        "train.ema": True, "train.ema_decay": 0.9, "train.ema_ramp": 1, "data.mixup_prob": 0.5})
+        "train.ema": True, "train.ema_decay": 0.9, "train.ema_ramp": 1, "data.mixup.prob": 0.5})
     cpu = torch.device("cpu")
     fit(cfg, tmp_path / "full", device=cpu, max_iter_override=3, progress=False)
     fit(cfg, tmp_path / "part", device=cpu, max_iter_override=2, progress=False)
@@ -356,7 +356,7 @@ def test_unfinished_runs_are_resumed_and_commands_follow_the_spec(tmp_path, caps
     assert lines[0].startswith("python -m torch.distributed.run --nproc_per_node=2 train.py --config ")
     assert "train.seed=0 --no_progress" in lines[0] and "--resume" not in lines[0]
     assert lines[1].endswith("solver.base_lr=0.01 train.seed=0 --accumulate 2 --resume --no_progress")
-    assert "'data.synthetic_image_size=[64, 64]'" in lines[1]
+    assert "'data.synthetic.image_size=[64, 64]'" in lines[1]
     with pytest.raises(ablation.SpecError, match="no such row"):
         ablation.run_ablation(spec, runs, tmp_path / "logs", only=["nope"], dry_run=True)
 
@@ -495,7 +495,7 @@ def test_kmeans_boxes_follow_the_test_resize_of_each_pipeline(coco_tiny):
     common = {"data.dataset": "coco", "data.root": str(coco_tiny), "data.train_split": COCO_SPLIT,
               "model.num_classes": "auto"}
     for opts, factors in [
-        ({"data.pipeline": "yolo", "data.test_resize_shape": [100, 300]}, lambda h, w: (300 / w, 100 / h)),
+        ({"data.pipeline": "yolo", "data.yolo.test_resize_shape": [100, 300]}, lambda h, w: (300 / w, 100 / h)),
         ({"data.test_min_size": 240, "data.test_max_size": 2000}, lambda h, w: (
             (240 if w <= h else int(w * 240 / h + 0.5)) / w, (240 if h <= w else int(h * 240 / w + 0.5)) / h)),
     ]:  # the shorter side becomes 240, the longer is rounded half up
