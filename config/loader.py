@@ -83,6 +83,18 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _fraction(text: str, key: str) -> float:
+    """``"1/1500"`` -> 1 / 1500: a float key may be written as a fraction of two numbers (read, never evaluated)."""
+    num, slash, den = text.partition("/")
+    try:
+        value = float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        slash = ""
+    if not slash:
+        raise ConfigError(f"config key '{key}': expected a number or a fraction such as 1/1500, got {text!r}")
+    return value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
     origin = typing.get_origin(tp)
@@ -121,6 +133,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            return _fraction(value, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)

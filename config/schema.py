@@ -316,7 +316,7 @@ class SolverConfig:
     lr_decay: str = "step"  # one of engine.optim.LR_DECAYS: step (x gamma at each of steps; official) | cosine (from 1 to 0 at max_iter; steps and gamma unused)
     schedule: str = "1x"  # one of engine.optim.SCHEDULES: multiplies max_iter and steps (2x: by 2)
     warmup_iters: int = 1500  # linear warm-up steps
-    warmup_factor: float = 0.00066667  # lr factor at step 0, rising linearly to 1 at warmup_iters
+    warmup_factor: float = 1 / 1500  # lr factor at step 0, rising linearly to 1 at warmup_iters (a fraction p/q or a number)
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
     amp: str = "none"  # one of utils.precision.AMP_MODES: autocast of the network (decoding, matching, losses stay fp32); fp16 adds a GradScaler; auto: bf16 where the device has it natively (CPU avx512_bf16/amx_bf16, CUDA sm80+), else none
     channels_last: bool = False  # channels_last memory format for the model and images

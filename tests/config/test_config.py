@@ -146,6 +146,17 @@ def test_range_checks_name_the_key(override, message):
     assert str(e.value) == message
 
 
+def test_a_float_key_takes_a_fraction_and_the_official_warm_up_starts_at_lr_over_its_length():
+    assert load_config(None, ["solver.warmup_factor=1/3000"]).solver.warmup_factor == 1 / 3000
+    assert load_config(None, {"solver.base_lr": "3 / 100"}).solver.base_lr == 0.03
+    for bad in ("1/0", "a/b", "1/2/3", "fast"):
+        with pytest.raises(ConfigError, match=r"^config key 'solver\.warmup_factor': expected a number or a fraction "):
+            load_config(None, [f"solver.warmup_factor={bad}"])
+    for name in ("yolof_r50_c5_1x", "yolof_r101_dc5_1x", "yolof_x101_64x4d_c5_1x"):  # 1500 and 3000 steps
+        s = load_config(REPO / "config" / f"{name}.yaml").solver
+        assert s.warmup_factor == 1 / s.warmup_iters, name
+
+
 def test_the_committed_listing_is_up_to_date():
     assert LISTING.read_text() == listing(), "config/README.md is stale: run python -m config --write-listing"
 
