@@ -134,14 +134,17 @@ def run_config(args, weight: Optional[str] = None) -> Config:
     """The config of a script: ``--config`` (+ ``--opts``), or the one stored in the checkpoint ``weight``
     (+ ``--opts``), or the quickstart's.
 
-    ``-d/--dataset`` and ``--root``, where a script has them, override ``data.dataset`` / ``data.root``.
-    ``model.num_classes: auto`` takes the class count of the checkpoint's ``class_names`` when there is one.
+    ``-d/--dataset``, ``--root`` and ``--num_workers``, where a script has them, override ``data.dataset``,
+    ``data.root`` and ``data.num_workers``. ``model.num_classes: auto`` takes the class count of the checkpoint's
+    ``class_names`` when there is one.
     """
     args.opts = list(args.opts)
     if getattr(args, "dataset", None):
         args.opts.append(f"data.dataset={args.dataset}")
     if getattr(args, "root", None):
         args.opts.append(f"data.root={args.root}")
+    if getattr(args, "num_workers", None) is not None:  # 0 is a value
+        args.opts.append(f"data.num_workers={args.num_workers}")
     if args.config:
         cfg = load_checked_config(args.config, args.opts)
         if weight and cfg.model.num_classes == "auto":

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Union
 
-from config.errors import check
+from config.errors import ConfigError, check
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ class DataConfig:
     test_batch_size: int = 1  # images per process in evaluation; official 1: padding a batch changes the features near the right and bottom edges
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
     num_workers: int = 8  # DataLoader workers per process (official 8; the X101 recipe: 4)
-    cache_images: bool = False  # keep decoded training and validation images in memory after their first read (h x w x 3 bytes each: 650 MB for the quickstart's 3300); with num_workers 0 only (workers restart every epoch), else a logged skip
+    cache_images: bool = False  # keep decoded training and validation images in memory after their first read (h x w x 3 bytes each); needs num_workers 0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     yolo: YoloPipelineConfig = field(default_factory=YoloPipelineConfig)
     mosaic: MosaicConfig = field(default_factory=MosaicConfig)
@@ -292,6 +292,10 @@ class DataConfig:
 
     def check(self, key: str) -> None:
         check(self.test_batch_size >= 1, f"{key}.test_batch_size", "must be >= 1", got=self.test_batch_size)
+        check(self.num_workers >= 0, f"{key}.num_workers", "must be >= 0", got=self.num_workers)
+        if self.cache_images and self.num_workers > 0:  # loader workers restart every epoch: a cache dies with them
+            raise ConfigError(f"config key '{key}.cache_images': needs {key}.num_workers=0, got {key}.num_workers="
+                              f"{self.num_workers} (set {key}.cache_images=false to load with workers)")
         check(not self.class_names or self.dataset == "voc_xml", f"{key}.class_names",
               f"is read by data.dataset=voc_xml only ({self.dataset} names its classes in its own files)",
               got=self.class_names)

@@ -157,6 +157,17 @@ def test_a_float_key_takes_a_fraction_and_the_official_warm_up_starts_at_lr_over
         assert s.warmup_factor == 1 / s.warmup_iters, name
 
 
+def test_cached_images_and_loader_workers_cannot_meet():
+    """Loader workers restart every epoch, so the images they would keep are lost: the config refuses the pair."""
+    quickstart = REPO / "config" / "quickstart.yaml"
+    assert load_config(quickstart).data.cache_images and load_config(quickstart).data.num_workers == 0
+    with pytest.raises(ConfigError) as e:
+        load_config(quickstart, ["data.num_workers=2"])
+    assert str(e.value) == ("config key 'data.cache_images': needs data.num_workers=0, got data.num_workers=2 "
+                            "(set data.cache_images=false to load with workers)")
+    assert load_config(quickstart, ["data.num_workers=2", "data.cache_images=false"]).data.num_workers == 2
+
+
 def test_the_committed_listing_is_up_to_date():
     assert LISTING.read_text() == listing(), "config/README.md is stale: run python -m config --write-listing"
 
