@@ -50,6 +50,19 @@ def field_comments(cls: type = Config, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def family_names(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, ...]]:
+    """Every dotted key whose type is a family's names (a ``Literal``) -> those names, in schema order."""
+    out: dict[str, tuple[str, ...]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(family_names(tp, f"{prefix}{f.name}."))
+        elif typing.get_origin(tp) is typing.Literal:
+            out[prefix + f.name] = typing.get_args(tp)
+    return out
+
+
 def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
@@ -117,7 +130,12 @@ def listing() -> str:
              "The defaults are the official YOLOF R50-C5 1x recipe (megvii-model/YOLOF `yolof.res50.C5.1x`) unless",
              "the comment says otherwise. `python -m config PRESET` prints a preset in this form, resolved.", "",
              "```yaml", format_config(Config()).rstrip("\n"), "```", "",
-             "## The presets", "",
+             "## The names of each family", "",
+             "A key below takes one of these names (the loader refuses any other, naming the key and the names).", ""]
+    for key, names in family_names().items():
+        lines += textwrap.wrap(f"- `{key}`: " + ", ".join(f"`{n}`" for n in names), 120, subsequent_indent="  ",
+                               break_on_hyphens=False)
+    lines += ["", "## The presets", "",
              "Each preset states only what differs from the schema, or from the preset it derives from through",
              "`_base_`. The tables list what each one changes from the defaults once resolved.", ""]
     for path in presets():

@@ -5,7 +5,7 @@ import copy
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 import yaml
 
@@ -99,6 +99,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:  # a family's names (config/schema.py)
+        if isinstance(value, bool) or value not in args:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
+        return value
     if origin is Union:  # Optional[X]
         if value is None and type(None) in args:
             return None

@@ -21,18 +21,41 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Literal, Union
 
 from config.errors import ConfigError, check
+from config.imagenet import check_weights_fit
+
+# The names of each family a config key picks from. The loader refuses any other value, naming the key and these
+# names; each family's registry holds the same names (models.backbone.BACKBONES, models.matcher.MATCHERS,
+# data.build.DATASETS ...), and tests/config/test_families.py checks every pair.
+BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "resnext101_32x8d",
+                       "resnext101_64x4d", "cspdarknet53"]
+BackboneStyle = Literal["caffe", "pytorch"]
+BackboneNorm = Literal["frozen_bn", "bn", "syncbn"]
+Norm = Literal["bn", "syncbn", "gn", "none"]
+Activation = Literal["relu", "leaky_relu"]
+InputFormat = Literal["BGR", "RGB"]
+DecodeMethod = Literal["anchor", "stride"]
+MatcherName = Literal["uniform", "iou_topk", "max_iou", "atss", "top1", "grid_center", "grid_neighbors", "grid_inside"]
+GridAnchors = Literal["best", "all"]
+LossNormalization = Literal["batch", "per_image"]
+DatasetName = Literal["coco", "voc", "synthetic", "yolo", "voc_xml"]
+PipelineName = Literal["resize_shortest_edge", "yolo"]
+SceneStatsName = Literal["none", "coco"]
+OptimizerName = Literal["sgd", "adamw"]
+LRDecay = Literal["step", "cosine"]
+ScheduleName = Literal["1x", "2x", "3x"]
+AmpMode = Literal["none", "fp16", "bf16", "auto"]
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: str = "resnet50"  # one of models.backbone.BACKBONES (the ResNets, ResNeXts and cspdarknet53)
-    style: str = "caffe"  # caffe: stride on the 1x1 conv (MSRA weights); pytorch: stride on the 3x3 conv
+    name: BackboneName = "resnet50"  # the backbone network: ImageNet ResNets / ResNeXts, or CSP-DarkNet-53
+    style: BackboneStyle = "caffe"  # caffe: stride on the 1x1 conv (MSRA weights); pytorch: stride on the 3x3 conv
     dilated_c5: bool = False  # DC5: last stage dilated (stride 16) instead of strided (stride 32)
     freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + first stage, ... 5: everything (cspdarknet53: k >= 1 freezes the stem and layer1..layer{k}; the official 2 = everything at stride <= 4)
-    norm: str = "frozen_bn"  # frozen_bn | bn | syncbn (SyncBatchNorm under DDP, plain BN on one process; cspdarknet53: BN eps 1e-4, momentum 0.03 as official)
+    norm: BackboneNorm = "frozen_bn"  # frozen_bn | bn | syncbn (SyncBatchNorm under DDP, plain BN on one process; cspdarknet53: BN eps 1e-4, momentum 0.03 as official)
     weights: str = "none"  # none | imagenet (torchvision's file, from weights/; never downloaded) | a file path
     width_mult: float = 1.0  # scales every stage width (<1 for small CPU models; 1 for pretrained weights)
 
@@ -48,8 +71,8 @@ class EncoderConfig:
     enabled: bool = True  # false: no encoder, one 1x1 conv from C5 to `channels` (the paper's "no encoder" baseline; the keys above but channels unused)
     residual: bool = True  # false: the projector alone, no dilated blocks (dilations unused)
     shortcut: bool = True  # false: blocks without their identity shortcut (the block's output is its conv branch)
-    norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
-    activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
+    norm: Norm = "bn"  # normalisation after each conv (syncbn: SyncBatchNorm under DDP, BN on one process)
+    activation: Activation = "relu"  # after each norm (leaky_relu: slope 0.1, as the CSP-D-53 recipes)
 
     def check(self, key: str) -> None:
         check(all(d >= 1 for d in self.dilations), f"{key}.dilations", "must be >= 1", got=self.dilations)
@@ -62,8 +85,8 @@ class DecoderConfig:
     pred_kernel: int = 3  # kernel of the cls/box/objectness prediction convs (1 = the seed's ablation)
     prior_prob: float = 0.01  # initial foreground probability (bias init of cls_score)
     implicit_objectness: bool = True  # false: no objectness branch, the class logits alone (the paper's ablation)
-    norm: str = "bn"  # one of models.layers.NORMS (syncbn: SyncBatchNorm under DDP, plain BN on one process)
-    activation: str = "relu"  # one of models.layers.ACTIVATIONS (leaky_relu: slope 0.1, the official CSP-D-53 recipes)
+    norm: Norm = "bn"  # normalisation after each conv (syncbn: SyncBatchNorm under DDP, BN on one process)
+    activation: Activation = "relu"  # after each norm (leaky_relu: slope 0.1, as the CSP-D-53 recipes)
 
     def check(self, key: str) -> None:
         check(self.pred_kernel in (1, 3), f"{key}.pred_kernel", "must be 1 or 3", got=self.pred_kernel)
@@ -86,7 +109,7 @@ class BoxCoderConfig:
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # (wx, wy, ww, wh)
     scale_clamp: float = math.log(1000.0 / 16)  # upper clamp of dw, dh before exp() (log(1000 / 16), as detectron2)
     ctr_clamp: float = 32.0  # max centre shift in pixels when decoding; <= 0 turns it off
-    decode_method: str = "anchor"  # one of models.box_coder.DECODE_METHODS: anchor: offset scaled by anchor size (official); stride: by the stride (seed's method 1)
+    decode_method: DecodeMethod = "anchor"  # centre offsets in units of the anchor size (official) or of the stride
 
 
 @dataclass(frozen=True)
@@ -115,7 +138,7 @@ class MaxIoUMatcherConfig:
 class GridMatcherConfig:
     """model.matcher.grid: which anchors of a chosen cell, for the three grid matchers (grid_center ...)."""
 
-    anchors: str = "best"  # best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
+    anchors: GridAnchors = "best"  # best (the cell anchor whose shape fits the box best, YOLOv2/v3) | all (every anchor of a chosen cell)
 
 
 @dataclass(frozen=True)
@@ -133,7 +156,7 @@ class MatcherConfig:
     """Label assignment: the matcher (``name``, with its own section below) and the ignore thresholds the
     assigner applies after any matcher (models/assigner.py)."""
 
-    name: str = "uniform"  # one of models.matcher.MATCHERS: uniform (L1 top-k) is official; the others are ablations (models/matcher.py); top1 has no options
+    name: MatcherName = "uniform"  # the matcher: uniform (L1 top-k) is official, the others ablations (models/matcher.py)
     uniform: TopKMatcherConfig = field(default_factory=TopKMatcherConfig)
     iou_topk: TopKMatcherConfig = field(default_factory=TopKMatcherConfig)
     max_iou: MaxIoUMatcherConfig = field(default_factory=MaxIoUMatcherConfig)
@@ -154,7 +177,7 @@ class LossConfig:
     focal_gamma: float = 2.0  # focal loss focusing exponent
     cls_weight: float = 1.0  # factor of loss_cls (focal loss)
     box_weight: float = 1.0  # factor of loss_box_reg (GIoU loss)
-    normalization: str = "batch"  # one of models.criterion.NORMALIZATIONS: batch: by total positives in the batch over all ranks (official); per_image: per image, then averaged (seed's method 1)
+    normalization: LossNormalization = "batch"  # loss divisor: positives of the batch on all ranks (official) or per image
     image_mask: bool = False  # ignore anchors whose centre lies in padding (not in the official code)
 
 
@@ -169,7 +192,7 @@ class TestConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     num_classes: Union[int, str] = 80  # or auto: the number of categories of the training annotations (kept with their names in checkpoints)
-    input_format: str = "BGR"  # channel order of the images the model receives: BGR (caffe) | RGB (pytorch)
+    input_format: InputFormat = "BGR"  # channel order of the images the model receives: BGR (caffe) | RGB (pytorch)
     pixel_mean: tuple[float, float, float] = (103.53, 116.28, 123.675)  # in input_format order, 0-255 scale
     pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # in input_format order (1: the caffe-style MSRA weights)
     size_divisibility: int = 0  # pad batches to a multiple of this (0: only to the batch max, as official)
@@ -185,6 +208,7 @@ class ModelConfig:
     def check(self, key: str) -> None:
         check(self.num_classes == "auto" or (not isinstance(self.num_classes, str) and self.num_classes >= 1),
               f"{key}.num_classes", "must be >= 1 or 'auto'", got=self.num_classes)
+        check_weights_fit(self, key)
 
 
 @dataclass(frozen=True)
@@ -200,7 +224,7 @@ class SyntheticConfig:
     max_box: float = 0.0  # largest object side in pixels (0: 0.6 x the image side)
     size_range: tuple[int, ...] = ()  # [min, max] px of each image's h and w, drawn per image (varied shapes, batches need padding); empty: every image image_size
     max_aspect: float = 2.0  # with size_range: largest long / short side of an image
-    stats: str = "none"  # one of data.synthetic.SYNTHETIC_STATS; none: the ranges above; coco: scenes drawn from COCO's measured statistics (data.synthetic.COCO_STATS: image shapes, objects per image, box sizes and shapes; 640-px images; the keys above other than num_train, num_val and seed unused)
+    stats: SceneStatsName = "none"  # none: the ranges above; coco: scenes drawn from COCO's measured statistics (data.synthetic.COCO_STATS: image shapes, objects per image, box sizes and shapes; 640-px images; the keys above other than num_train, num_val and seed unused)
 
     def check(self, key: str) -> None:
         check(not self.size_range or (len(self.size_range) == 2 and 1 <= self.size_range[0] <= self.size_range[1]),
@@ -266,7 +290,7 @@ class MixupConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "coco"  # one of data.build.DATASETS
+    dataset: DatasetName = "coco"  # the annotation format of data.root (docs/your_own_data.md)
     root: str = "datasets/coco"  # coco: holds annotations/instances_<split>.json and <split>/; voc: VOCdevkit; synthetic: cache folder; yolo: the data.yaml; voc_xml: the folder holding the split folders (docs/your_own_data.md)
     train_split: str = "train2017"  # coco split name; voc: "2007_trainval+2012_trainval"; yolo: a key of the data.yaml (train); voc_xml: a folder or list file under root (train)
     val_split: str = "val2017"  # coco split name; voc: "2007_test"; yolo: a key of the data.yaml (val); voc_xml: a folder or list file under root (val)
@@ -279,7 +303,7 @@ class DataConfig:
     random_shift: bool = True  # RandomShift augmentation (YOLOF)
     shift_max: int = 32  # RandomShift range in pixels: shifts in [-shift_max, shift_max - 1]
     shift_prob: float = 0.5  # RandomShift probability
-    pipeline: str = "resize_shortest_edge"  # one of data.pipelines.PIPELINES: resize_shortest_edge (the ResNet recipes: train_/test_min_size ...); yolo (the CSP-D-53 recipes, its steps in data.yolo: JitterCrop -> Resize with scale jitter -> RandomDistortion -> flip -> shift; test: a fixed data.yolo.test_resize_shape)
+    pipeline: PipelineName = "resize_shortest_edge"  # resize_shortest_edge (the ResNet recipes: train_/test_min_size ...); yolo (the CSP-D-53 recipes, its steps in data.yolo: JitterCrop -> Resize with scale jitter -> RandomDistortion -> flip -> shift; test: a fixed data.yolo.test_resize_shape)
     aspect_ratio_grouping: bool = True  # training batches of one aspect group (landscape / portrait), as the official sampler (data/sampler.py)
     test_batch_size: int = 1  # images per process in evaluation; official 1: padding a batch changes the features near the right and bottom edges
     filter_empty: bool = True  # drop training images without (non-crowd) boxes, as official
@@ -309,7 +333,7 @@ class SolverConfig:
     base_lr: float = 0.12  # learning rate at reference_batch_size
     reference_batch_size: int = 64  # batch size base_lr was tuned for
     scale_lr: bool = True  # lr = base_lr * batch_size / reference_batch_size (linear scaling rule)
-    optimizer: str = "sgd"  # one of engine.optim.OPTIMIZERS: sgd (official); adamw converges faster from scratch (the CPU quickstart)
+    optimizer: OptimizerName = "sgd"  # sgd (official); adamw converges faster from scratch (the CPU quickstart)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4  # weight decay of every parameter outside normalisation layers, biases included
     weight_decay_norm: float = 0.0  # weight decay of normalisation layers (official 0)
@@ -317,12 +341,12 @@ class SolverConfig:
     max_iter: int = 22500  # optimizer steps for a 1x schedule
     steps: tuple[int, ...] = (15000, 20000)  # lr x gamma at these steps
     gamma: float = 0.1  # lr factor at each of steps
-    lr_decay: str = "step"  # one of engine.optim.LR_DECAYS: step (x gamma at each of steps; official) | cosine (from 1 to 0 at max_iter; steps and gamma unused)
-    schedule: str = "1x"  # one of engine.optim.SCHEDULES: multiplies max_iter and steps (2x: by 2)
+    lr_decay: LRDecay = "step"  # step (x gamma at each of steps; official) | cosine (from 1 to 0 at max_iter; steps and gamma unused)
+    schedule: ScheduleName = "1x"  # multiplies max_iter and steps (2x: by 2)
     warmup_iters: int = 1500  # linear warm-up steps
     warmup_factor: float = 1 / 1500  # lr factor at step 0, rising linearly to 1 at warmup_iters (a fraction p/q or a number)
     clip_grad_norm: float = 0.0  # 0 = no clipping (official)
-    amp: str = "none"  # one of utils.precision.AMP_MODES: autocast of the network (decoding, matching, losses stay fp32); fp16 adds a GradScaler; auto: bf16 where the device has it natively (CPU avx512_bf16/amx_bf16, CUDA sm80+), else none
+    amp: AmpMode = "none"  # autocast of the network (decoding, matching, losses stay fp32); fp16 adds a GradScaler; auto: bf16 where the device has it natively (CPU avx512_bf16/amx_bf16, CUDA sm80+), else none
     channels_last: bool = False  # channels_last memory format for the model and images
     fused_optimizer: bool = False  # torch's fused optimizer step (fused=True: one kernel over all parameters, CPU and CUDA): the same update up to float rounding; AdamW step of the quickstart model on 2 CPU threads 5.24 -> 2.15 ms (python -m bench.bench_optimizer)
     sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP

@@ -18,9 +18,6 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from models.assigner import Assignment
 
-NORMALIZATIONS = ("batch", "per_image")  # model.loss.normalization
-
-
 def foreground_normalizer(num_foreground, world_size: int):
     """``max(1, num_foreground / world_size)``: the divisor of ``normalization="batch"``.
 
@@ -46,8 +43,6 @@ class YOLOFCriterion:
 
     def __init__(self, *, focal_alpha: float = 0.25, focal_gamma: float = 2.0, normalization: str = "batch",
                  cls_weight: float = 1.0, box_weight: float = 1.0):
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown loss normalization {normalization!r}")
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.normalization = normalization
         self.cls_weight, self.box_weight = cls_weight, box_weight

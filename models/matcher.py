@@ -248,13 +248,10 @@ class GridMatcher:
     """
 
     modes = ("center", "neighbors", "inside")
-    anchor_choices = ("best", "all")  # model.matcher.grid.anchors
 
     def __init__(self, mode: str, *, stride: float, num_anchors: int, offset: float = 0.0, anchor_choice: str = "best"):
         if mode not in self.modes:
             raise ValueError(f"unknown grid mode {mode!r}; expected one of {self.modes}")
-        if anchor_choice not in self.anchor_choices:
-            raise ValueError(f"unknown grid anchor choice {anchor_choice!r}; expected 'best' or 'all'")
         self.mode, self.stride, self.num_anchors = mode, float(stride), int(num_anchors)
         self.offset, self.anchor_choice = float(offset), anchor_choice
 
@@ -321,7 +318,7 @@ def _grid(mode: str) -> MatcherSpec:
                                                 anchor_choice=s.anchors), GridMatcherConfig)
 
 
-# Every model.matcher.name: config validation and argparse read this dict. A builder receives its own section
+# Every model.matcher.name. A builder receives its own section
 # (MatcherConfig.section()) and the anchor grid, nothing else.
 MATCHERS: dict[str, MatcherSpec] = {
     "uniform": MatcherSpec(lambda s, g: UniformMatcher(s.topk), TopKMatcherConfig),
@@ -339,9 +336,6 @@ def build_matcher(name: str, section=None, *, stride: float = 32, offset: float 
                   **options):
     """The matcher called ``name`` (a key of :data:`MATCHERS`) from its own config section (``MatcherConfig.section()``;
     None: the section's defaults), ``options`` overriding fields of that section (``build_matcher("atss", topk=6)``)."""
-    if name not in MATCHERS:
-        kind = "grid mode" if name.startswith("grid_") else "matcher"  # grid_<mode>: the GridMatcher modes
-        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(MATCHERS)}")
     spec = MATCHERS[name]
     if spec.section is None:
         if options:

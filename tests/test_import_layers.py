@@ -8,7 +8,7 @@ Layers, bottom-up (README.md, "Layout"):
 4. ``evaluation`` (imports neither models nor data: it scores any detections file);
 5. ``engine`` and ``deploy`` (neither imports the other);
 6. the applications: the scripts (``train.py``, ``eval.py``, ``test.py``, ``ablate.py``), ``cli.py`` (the glue they
-   share, above every family), ``tools/``, ``bench/`` and a package's ``__main__.py`` (``python -m config``).
+   share: a run's config and device), ``tools/``, ``bench/`` and a package's ``__main__.py`` (``python -m config``).
    Nothing below imports them; a script or tool may use another tool's functions.
 
 Imports sit at the top of files. An import inside a function is allowed only for a heavy or optional third-party

@@ -19,7 +19,7 @@ import torch
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from cli import load_checked_config
+from config import load_config
 from models.pretrained import pretrained_path
 from utils.script import run_script
 from utils.errors import UserError
@@ -58,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--gpus", type=int, required=True, help="GPUs this machine must show")
     args = p.parse_args(argv)
     check_gpus(args.mode, args.gpus)
-    cfg = load_checked_config(args.config, [f"data.root={args.data}"])
+    cfg = load_config(args.config, [f"data.root={args.data}"])
     check_start(cfg)
     check_data(args.data, cfg.data.train_split)
     print(f"train.sh {args.mode}: {args.gpus} GPU(s), the start and {args.data} are in place")

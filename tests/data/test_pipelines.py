@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli import load_checked_config as load_config
-from config import ConfigError
+from config import ConfigError, load_config
 from data.build import SeededDataset, build_dataset
 from data.mosaic import Mosaic, place_mosaic
 from data.pipelines import build_per_image_train_steps, build_pipeline

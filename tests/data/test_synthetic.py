@@ -271,8 +271,6 @@ def test_coco_stats_variant_is_deterministic_and_cached_apart(tmp_path):
     assert (a / "manifest.json").stat().st_mtime_ns == before
     plain = generate_synthetic_coco(tmp_path / "plain", seed=1, num_train=4, num_val=2, workers=0)
     assert "stats" not in json.loads((plain / "manifest.json").read_text())["params"]  # the shapes' caches stay valid
-    with pytest.raises(ValueError, match="unknown synthetic stats"):
-        generate_synthetic_coco(tmp_path / "d", stats="cocoa", **{k: v for k, v in kw.items() if k != "stats"})
     with pytest.raises(ValueError, match="size_range"):
         generate_synthetic_coco(tmp_path / "d", size_range=(100, 200), **kw)
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli import load_checked_config as load_config
-from config import ConfigError
+from config import ConfigError, load_config
 from config.schema import DecoderConfig, EncoderConfig
 from models import build_model
 from models.anchors import AnchorGenerator

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
-from cli import load_checked_config as load_config
+from config import load_config
 from config.loader import ConfigError
 from models import build_model
 from models.backbone import ResNetBackbone
