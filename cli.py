@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from config import Config, load_config
-from config.loader import config_from_checkpoint, resolve_num_classes
+from config.loader import config_from_checkpoint
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
@@ -24,7 +24,7 @@ DEFAULT_CONFIG = REPO_ROOT / "config" / "quickstart.yaml"
 
 def run_config(args, weight: Optional[str] = None) -> Config:
     """The config of a script: ``--config`` (+ ``--opts``), or the one stored in the checkpoint ``weight``
-    (+ ``--opts``), or the quickstart's.
+    (+ ``--opts``), or the quickstart's; with a ``weight``, :func:`config.loader.config_from_checkpoint` decides.
 
     ``-d/--dataset``, ``--root`` and ``--num_workers``, where a script has them, override ``data.dataset``,
     ``data.root`` and ``data.num_workers``. ``model.num_classes: auto`` takes the class count of the checkpoint's
@@ -37,14 +37,9 @@ def run_config(args, weight: Optional[str] = None) -> Config:
         args.opts.append(f"data.root={args.root}")
     if getattr(args, "num_workers", None) is not None:  # 0 is a value
         args.opts.append(f"data.num_workers={args.num_workers}")
-    if args.config:
-        cfg = load_config(args.config, args.opts)
-        if weight and cfg.model.num_classes == "auto":
-            cfg = resolve_num_classes(cfg, load_checkpoint(weight).get("class_names") or [])
-        return cfg
     if weight:
-        return config_from_checkpoint(load_checkpoint(weight), args.opts, source=str(weight))
-    return load_config(DEFAULT_CONFIG, args.opts)
+        return config_from_checkpoint(load_checkpoint(weight), args.opts, config=args.config, source=str(weight))
+    return load_config(args.config or DEFAULT_CONFIG, args.opts)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

@@ -231,10 +231,22 @@ def resolve_num_classes(cfg: Config, class_names) -> Config:
 
 
 def config_from_checkpoint(checkpoint: Mapping, overrides: Union[Mapping[str, Any], Iterable[str], None] = None, *,
-                           source: str = "the checkpoint") -> Config:
-    """The config a checkpoint stores, with dotted ``overrides`` applied and ``num_classes: auto`` resolved from
-    its class names: the one way eval.py, test.py and the Predictor rebuild a run's config."""
-    if "config" not in checkpoint:
+                           config: Union[str, Path, Config, None] = None, source: str = "the checkpoint") -> Config:
+    """The config of the run ``checkpoint`` (a checkpoint's dict) comes from: the one way the scripts, the tools and
+    the Predictor rebuild it.
+
+    ``config`` (a YAML path, + ``overrides``; or a :class:`Config`, taken as it is) when given, else the config the
+    checkpoint stores (+ ``overrides``); ``model.num_classes: auto`` takes the count of the checkpoint's
+    ``class_names``. ``source`` names the checkpoint in errors.
+    """
+    if isinstance(config, Config):
+        if overrides:
+            raise ConfigError("overrides apply to a YAML config or a checkpoint's config, not to a Config object")
+        cfg = config
+    elif config is not None:
+        cfg = load_config(config, overrides)
+    elif "config" not in checkpoint:
         raise ConfigError(f"{source} holds no config: pass one (--config)")
-    cfg = config_from_dict(apply_overrides(copy.deepcopy(dict(checkpoint["config"])), overrides))
+    else:
+        cfg = config_from_dict(apply_overrides(copy.deepcopy(dict(checkpoint["config"])), overrides))
     return resolve_num_classes(cfg, checkpoint["class_names"]) if checkpoint.get("class_names") else cfg
