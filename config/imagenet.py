@@ -66,7 +66,8 @@ def check_weights_fit(m, key: str = "model") -> None:
             fail(f"'{key}.backbone.style'", "torchvision weights (imagenet) are pytorch-style (stride on the 3x3 "
                                             f"conv); set {key}.backbone.style=pytorch")
         if m.input_format != "RGB":
-            fail(f"'{key}.input_format'", f"torchvision weights (imagenet) expect RGB input; set {key}.input_format=RGB")
+            fail(f"'{key}.input_format'",
+                 f"torchvision weights (imagenet) expect RGB input; set {key}.input_format=RGB")
         if not (_close(m.pixel_mean, TORCHVISION_MEAN) and _close(m.pixel_std, TORCHVISION_STD)):
             fail(f"'{key}.pixel_mean' / '{key}.pixel_std'", f"torchvision weights (imagenet) expect mean "
                  f"{list(TORCHVISION_MEAN)} and std {list(TORCHVISION_STD)} (RGB, 0-255), got {list(m.pixel_mean)} "

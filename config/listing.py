@@ -113,7 +113,7 @@ def _header_comment(path: Path) -> str:
 def _preset_section(path: Path) -> list[str]:
     base = (yaml.safe_load(path.read_text()) or {}).get("_base_")
     changes = changed_keys(load_config(path))
-    lines = [f"### `{path.name}`", "", _header_comment(path), ""]
+    lines = [f"### `{path.name}`", "", *textwrap.wrap(_header_comment(path), 120), ""]
     lines += [f"Derives from {f'`{base}`' if base else 'the schema'}; "
               f"it changes {len(changes)} of the schema's defaults:", "",
               "| key | value | default |", "|---|---|---|"]

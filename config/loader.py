@@ -158,7 +158,8 @@ def _build(cls: type, data: Mapping, prefix: str) -> Any:
     if unknown:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}'"
-            + (f" (and {len(unknown) - 1} more: {', '.join(prefix + u for u in unknown[1:])})" if len(unknown) > 1 else "")
+            + (f" (and {len(unknown) - 1} more: {', '.join(prefix + u for u in unknown[1:])})"
+               if len(unknown) > 1 else "")
             + f"; valid keys here: {', '.join(sorted(names))}"
         )
     kwargs = {}
@@ -190,7 +191,8 @@ def config_from_dict(data: Mapping) -> Config:
     return cfg
 
 
-def load_config(path: Union[str, Path, None], overrides: Union[Mapping[str, Any], Iterable[str], None] = None) -> Config:
+def load_config(path: Union[str, Path, None],
+                overrides: Union[Mapping[str, Any], Iterable[str], None] = None) -> Config:
     """Load a YAML preset (following ``_base_``), apply dotted ``overrides``, validate.
 
     ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe).
@@ -206,7 +208,8 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     still equals the same config written after.
     """
     if isinstance(old, Mapping) and isinstance(new, Mapping):
-        return [k for key in sorted(set(old) & set(new), key=str) for k in config_diff(old[key], new[key], f"{prefix}{key}.")]
+        return [k for key in sorted(set(old) & set(new), key=str)
+                for k in config_diff(old[key], new[key], f"{prefix}{key}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 

@@ -8,7 +8,7 @@ this module only turns them into losses:
 ``loss_box_reg`` = sum of (1 - GIoU) over kept pairs, both divided by the number
 of foreground anchors: of the whole batch, averaged over DDP ranks (official,
 ``normalization="batch"``, see :func:`foreground_normalizer`), or per image then
-averaged over images (the seed's method 1, ``normalization="per_image"``).
+averaged over images (an ablation, ``normalization="per_image"``).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def foreground_normalizer(num_foreground, world_size: int):
     device (``(n / w).clamp(min=1.0)``, the criterion's loss divisor); a Python
     number gives a Python float (``max(1.0, float(n) / w)``, the gradient factor
     of :func:`engine.step.train_step`). Both compute ``n / w`` then the lower
-    bound, so each caller gets exactly the arithmetic it had before this
-    function existed.
+    bound, in the caller's own number type, so that the loss divisor and the
+    gradient factor agree bit for bit with a run that computes either alone.
     """
     if torch.is_tensor(num_foreground):
         return (num_foreground / world_size).clamp(min=1.0)

@@ -19,7 +19,7 @@ are neither positive nor negative (max-IoU's band between its thresholds).
   anchors nearest each box by centre distance are its candidates; those whose
   IoU with it reaches mean + std of the candidates' IoUs and whose centre lies
   inside it are positive.
-* ``IoUTopKMatcher`` (the seed's alternative): for every box, the k anchors of
+* ``IoUTopKMatcher`` (an ablation of the uniform matcher): for every box, the k anchors of
   highest IoU with it.
 * ``MaxIoUMatcher`` (RetinaNet): each anchor goes to its best box when IoU >=
   0.5, is negative below 0.4 and ignored in between; each box also keeps its

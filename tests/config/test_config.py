@@ -140,7 +140,7 @@ def test_the_command_prints_a_preset_and_its_changes(capsys):
     config_main([str(REPO / "config/yolof_r50_dc5_1x.yaml")])
     text = capsys.readouterr().out
     assert "  backbone:\n    name: resnet50  # the backbone network" in text
-    assert "    dilated_c5: true  # DC5: last stage dilated" in text
+    assert "    dilated_c5: true  # DC5: the last stage dilated" in text
     config_main([str(REPO / "config/small_cpu.yaml"), "--changed", "--opts", "solver.base_lr=0.002"])
     lines = capsys.readouterr().out.splitlines()
     assert "data.num_workers: 0  # default 8" in lines and "solver.base_lr: 0.002  # default 0.12" in lines
