@@ -347,7 +347,6 @@ class SolverConfig:
     amp: AmpMode = "none"  # autocast of the network (fp16 adds a GradScaler; auto: bf16 where native, else none)
     channels_last: bool = False  # channels_last memory format for the model and the images
     fused_optimizer: bool = False  # torch's fused optimizer step: one kernel over all parameters, the same update
-    sync_bn: bool = False  # convert BatchNorm in encoder/decoder to SyncBatchNorm under DDP
     compile: bool = False  # torch.compile (inductor) the backbone, encoder and decoder for training
 
     def check(self, key: str) -> None:

@@ -296,8 +296,6 @@ class Trainer:
         model = model.to(self.device)
         if cfg.solver.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if self.world_size > 1 and cfg.solver.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN)
             model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), self.device.type)
         if cfg.solver.compile:  # in place: parameter names, checkpoints and DDP unchanged

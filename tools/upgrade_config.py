@@ -6,10 +6,11 @@ checkpoint stores.
 
 The loader knows only the current keys, so a run folder or checkpoint written with an older layout fails to load
 with "unknown config key". This tool moves each old key's value to its key now (:data:`RENAMED`) and drops the
-keys the config now derives (:data:`DERIVED`, after checking they agree with what they derive from). The result
-must load (:func:`config.loader.config_from_dict`) before anything is written; a checkpoint is written atomically
-(:func:`utils.checkpoint.save_checkpoint`), a YAML file as a run writes its ``config.yaml`` (keys in schema order).
-A YAML file with comments (a hand-written preset) is refused: its comments would be lost, edit it by hand.
+keys whose meaning other keys now carry (:data:`DERIVED`: ``model.encoder.num_blocks`` is ``len(dilations)``,
+``solver.sync_bn`` is each part's ``norm: syncbn``). The result must load (:func:`config.loader.config_from_dict`)
+before anything is written; a checkpoint is written atomically (:func:`utils.checkpoint.save_checkpoint`), a YAML
+file as a run writes its ``config.yaml`` (keys in schema order). A YAML file with comments (a hand-written preset)
+is refused: its comments would be lost, edit it by hand.
 """
 from __future__ import annotations
 
@@ -51,15 +52,25 @@ RENAMED: dict[str, tuple[str, ...]] = {
 }
 
 
-def _num_blocks_fits(flat: dict[str, Any]) -> Optional[str]:
+def _num_blocks(flat: dict[str, Any]) -> dict[str, Any]:
     dilations = flat.get("model.encoder.dilations", Config().model.encoder.dilations)
     if flat["model.encoder.num_blocks"] != len(dilations):
-        return f"needs one dilation per block, got dilations {list(dilations)}"
-    return None
+        raise ValueError(f"needs one dilation per block, got dilations {list(dilations)}")
+    return {}
 
 
-# old dotted key the config now derives -> why its value does not fit (None: it fits and is dropped)
-DERIVED = {"model.encoder.num_blocks": _num_blocks_fits}
+def _sync_bn(flat: dict[str, Any]) -> dict[str, Any]:
+    """solver.sync_bn turned every BatchNorm into SyncBatchNorm under DDP: each part's norm says so now."""
+    if not flat["solver.sync_bn"]:
+        return {}
+    default = config_to_dict(Config())["model"]
+    return {f"model.{part}.norm": "syncbn" for part in ("backbone", "encoder", "decoder")
+            if flat.get(f"model.{part}.norm", default[part]["norm"]) == "bn"}
+
+
+# old dotted key whose meaning other keys now carry -> the values it gives them (raises ValueError when it
+# contradicts them)
+DERIVED = {"model.encoder.num_blocks": _num_blocks, "solver.sync_bn": _sync_bn}
 
 
 def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -90,9 +101,10 @@ def upgrade(data: dict, source: str = "config") -> dict:
     given_by: dict[str, str] = {k: k for k in out}
     for old, value in flat.items():
         if old in DERIVED:
-            why = DERIVED[old](flat)
-            if why:
-                raise ConfigError(f"{source}: config key '{old}' {why}")
+            try:
+                out.update(DERIVED[old](flat))
+            except ValueError as e:
+                raise ConfigError(f"{source}: config key '{old}' {e}") from None
             continue
         for new in RENAMED.get(old, ()):
             if new in out and out[new] != value:
@@ -152,7 +164,7 @@ def config_files(paths: Sequence[Path]) -> list[Path]:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.upgrade_config", description=__doc__.split("\n\n")[0],
                                 epilog="Old keys: " + "; ".join(f"{k} -> {', '.join(v)}" for k, v in RENAMED.items())
-                                + "; dropped when consistent: " + ", ".join(DERIVED))
+                                + "; carried by other keys: " + ", ".join(DERIVED))
     p.add_argument("paths", nargs="+", type=Path, help="config.yaml / checkpoint files, or folders holding them")
     p.add_argument("--dry-run", action="store_true", help="print the files that would change, write nothing")
     args = p.parse_args(argv)

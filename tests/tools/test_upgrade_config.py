@@ -47,6 +47,15 @@ def test_one_section_per_grid_matcher_merges_when_they_agree():
         upgrade({"model": {"matcher": sections}})
 
 
+def test_sync_bn_becomes_each_batchnorm_parts_norm():
+    assert upgrade({"solver": {"sync_bn": False, "amp": "none"}}) == {"solver": {"amp": "none"}}
+    new = upgrade({"model": {"backbone": {"norm": "bn"}, "decoder": {"norm": "gn"}}, "solver": {"sync_bn": True}})
+    assert new == {"model": {"backbone": {"norm": "syncbn"}, "encoder": {"norm": "syncbn"},
+                             "decoder": {"norm": "gn"}}}  # frozen_bn and gn stay as they are
+    assert upgrade({"solver": {"sync_bn": True}})["model"] == {"encoder": {"norm": "syncbn"},
+                                                              "decoder": {"norm": "syncbn"}}
+
+
 def test_a_derived_key_that_disagrees_is_refused():
     with pytest.raises(ConfigError, match=r"'model\.encoder\.num_blocks' needs one dilation per block, got "
                                           r"dilations \[2, 4, 6, 8\]"):
@@ -88,6 +97,7 @@ def test_committed_configs_are_current():
     files = config_files([REPO / "ablations" / "runs", REPO / "tests" / "fixtures"])
     assert len(files) >= 116  # 115 run configs and the tiny quickstart checkpoint
     for path in files:
-        data = yaml.safe_load(path.read_text()) if path.suffix == ".yaml" else torch.load(path, weights_only=True)["config"]
+        is_yaml = path.suffix == ".yaml"
+        data = yaml.safe_load(path.read_text()) if is_yaml else torch.load(path, weights_only=True)["config"]
         assert upgrade(data) == data, path
         config_from_dict(data)
