@@ -18,7 +18,7 @@ from data.dataset_base import DatasetError, RawSplit
 from data.multi_image import training_pipeline
 from data.pipelines import build_pipeline
 from data.sampler import build_train_sampler
-from data.synthetic import generate_synthetic_coco
+from data.synthetic.generate import generate_synthetic_coco
 from data.transforms import Compose
 from data.voc import VOC_CLASSES, VOCDetection
 from data.voc_xml import VOCXMLDetection, class_names_in, read_voc_xml_files, read_voc_xml_split, split_xml_files
@@ -53,10 +53,7 @@ def _coco(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
 def _generate_synthetic(cfg) -> None:
     """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``)."""
 
-    s = cfg.data.synthetic
-    generate_synthetic_coco(Path(cfg.data.root), num_train=s.num_train, num_val=s.num_val, image_size=tuple(s.image_size),
-                            seed=s.seed, num_objects=tuple(s.num_objects), min_box=s.min_box, max_box=s.max_box or None,
-                            size_range=tuple(s.size_range) or None, max_aspect=s.max_aspect, stats=s.stats)
+    generate_synthetic_coco(Path(cfg.data.root), cfg.data.synthetic)
 
 
 def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:

@@ -11,7 +11,7 @@ from config.loader import config_from_checkpoint
 from config.schema import Config
 from data.build import DATASETS
 from data.pipelines import PIPELINES
-from data.synthetic import SYNTHETIC_STATS
+from data.synthetic.scenes import SCENE_STATS
 from deploy.predictor import Predictor
 from engine.optim import LR_DECAYS, OPTIMIZERS, SCHEDULES
 from models.backbone import BACKBONE_NORMS, BACKBONES
@@ -33,7 +33,7 @@ REGISTRIES = {
     "model.matcher.name": MATCHERS,
     "data.dataset": DATASETS,
     "data.pipeline": PIPELINES,
-    "data.synthetic.stats": SYNTHETIC_STATS,
+    "data.synthetic.stats": SCENE_STATS,
     "solver.optimizer": OPTIMIZERS,
     "solver.lr_decay": LR_DECAYS,
     "solver.schedule": SCHEDULES,

@@ -23,10 +23,11 @@ def _cfg(tmp_path, **extra):
 
 
 def test_varied_shapes_are_drawn_per_image_within_the_range_and_aspect(tmp_path):
-    from data.synthetic import generate_synthetic_coco
+    from config.schema import SyntheticConfig
+    from data.synthetic.generate import generate_synthetic_coco
 
-    root = generate_synthetic_coco(tmp_path / "v", num_train=30, num_val=4, size_range=(40, 90), max_aspect=1.5,
-                                   min_box=8, workers=0)
+    cfg = SyntheticConfig(num_train=30, num_val=4, size_range=(40, 90), max_aspect=1.5, min_box=8.0)
+    root = generate_synthetic_coco(tmp_path / "v", cfg, workers=0)
     images = json.loads((root / "annotations" / "instances_train.json").read_text())["images"]
     sizes = {(im["height"], im["width"]) for im in images}
     assert len(sizes) > 20  # drawn per image, not one shape
