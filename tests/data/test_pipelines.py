@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from config import ConfigError, load_config
+from config.listing import family_names
 from data.build import SeededDataset, build_dataset
 from data.mosaic import Mosaic, place_mosaic
 from data.pipelines import build_per_image_train_steps, build_pipeline
-from data.transforms import PAD_KEY, ClipAndFilterBoxes, Compose, RandomFlip, RandomShift, build_transforms
+from data.transforms import (PAD_KEY, ClipAndFilterBoxes, Compose, RandomFlip, RandomShift, ResizeShortestEdge,
+                             build_transforms)
 from data.yolo_transforms import JitterCrop, RandomDistortion, Resize
 from tests.conftest import REPO
 
@@ -331,3 +333,26 @@ def test_dataset_mosaic_sample_is_a_pure_function_of_index_and_seed(coco_tiny):
     image, target = build_dataset(cfg, COCO_SPLIT, is_train=False)[0]
     assert image.shape[1:] == (608, 608) and target["size"].tolist() == [608, 608]
 
+
+
+@pytest.mark.parametrize("name", family_names()["data.pipeline"])
+def test_every_pipeline_name_builds_its_steps_with_the_configs_switches(name):
+    """The official recipes' steps (data/pipelines.py's docstring), each switch of data and data.yolo removing its
+    own step, and the parameters given to each step taken from the config."""
+    def steps(**opts):
+        d = load_config(None, {"data.pipeline": name, **opts}).data
+        return tuple([type(t) for t in build_pipeline(d, is_train).transforms] for is_train in (True, False))
+
+    train, test = {
+        "resize_shortest_edge": ([ResizeShortestEdge, RandomFlip, RandomShift, ClipAndFilterBoxes],
+                                 [ResizeShortestEdge, ClipAndFilterBoxes]),
+        "yolo": ([JitterCrop, Resize, RandomDistortion, RandomFlip, RandomShift, ClipAndFilterBoxes],
+                 [Resize, ClipAndFilterBoxes]),
+    }[name]
+    assert steps() == (train, test)
+    assert steps(**{"data.random_shift": False})[0] == [t for t in train if t is not RandomShift]
+    if name == "yolo":
+        assert steps(**{"data.yolo.jitter_crop": False, "data.yolo.distortion": False})[0] == \
+            [Resize, RandomFlip, RandomShift, ClipAndFilterBoxes]
+        d = load_config(None, {"data.pipeline": "yolo", "data.yolo.test_resize_shape": [320, 480]}).data
+        assert build_pipeline(d, False).transforms[0].shape == (320, 480)

@@ -168,7 +168,8 @@ def test_generated_split_matches_the_coco_table(tmp_path):
     boxes = {"image_aspect": (table.image_aspect_p, len(scenes)), "objects": (table.objects.p, len(scenes)),
              "box_aspect": (table.box_aspect.p, int(counts.sum()))}
     for g, hist in enumerate(table.sizes):
-        boxes[f"size[{table.size_groups[g]}-{table.size_groups[g + 1] - 1} objects]"] = (hist.p, int(counts[group == g].sum()))
+        label = f"size[{table.size_groups[g]}-{table.size_groups[g + 1] - 1} objects]"
+        boxes[label] = (hist.p, int(counts[group == g].sum()))
     for name, tv in distances(got, table).items():
         p, n = boxes[name]
         assert tv <= _sampling_tv(p, n) + 0.05, (name, tv, n)
@@ -184,7 +185,8 @@ def test_generated_split_matches_the_coco_table(tmp_path):
 
 def test_coco_stats_variant_is_deterministic_and_cached_apart(tmp_path):
     cfg = SyntheticConfig(num_train=4, num_val=2, stats="coco", seed=1)
-    a, b = generate_synthetic_coco(tmp_path / "a", cfg, workers=0), generate_synthetic_coco(tmp_path / "b", cfg, workers=0)
+    a = generate_synthetic_coco(tmp_path / "a", cfg, workers=0)
+    b = generate_synthetic_coco(tmp_path / "b", cfg, workers=0)
     c = generate_synthetic_coco(tmp_path / "c", dataclasses.replace(cfg, seed=2), workers=0)
     assert _files(a) == _files(b) and _files(a) != _files(c)
     assert json.loads((a / "manifest.json").read_text())["params"]["stats"] == "coco"
