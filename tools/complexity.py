@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # python tools/<name>.py: the repository root on 
 
 from config import load_config
 from models import build_model
+from utils.script import run_script
 
 PARTS = ("backbone", "encoder", "decoder")
 
@@ -90,6 +91,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     run_script(main)

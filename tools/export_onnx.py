@@ -27,6 +27,7 @@ from models import build_model
 from models.fuse import fuse_for_inference
 from utils.checkpoint import load_checkpoint, load_model_weights
 from utils.errors import UserError
+from utils.script import run_script
 
 
 def parse_args(argv=None):
@@ -83,6 +84,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     run_script(main)

@@ -36,6 +36,7 @@ from config import load_config
 from data.build import build_dataset
 from data.pipelines import build_pipeline
 from utils.boxes import clip_boxes
+from utils.script import run_script
 
 
 def shape_iou(wh: np.ndarray, anchors_wh: np.ndarray) -> np.ndarray:
@@ -169,6 +170,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     sys.exit(run_script(main))

@@ -30,6 +30,7 @@ from data.build import build_dataset, build_train_loader
 from models import build_model
 from models.assigner import anchor_valid_mask
 from utils.image_list import padded_size
+from utils.script import run_script
 
 
 @torch.no_grad()
@@ -84,6 +85,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     sys.exit(run_script(main))
