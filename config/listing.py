@@ -7,6 +7,7 @@ its own keys and any ``--opts``); ``config/README.md`` is generated from the sch
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import inspect
 import io
 import math
@@ -70,8 +71,19 @@ def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _fraction(value: float) -> Optional[str]:
+    """``"1/1500"`` for a float that is exactly a fraction with a small denominator but prints long, else None."""
+    if len(repr(value)) <= 10 or not math.isfinite(value):
+        return None
+    f = fractions.Fraction(value).limit_denominator(10000)
+    return f"{f.numerator}/{f.denominator}" if f.numerator / f.denominator == value else None
+
+
 def yaml_value(value: Any) -> str:
-    """``value`` as one line of YAML that reads back to it (lists in flow style)."""
+    """``value`` as one line of YAML that reads back to it (lists in flow style; a float such as 1 / 1500 as the
+    fraction ``1/1500``, which the loader reads back to the same float)."""
+    if isinstance(value, float) and _fraction(value):
+        return _fraction(value)
     text = yaml.safe_dump(value, default_flow_style=True, width=math.inf)
     return text.removesuffix("\n...\n").strip()
 
