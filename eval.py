@@ -124,8 +124,7 @@ def _evaluate_model(args) -> dict:
     if trained_on and list(trained_on) != list(dataset.class_names):
         logger.warning("%s was trained on classes %s but %s has %s: labels are matched by position",
                        args.weight, list(trained_on)[:10], split, list(dataset.class_names)[:10])
-    workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
-    loader = build_test_loader(dataset, args.batch_size or cfg.data.test_batch_size, workers)
+    loader = build_test_loader(dataset, args.batch_size or cfg.data.test_batch_size, cfg.data.num_workers)
     if args.compile:
         compile_model(model)
     predictions = predict(model, loader, device, amp=args.amp)

@@ -80,7 +80,7 @@ def _train(args, argv, device, rank: int) -> None:
 
     record = fit(cfg, RunOptions(args.output_dir, device, accumulate=args.accumulate, resume=args.resume,
                                  overwrite=args.overwrite, argv=argv, max_iter=args.max_iter,
-                                 num_workers=args.num_workers, progress=not args.no_progress))
+                                 progress=not args.no_progress))
     if rank == 0:
         plot_own_run(args.output_dir)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from config import load_config
 from config.listing import LISTING, changed_keys, format_config, listing, yaml_value
-from cli import load_checked_config
 from utils.script import run_script
 
 
@@ -27,7 +27,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         LISTING.write_text(listing())
         print(f"wrote {LISTING}")
         return
-    cfg = load_checked_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts)
     if args.changed:
         for key, (value, default) in changed_keys(cfg).items():
             print(f"{key}: {yaml_value(value)}  # default {yaml_value(default)}")

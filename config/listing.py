@@ -7,6 +7,7 @@ its own keys and any ``--opts``); ``config/README.md`` is generated from the sch
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import inspect
 import io
 import math
@@ -50,6 +51,19 @@ def field_comments(cls: type = Config, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def family_names(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, ...]]:
+    """Every dotted key whose type is a family's names (a ``Literal``) -> those names, in schema order."""
+    out: dict[str, tuple[str, ...]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(family_names(tp, f"{prefix}{f.name}."))
+        elif typing.get_origin(tp) is typing.Literal:
+            out[prefix + f.name] = typing.get_args(tp)
+    return out
+
+
 def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
@@ -57,8 +71,19 @@ def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _fraction(value: float) -> Optional[str]:
+    """``"1/1500"`` for a float that is exactly a fraction with a small denominator but prints long, else None."""
+    if len(repr(value)) <= 10 or not math.isfinite(value):
+        return None
+    f = fractions.Fraction(value).limit_denominator(10000)
+    return f"{f.numerator}/{f.denominator}" if f.numerator / f.denominator == value else None
+
+
 def yaml_value(value: Any) -> str:
-    """``value`` as one line of YAML that reads back to it (lists in flow style)."""
+    """``value`` as one line of YAML that reads back to it (lists in flow style; a float such as 1 / 1500 as the
+    fraction ``1/1500``, which the loader reads back to the same float)."""
+    if isinstance(value, float) and _fraction(value):
+        return _fraction(value)
     text = yaml.safe_dump(value, default_flow_style=True, width=math.inf)
     return text.removesuffix("\n...\n").strip()
 
@@ -100,7 +125,7 @@ def _header_comment(path: Path) -> str:
 def _preset_section(path: Path) -> list[str]:
     base = (yaml.safe_load(path.read_text()) or {}).get("_base_")
     changes = changed_keys(load_config(path))
-    lines = [f"### `{path.name}`", "", _header_comment(path), ""]
+    lines = [f"### `{path.name}`", "", *textwrap.wrap(_header_comment(path), 120), ""]
     lines += [f"Derives from {f'`{base}`' if base else 'the schema'}; "
               f"it changes {len(changes)} of the schema's defaults:", "",
               "| key | value | default |", "|---|---|---|"]
@@ -117,7 +142,12 @@ def listing() -> str:
              "The defaults are the official YOLOF R50-C5 1x recipe (megvii-model/YOLOF `yolof.res50.C5.1x`) unless",
              "the comment says otherwise. `python -m config PRESET` prints a preset in this form, resolved.", "",
              "```yaml", format_config(Config()).rstrip("\n"), "```", "",
-             "## The presets", "",
+             "## The names of each family", "",
+             "A key below takes one of these names (the loader refuses any other, naming the key and the names).", ""]
+    for key, names in family_names().items():
+        lines += textwrap.wrap(f"- `{key}`: " + ", ".join(f"`{n}`" for n in names), 120, subsequent_indent="  ",
+                               break_on_hyphens=False)
+    lines += ["", "## The presets", "",
              "Each preset states only what differs from the schema, or from the preset it derives from through",
              "`_base_`. The tables list what each one changes from the defaults once resolved.", ""]
     for path in presets():

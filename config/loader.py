@@ -5,7 +5,7 @@ import copy
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 import yaml
 
@@ -13,27 +13,6 @@ from config.errors import ConfigError
 from config.schema import Config
 
 BASE_KEY = "_base_"
-
-# The flat layout before the component sections (presets, ablation specs and the run configs committed under
-# ablations/runs/ use it): each old dotted key -> its new key(s). Old keys load everywhere a config is read (YAML
-# files, --opts, the configs stored in checkpoints); a value given under an old key is checked under that name.
-LEGACY_KEYS: dict[str, tuple[str, ...]] = {
-    **{f"data.synthetic_{k}": (f"data.synthetic.{k}",) for k in (
-        "num_train", "num_val", "image_size", "seed", "num_objects", "min_box", "max_box", "size_range", "max_aspect",
-        "stats")},
-    **{f"data.{k}": (f"data.yolo.{k}",) for k in (
-        "jitter_crop", "jitter_ratio", "resize_shape", "scale_jitter", "distortion", "hue", "saturation", "exposure",
-        "test_resize_shape")},
-    **{f"data.mosaic_{k}": (f"data.mosaic.{k}",) for k in ("prob", "size", "min_offset")},
-    **{f"data.mixup_{k}": (f"data.mixup.{k}",) for k in ("prob", "alpha")},
-    "model.matcher.topk": ("model.matcher.uniform.topk", "model.matcher.iou_topk.topk"),
-    "model.matcher.max_iou_pos_thresh": ("model.matcher.max_iou.pos_thresh",),
-    "model.matcher.max_iou_neg_thresh": ("model.matcher.max_iou.neg_thresh",),
-    "model.matcher.atss_topk": ("model.matcher.atss.topk",),
-    "model.matcher.grid_anchors": tuple(f"model.matcher.{g}.anchors"
-                                        for g in ("grid_center", "grid_neighbors", "grid_inside")),
-}
-
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
@@ -48,7 +27,6 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
-    data = upgrade_legacy_keys(data, source=str(path))
     if base is None:
         return data
     base_data = _read_yaml(path.parent / base, seen + (path,))
@@ -86,62 +64,13 @@ def parse_overrides(items: Optional[Iterable[str]]) -> dict[str, Any]:
 def apply_overrides(data: dict, overrides: Union[Mapping[str, Any], Iterable[str], None]) -> dict:
     """Set dotted ``overrides`` (``{"a.b": v}`` or ``["a.b=v", ...]``) in the raw config dict ``data``, in place.
 
-    Returns ``data``; validation is ``config_from_dict``'s job (an old key of :data:`LEGACY_KEYS` is type-checked
-    here, under the name it was given by).
+    Returns ``data``; validation is ``config_from_dict``'s job.
     """
     if overrides and not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
-    data = upgrade_legacy_keys(data)
     for key, value in (overrides or {}).items():
-        if key in LEGACY_KEYS:
-            new = LEGACY_KEYS[key]
-            value = _coerce(value, _field_type(new[0]), key)
-            for k in new:
-                _set_dotted(data, k, value)
-        else:
-            _set_dotted(data, key, value)
+        _set_dotted(data, key, value)
     return data
-
-
-def _get_dotted(data: Mapping, key: str) -> tuple[bool, Any]:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def _pop_dotted(data: dict, key: str) -> None:
-    *parents, last = key.split(".")
-    node = data
-    for part in parents:
-        node = node[part]
-    del node[last]
-
-
-def upgrade_legacy_keys(data: dict, source: str = "config") -> dict:
-    """``data`` (a raw nested config dict, in place) with every old key of :data:`LEGACY_KEYS` moved to its new
-    key(s); an old key and its new key both given is an error naming both."""
-    for old, new in LEGACY_KEYS.items():
-        found, value = _get_dotted(data, old)
-        if not found:
-            continue
-        clash = [k for k in new if _get_dotted(data, k)[0]]
-        if clash:
-            raise ConfigError(f"{source}: config key '{old}' (the old layout) and '{clash[0]}' are both given")
-        _pop_dotted(data, old)
-        for k in new:
-            _set_dotted(data, k, copy.deepcopy(value))
-    return data
-
-
-def _field_type(key: str) -> Any:
-    """The annotation of the schema field at dotted ``key``."""
-    tp: Any = Config
-    for part in key.split("."):
-        tp = typing.get_type_hints(tp)[part]
-    return tp
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -154,10 +83,26 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _fraction(text: str, key: str) -> float:
+    """``"1/1500"`` -> 1 / 1500: a float key may be written as a fraction of two numbers (read, never evaluated)."""
+    num, slash, den = text.partition("/")
+    try:
+        value = float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        slash = ""
+    if not slash:
+        raise ConfigError(f"config key '{key}': expected a number or a fraction such as 1/1500, got {text!r}")
+    return value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:  # a family's names (config/schema.py)
+        if isinstance(value, bool) or value not in args:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
+        return value
     if origin is Union:  # Optional[X]
         if value is None and type(None) in args:
             return None
@@ -192,6 +137,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            return _fraction(value, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)
@@ -211,7 +158,8 @@ def _build(cls: type, data: Mapping, prefix: str) -> Any:
     if unknown:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}'"
-            + (f" (and {len(unknown) - 1} more: {', '.join(prefix + u for u in unknown[1:])})" if len(unknown) > 1 else "")
+            + (f" (and {len(unknown) - 1} more: {', '.join(prefix + u for u in unknown[1:])})"
+               if len(unknown) > 1 else "")
             + f"; valid keys here: {', '.join(sorted(names))}"
         )
     kwargs = {}
@@ -238,30 +186,19 @@ def check_sections(node: Any, key: str = "") -> None:
 
 
 def config_from_dict(data: Mapping) -> Config:
-    cfg = _build(Config, upgrade_legacy_keys(data), "")
+    cfg = _build(Config, data, "")
     check_sections(cfg)
     return cfg
 
 
-def load_config(path: Union[str, Path, None], overrides: Union[Mapping[str, Any], Iterable[str], None] = None) -> Config:
+def load_config(path: Union[str, Path, None],
+                overrides: Union[Mapping[str, Any], Iterable[str], None] = None) -> Config:
     """Load a YAML preset (following ``_base_``), apply dotted ``overrides``, validate.
 
-    ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe). An error about a value given
-    under an old key (:data:`LEGACY_KEYS`) names that key, as the user wrote it.
+    ``path=None`` starts from the schema defaults (the official R50-C5 1x recipe).
     """
-    if overrides and not isinstance(overrides, Mapping):
-        overrides = parse_overrides(overrides)
     data = _read_yaml(Path(path)) if path is not None else {}
-    try:
-        return config_from_dict(apply_overrides(data, overrides))
-    except ConfigError as e:
-        message = str(e)
-        for old in (overrides or {}):
-            for new in LEGACY_KEYS.get(old, ()):
-                message = message.replace(f"'{new}'", f"'{old}'")
-        if message == str(e):
-            raise
-        raise ConfigError(message) from None
+    return config_from_dict(apply_overrides(data, overrides))
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -271,7 +208,8 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     still equals the same config written after.
     """
     if isinstance(old, Mapping) and isinstance(new, Mapping):
-        return [k for key in sorted(set(old) & set(new), key=str) for k in config_diff(old[key], new[key], f"{prefix}{key}.")]
+        return [k for key in sorted(set(old) & set(new), key=str)
+                for k in config_diff(old[key], new[key], f"{prefix}{key}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 
@@ -296,10 +234,22 @@ def resolve_num_classes(cfg: Config, class_names) -> Config:
 
 
 def config_from_checkpoint(checkpoint: Mapping, overrides: Union[Mapping[str, Any], Iterable[str], None] = None, *,
-                           source: str = "the checkpoint") -> Config:
-    """The config a checkpoint stores, with dotted ``overrides`` applied and ``num_classes: auto`` resolved from
-    its class names: the one way eval.py, test.py and the Predictor rebuild a run's config."""
-    if "config" not in checkpoint:
+                           config: Union[str, Path, Config, None] = None, source: str = "the checkpoint") -> Config:
+    """The config of the run ``checkpoint`` (a checkpoint's dict) comes from: the one way the scripts, the tools and
+    the Predictor rebuild it.
+
+    ``config`` (a YAML path, + ``overrides``; or a :class:`Config`, taken as it is) when given, else the config the
+    checkpoint stores (+ ``overrides``); ``model.num_classes: auto`` takes the count of the checkpoint's
+    ``class_names``. ``source`` names the checkpoint in errors.
+    """
+    if isinstance(config, Config):
+        if overrides:
+            raise ConfigError("overrides apply to a YAML config or a checkpoint's config, not to a Config object")
+        cfg = config
+    elif config is not None:
+        cfg = load_config(config, overrides)
+    elif "config" not in checkpoint:
         raise ConfigError(f"{source} holds no config: pass one (--config)")
-    cfg = config_from_dict(apply_overrides(copy.deepcopy(dict(checkpoint["config"])), overrides))
+    else:
+        cfg = config_from_dict(apply_overrides(copy.deepcopy(dict(checkpoint["config"])), overrides))
     return resolve_num_classes(cfg, checkpoint["class_names"]) if checkpoint.get("class_names") else cfg

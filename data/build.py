@@ -18,7 +18,7 @@ from data.dataset_base import DatasetError, RawSplit
 from data.multi_image import training_pipeline
 from data.pipelines import build_pipeline
 from data.sampler import build_train_sampler
-from data.synthetic import generate_synthetic_coco
+from data.synthetic.generate import generate_synthetic_coco
 from data.transforms import Compose
 from data.voc import VOC_CLASSES, VOCDetection
 from data.voc_xml import VOCXMLDetection, class_names_in, read_voc_xml_files, read_voc_xml_split, split_xml_files
@@ -53,10 +53,7 @@ def _coco(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
 def _generate_synthetic(cfg) -> None:
     """Generated on first use into ``<root>`` (COCO layout, splits ``train`` / ``val``)."""
 
-    s = cfg.data.synthetic
-    generate_synthetic_coco(Path(cfg.data.root), num_train=s.num_train, num_val=s.num_val, image_size=tuple(s.image_size),
-                            seed=s.seed, num_objects=tuple(s.num_objects), min_box=s.min_box, max_box=s.max_box or None,
-                            size_range=tuple(s.size_range) or None, max_aspect=s.max_aspect, stats=s.stats)
+    generate_synthetic_coco(Path(cfg.data.root), cfg.data.synthetic)
 
 
 def _synthetic(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
@@ -154,7 +151,7 @@ class DatasetFormat:
     ground_truth: Callable  # (cfg, split) -> what METRICS[metric].score_file scores a results file against
 
 
-# every data.dataset: config validation and the scripts' -d read the names; adding a format is one entry here
+# every data.dataset (the names of config.schema.DatasetName); the scripts' -d read them
 DATASETS: dict[str, DatasetFormat] = {
     "coco": DatasetFormat(_coco, metric="coco", val_split="val2017", read_raw=_coco_raw, ground_truth=_annotation_file),
     "voc": DatasetFormat(_voc, metric="voc", val_split="test", read_raw=_voc_raw,  # + eval.py --year
@@ -184,8 +181,6 @@ def build_dataset(cfg, split: str, *, is_train: bool, transforms=None) -> Datase
     draw their other images from the dataset itself.
     """
     d = cfg.data
-    if d.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {d.dataset!r}")
     multi_image = transforms is None and is_train
     if transforms is None:
         transforms = build_pipeline(d, is_train)
@@ -229,9 +224,9 @@ def _limit_opencv_threads(workers: int) -> None:
 
 
 def build_train_loader(cfg, dataset: Dataset, batch_per_process: int, rank: int, world_size: int,
-                       num_workers: Optional[int] = None, accumulate: int = 1) -> tuple[DataLoader, Sampler]:
+                       accumulate: int = 1) -> tuple[DataLoader, Sampler]:
     sampler = build_train_sampler(cfg, dataset, batch_per_process, rank, world_size, accumulate)
-    workers = cfg.data.num_workers if num_workers is None else num_workers
+    workers = cfg.data.num_workers
     _limit_opencv_threads(workers)
     loader = DataLoader(SeededDataset(dataset), batch_size=batch_per_process, sampler=sampler, drop_last=True,
                         num_workers=workers, collate_fn=collate, persistent_workers=False,

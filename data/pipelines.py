@@ -49,8 +49,6 @@ PIPELINES: dict[str, Callable] = {"resize_shortest_edge": _resize_shortest_edge,
 
 def build_pipeline(d, is_train: bool) -> Compose:
     """The ``data.pipeline`` transforms of data config ``d`` for training or testing."""
-    if d.pipeline not in PIPELINES:
-        raise ValueError(f"unknown data.pipeline {d.pipeline!r}; one of {sorted(PIPELINES)}")
     return PIPELINES[d.pipeline](d, is_train)
 
 

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from config import Config, config_to_dict, load_config
+from config import Config, config_to_dict
 from config.loader import config_from_checkpoint
 from data.pipelines import build_pipeline
 from deploy.backends import BACKENDS, model_file_bytes, resolve_backend_precision, write_openvino_ir
@@ -53,20 +53,6 @@ from utils.precision import autocast
 logger = logging.getLogger(__name__)
 
 ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
-
-
-def resolve_config(checkpoint: dict, config=None, opts: Sequence[str] = ()):
-    """The run's config: ``config`` (a Config or a YAML path, + ``opts``), else the one stored in the checkpoint."""
-
-    if isinstance(config, Config):
-        if opts:
-            raise ValueError("opts apply to a YAML config or a checkpoint's config, not to a Config object")
-        return config
-    if config is not None:
-        return load_config(config, list(opts))
-    if "config" not in checkpoint:
-        raise ValueError("the checkpoint holds no config: pass config=")
-    return config_from_checkpoint(checkpoint, list(opts))  # the one way a run's config is rebuilt (num_classes too)
 
 
 def read_image(path: Union[str, Path]) -> np.ndarray:
@@ -182,18 +168,19 @@ class Predictor:
         """(config, state dict or None, class names or None) from the source."""
 
         if isinstance(source, Config):
-            return resolve_config({}, source if config is None else config, opts), None, None
+            return config_from_checkpoint({}, list(opts), config=source if config is None else config), None, None
         if is_onnx:
             if not Path(source).is_file():
                 raise FileNotFoundError(f"{source}: no such ONNX file")
             meta = read_metadata(source)
             if meta.get("variant") != "raw" or "config" not in meta:
                 raise ValueError(f"{source}: not a raw-variant ONNX file from tools/export_onnx.py (no yolof metadata)")
-            cfg = resolve_config({"config": meta["config"]}, config, opts)
+            cfg = config_from_checkpoint({"config": meta["config"]}, list(opts), config=config, source=str(source))
             return cfg, None, meta.get("class_names")
         ckpt = load_checkpoint(source)
         self._checkpoint_path = source
-        return resolve_config(ckpt, config, opts), ckpt["model"], ckpt.get("class_names")
+        return (config_from_checkpoint(ckpt, list(opts), config=config, source=str(source)), ckpt["model"],
+                ckpt.get("class_names"))
 
     def _build_runner(self, onnx_file, *, calib, calib_size: int, export_dir):
         """The backend's runner over its model file: the raw ONNX graph (exported here from a checkpoint),

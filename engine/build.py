@@ -1,9 +1,8 @@
 """What a training run is made of, built from its config: the data and loaders, the model, the solver."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,8 +17,6 @@ from models.layers import convert_sync_batchnorm
 from models.pretrained import load_pretrained
 from utils.checkpoint import load_model_weights
 from utils.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 
 def batch_per_process(batch_size: int, processes: int, accumulate: int) -> int:
@@ -44,23 +41,18 @@ class TrainingData:
     steps_per_epoch: int
 
 
-def build_training_data(cfg, *, rank: int, world_size: int, accumulate: int, num_workers: Optional[int]):
-    """The datasets and loaders; returns (``cfg`` with ``model.num_classes`` resolved: the run's config, the data)."""
+def build_training_data(cfg, *, rank: int, world_size: int, accumulate: int):
+    """The datasets and loaders; returns (``cfg`` with ``model.num_classes`` resolved: the run's config, the data).
+    ``data.cache_images`` keeps the decoded images in memory (the config allows it with no loader workers only)."""
     per_process = batch_per_process(cfg.solver.batch_size, world_size, accumulate)
     train_set = build_dataset(cfg, cfg.data.train_split, is_train=True)
     cfg = resolve_num_classes(cfg, train_set.class_names)
     val_set = build_dataset(cfg, cfg.data.val_split, is_train=False)
-    loader, sampler = build_train_loader(cfg, train_set, per_process, rank, world_size, num_workers,
-                                         accumulate=accumulate)
-    workers = cfg.data.num_workers if num_workers is None else num_workers
-    val_loader = build_test_loader(val_set, cfg.data.test_batch_size, workers, rank, world_size)
+    loader, sampler = build_train_loader(cfg, train_set, per_process, rank, world_size, accumulate=accumulate)
+    val_loader = build_test_loader(val_set, cfg.data.test_batch_size, cfg.data.num_workers, rank, world_size)
     if cfg.data.cache_images:
-        if workers == 0:
-            train_set.keep_images_in_memory()
-            val_set.keep_images_in_memory()
-        else:
-            logger.info("data.cache_images skipped: it needs data.num_workers 0 (loader workers restart every "
-                        "epoch and lose their cache), and this run has %d", workers)
+        train_set.keep_images_in_memory()
+        val_set.keep_images_in_memory()
     steps_per_epoch = len(sampler) // (per_process * accumulate)
     if steps_per_epoch == 0:
         raise UserError(f"{cfg.data.dataset} split {cfg.data.train_split!r} has {len(train_set)} training images, "
@@ -81,8 +73,6 @@ def build_training_model(cfg, device: torch.device, *, world_size: int, fresh: b
     model = model.to(device)
     if cfg.solver.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if world_size > 1 and cfg.solver.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if world_size > 1:  # parts configured with norm=syncbn become real SyncBatchNorm (one process: BN)
         model = convert_sync_batchnorm(model, sync_batchnorm_parts(cfg), device.type)
     if cfg.solver.compile:  # in place: parameter names, checkpoints and DDP unchanged

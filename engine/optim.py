@@ -64,7 +64,7 @@ def _adamw(param_groups: list[dict], lr: float, solver) -> torch.optim.Optimizer
     return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay, fused=solver.fused_optimizer or None)
 
 
-# every solver.optimizer: name -> builder(param_groups, lr, solver); config validation reads the names
+# every solver.optimizer: name -> builder(param_groups, lr, solver)
 OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
 
 _NORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -89,6 +89,4 @@ def build_optimizer(model: nn.Module, solver, lr: float) -> torch.optim.Optimize
         param_groups.append({"params": params, "lr": lr * factor, "initial_lr": lr * factor,
                              "weight_decay": solver.weight_decay_norm if is_norm else solver.weight_decay,
                              "name": f"{'backbone' if is_backbone else 'head'}{'_norm' if is_norm else ''}"})
-    if solver.optimizer not in OPTIMIZERS:
-        raise ValueError(f"solver.optimizer: unknown {solver.optimizer!r}; one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[solver.optimizer](param_groups, lr, solver)

@@ -52,7 +52,6 @@ class RunOptions:
     overwrite: bool = False  # discard the run the folder holds
     argv: Optional[Sequence[str]] = None  # train.py's arguments for command.txt (None: sys.argv[1:])
     max_iter: Optional[int] = None  # stop after this many steps instead of the schedule's
-    num_workers: Optional[int] = None  # DataLoader workers instead of data.num_workers
     progress: bool = True  # the tqdm bar
 
 
@@ -84,7 +83,7 @@ class Trainer:
         plan = start_run(cfg, self.output_dir, resume=options.resume, overwrite=options.overwrite,
                          argv=sys.argv[1:] if options.argv is None else options.argv)
         self.cfg, self.data = build_training_data(cfg, rank=get_rank(), world_size=self.world_size,
-                                                  accumulate=self.accumulate, num_workers=options.num_workers)
+                                                  accumulate=self.accumulate)
         self.class_names = self.data.train_set.class_names
         self.amp = resolve_amp(self.cfg.solver.amp, self.device)
         self.model = build_training_model(self.cfg, self.device, world_size=self.world_size,

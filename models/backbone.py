@@ -40,14 +40,10 @@ _SPECS = {
 }
 
 
-STYLES = ("caffe", "pytorch")  # model.backbone.style (ResNets: where the stride-2 conv sits)
-BACKBONE_NORMS = ("frozen_bn", "bn", "syncbn")  # model.backbone.norm, for every backbone
-
-
-def _norm_layer(norm: str):
-    if norm not in BACKBONE_NORMS:
-        raise ValueError(f"unknown backbone norm {norm!r}")
-    return FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d  # syncbn: converted by the trainer under DDP
+# every model.backbone.norm: name -> the ResNets' norm layer (syncbn: BatchNorm2d, converted by the trainer under DDP;
+# models/cspdarknet.py maps the same names to its own)
+BACKBONE_NORMS: dict[str, type[nn.Module]] = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d,
+                                              "syncbn": nn.BatchNorm2d}
 
 
 class ResNetBackbone(nn.Module):
@@ -67,10 +63,8 @@ class ResNetBackbone(nn.Module):
     def __init__(self, name: str = "resnet50", *, style: str = "pytorch", dilated_c5: bool = False,
                  freeze_at: int = 2, norm: str = "frozen_bn", width_mult: float = 1.0):
         super().__init__()
-        if name not in _SPECS:
-            raise ValueError(f"unknown backbone {name!r}; choose from {sorted(_SPECS)}")
         block, layers, groups, width_per_group, _ = _SPECS[name]
-        norm_layer = _norm_layer(norm)
+        norm_layer = BACKBONE_NORMS[norm]
         widths = [max(8, int(round(w * width_mult))) for w in (64, 128, 256, 512)]
         stem_width = widths[0]
 
@@ -93,8 +87,6 @@ class ResNetBackbone(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if style == "caffe":
             self._move_stride_to_1x1()
-        elif style not in STYLES:
-            raise ValueError(f"unknown backbone style {style!r}")
         self.freeze(freeze_at)
 
     def _make_layer(self, block, planes, blocks, stride, dilation, norm_layer) -> nn.Sequential:
@@ -165,7 +157,7 @@ def _cspdarknet(*, style: str, dilated_c5: bool, freeze_at: int, norm: str, widt
     return CSPDarkNet53(dilated_c5=dilated_c5, freeze_at=freeze_at, norm=norm, width_mult=width_mult)
 
 
-# Every model.backbone.name and its builder; config validation reads this dict.
+# Every model.backbone.name and its builder.
 BACKBONES: dict[str, Callable[..., nn.Module]] = {**{name: _resnet(name) for name in _SPECS},
                                                   "cspdarknet53": _cspdarknet}  # models/cspdarknet.py
 
@@ -193,6 +185,4 @@ def build_backbone(name: str, *, style: str, dilated_c5: bool, freeze_at: int, n
     * parameter names match what :mod:`models.pretrained` and ``tools/convert_official.py``
       load (torchvision's names for ResNets, the official ones for CSP-DarkNet).
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     return BACKBONES[name](style=style, dilated_c5=dilated_c5, freeze_at=freeze_at, norm=norm, width_mult=width_mult)

@@ -23,14 +23,9 @@ import torch
 
 from utils.precision import fp32
 
-DECODE_METHODS = ("anchor", "stride")  # model.box_coder.decode_method
-
-
 class BoxCoder:
     def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = math.log(1000.0 / 16),
                  ctr_clamp: Optional[float] = 32.0, decode_method: str = "anchor", stride: int = 32):
-        if decode_method not in ("anchor", "stride"):
-            raise ValueError(f"unknown decode_method {decode_method!r}")
         self.weights = tuple(float(w) for w in weights)
         self.scale_clamp = scale_clamp
         self.ctr_clamp = ctr_clamp if ctr_clamp is not None and ctr_clamp > 0 else None

@@ -1,11 +1,13 @@
 """The YOLOF detector: backbone -> dilated encoder -> decoder -> (label assignment + loss | post-processing)."""
 from __future__ import annotations
 
+import typing
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from config.schema import InputFormat
 from models.anchors import AnchorGenerator
 from models.assigner import Assignment, LabelAssigner
 from models.box_coder import BoxCoder
@@ -14,7 +16,7 @@ from utils.image_list import pad_images
 from models.postprocess import postprocess
 from utils.precision import fp32
 
-INPUT_FORMATS = ("BGR", "RGB")  # model.input_format: the channel order the model expects its images in
+INPUT_FORMATS = typing.get_args(InputFormat)  # model.input_format: the channel order of the images the model expects
 
 
 def flatten_head_output(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -2,13 +2,27 @@
 conversion."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torchvision
 from torch import nn
 
-NORMS = ("bn", "syncbn", "gn", "none")  # model.encoder.norm / model.decoder.norm
-ACTIVATIONS = ("relu", "leaky_relu")  # model.encoder.activation / model.decoder.activation
 LEAKY_RELU_SLOPE = 0.1  # the official YOLOF get_activation("LeakyReLU")
+
+# every model.encoder.norm / model.decoder.norm: name -> layer(channels). syncbn is built as BatchNorm2d (identical on
+# one process) and becomes a real SyncBatchNorm when the trainer runs under DDP (:func:`convert_sync_batchnorm`).
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "bn": nn.BatchNorm2d,
+    "syncbn": nn.BatchNorm2d,
+    "gn": lambda channels: nn.GroupNorm(min(32, channels), channels),  # 32 groups
+    "none": lambda channels: nn.Identity(),
+}
+# every model.encoder.activation / model.decoder.activation: name -> layer()
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True),  # as the official CSP-D-53 recipes
+}
 
 
 class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
@@ -27,27 +41,13 @@ class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:
-    """A normalisation layer by name: ``bn``, ``syncbn``, ``gn`` (32 groups) or ``none``.
-
-    ``syncbn`` is built as BatchNorm2d (identical on one process) and becomes a
-    real SyncBatchNorm when the trainer runs under DDP: :func:`convert_sync_batchnorm`.
-    """
-    if kind in ("bn", "syncbn"):
-        return nn.BatchNorm2d(channels)
-    if kind == "gn":
-        return nn.GroupNorm(min(32, channels), channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; choose from {list(NORMS)}")
+    """The normalisation layer ``kind`` (a key of :data:`NORMS`) over ``channels``."""
+    return NORMS[kind](channels)
 
 
 def activation(kind: str) -> nn.Module:
-    """``relu`` or ``leaky_relu`` (negative slope 0.1, as the official CSP-D-53 recipes)."""
-    if kind == "relu":
-        return nn.ReLU(inplace=True)
-    if kind == "leaky_relu":
-        return nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True)
-    raise ValueError(f"unknown activation {kind!r}; choose from {list(ACTIVATIONS)}")
+    """The activation ``kind`` (a key of :data:`ACTIVATIONS`)."""
+    return ACTIVATIONS[kind]()
 
 
 def convert_sync_batchnorm(model: nn.Module, norms: dict[str, str], device_type: str) -> nn.Module:

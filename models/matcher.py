@@ -19,7 +19,7 @@ are neither positive nor negative (max-IoU's band between its thresholds).
   anchors nearest each box by centre distance are its candidates; those whose
   IoU with it reaches mean + std of the candidates' IoUs and whose centre lies
   inside it are positive.
-* ``IoUTopKMatcher`` (the seed's alternative): for every box, the k anchors of
+* ``IoUTopKMatcher`` (an ablation of the uniform matcher): for every box, the k anchors of
   highest IoU with it.
 * ``MaxIoUMatcher`` (RetinaNet): each anchor goes to its best box when IoU >=
   0.5, is negative below 0.4 and ignored in between; each box also keeps its
@@ -248,13 +248,10 @@ class GridMatcher:
     """
 
     modes = ("center", "neighbors", "inside")
-    anchor_choices = ("best", "all")  # model.matcher.grid_*.anchors
 
     def __init__(self, mode: str, *, stride: float, num_anchors: int, offset: float = 0.0, anchor_choice: str = "best"):
         if mode not in self.modes:
             raise ValueError(f"unknown grid mode {mode!r}; expected one of {self.modes}")
-        if anchor_choice not in self.anchor_choices:
-            raise ValueError(f"unknown grid anchor choice {anchor_choice!r}; expected 'best' or 'all'")
         self.mode, self.stride, self.num_anchors = mode, float(stride), int(num_anchors)
         self.offset, self.anchor_choice = float(offset), anchor_choice
 
@@ -310,7 +307,7 @@ class AnchorGrid:
 @dataclass(frozen=True)
 class MatcherSpec:
     """One model.matcher.name: its builder ``build(section, grid)`` and its own config section's type (None: no
-    options; the section is ``model.matcher.<name>`` in config/schema.py)."""
+    options; the section is ``model.matcher.<name>`` in config/schema.py, ``model.matcher.grid`` for the grid_*)."""
 
     build: Callable
     section: Optional[type] = None
@@ -321,8 +318,8 @@ def _grid(mode: str) -> MatcherSpec:
                                                 anchor_choice=s.anchors), GridMatcherConfig)
 
 
-# Every model.matcher.name: config validation and argparse read this dict. A builder receives its own section
-# (model.matcher.<name>) and the anchor grid, nothing else.
+# Every model.matcher.name. A builder receives its own section
+# (MatcherConfig.section()) and the anchor grid, nothing else.
 MATCHERS: dict[str, MatcherSpec] = {
     "uniform": MatcherSpec(lambda s, g: UniformMatcher(s.topk), TopKMatcherConfig),
     "iou_topk": MatcherSpec(lambda s, g: IoUTopKMatcher(s.topk), TopKMatcherConfig),
@@ -337,11 +334,8 @@ MATCHERS: dict[str, MatcherSpec] = {
 
 def build_matcher(name: str, section=None, *, stride: float = 32, offset: float = 0.0, num_anchors: int = 1,
                   **options):
-    """The matcher called ``name`` (a key of :data:`MATCHERS`) from its own config section (``model.matcher.<name>``;
+    """The matcher called ``name`` (a key of :data:`MATCHERS`) from its own config section (``MatcherConfig.section()``;
     None: the section's defaults), ``options`` overriding fields of that section (``build_matcher("atss", topk=6)``)."""
-    if name not in MATCHERS:
-        kind = "grid mode" if name.startswith("grid_") else "matcher"  # grid_<mode>: the GridMatcher modes
-        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(MATCHERS)}")
     spec = MATCHERS[name]
     if spec.section is None:
         if options:

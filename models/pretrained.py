@@ -20,8 +20,8 @@ Every tensor's shape is checked and a mismatch names the key; every backbone
 entry must be filled; names of the file that the backbone does not use are
 reported (``conv1_b``, ``fc1000_*``, the ``_momentum`` twins, classifier heads).
 
-:data:`IMAGENET_FILES` lists the files the presets name, with where they are
-published and the model settings they need; config validation reads it.
+:data:`config.imagenet.IMAGENET_FILES` lists the files the presets name, with where they are
+published and the model settings they need (the config checks the fit when it loads).
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import io
 import logging
 import pickle
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from config.imagenet import IMAGENET_FILES
 from models.backbone import torchvision_weights_url
 from utils.checkpoint import read_pickle, torch_load
 from utils.errors import UserError
@@ -45,36 +45,6 @@ from utils.paths import REPO_ROOT
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = REPO_ROOT / "weights"
-
-# torchvision's ImageNet normalisation on the 0-255 scale, RGB
-TORCHVISION_MEAN = (123.675, 116.28, 103.53)
-TORCHVISION_STD = (58.395, 57.12, 57.375)
-
-
-@dataclass(frozen=True)
-class ImageNetFile:
-    """A published ImageNet start and the model settings it only works with."""
-
-    url: str
-    size: str  # download size, for the README and the error message
-    backbones: tuple[str, ...]  # model.backbone.name values it fits
-    style: Optional[str]  # model.backbone.style it needs (None: not a ResNet)
-    input_format: str  # model.input_format it was trained with
-    pixel_std: Optional[tuple[float, float, float]]  # model.pixel_std it needs (None: any)
-
-
-_D2 = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained"
-IMAGENET_FILES: dict[str, ImageNetFile] = {
-    "R-50.pkl": ImageNetFile(f"{_D2}/MSRA/R-50.pkl", "~205 MB (estimated: weights + momentum twins)", ("resnet50",), "caffe", "BGR", (1.0, 1.0, 1.0)),
-    "R-101.pkl": ImageNetFile(f"{_D2}/MSRA/R-101.pkl", "~356 MB (estimated)", ("resnet101",), "caffe", "BGR", (1.0, 1.0, 1.0)),
-    "X-101-64x4d.pkl": ImageNetFile(f"{_D2}/FBResNeXt/X-101-64x4d.pkl", "~668 MB (estimated)", ("resnext101_64x4d",),
-                                    "pytorch", "BGR", (1.0, 1.0, 1.0)),
-    "cspdarknet53.pth": ImageNetFile(
-        "https://1drv.ms/u/s!AgM0VtBH3kV9imGxZX3n_TMQGtbP?e=YMgpGJ (linked from the official YOLOF README)",
-        "~110 MB (estimated)",
-        ("cspdarknet53",), None, "BGR", None),
-}
-
 
 class WeightsError(UserError, ValueError):
     """A weights file is missing, unreadable, refused or does not fit; the message names the file."""

@@ -18,7 +18,7 @@ A spec (``ablations/*.yaml``)::
 
 Overrides are dotted config keys (nested mappings are flattened to them) with
 YAML values; a row's overrides apply after ``common``. Every (row, seed) config
-is built with :func:`cli.load_checked_config` before anything runs, so an unknown
+is built with :func:`config.load_config` before anything runs, so an unknown
 spec key, a key that names no config key or a bad value fails at once, naming it.
 The ``slurm:`` section takes the options of :mod:`studies.slurm_options` (checked on load too).
 
@@ -48,8 +48,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-from cli import load_checked_config
-from config import ConfigError, config_to_dict
+from config import ConfigError, config_to_dict, load_config
 from config.loader import config_diff
 from engine.optim import effective_schedule
 from evaluation.coco_eval import STAT_NAMES
@@ -285,7 +284,7 @@ def plan_runs(spec: Spec, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> list[Plann
         accumulate = row.accumulate if row.accumulate is not None else spec.accumulate
         for seed in spec.seeds:
             try:
-                cfg = load_checked_config(base, {**overrides, "train.seed": seed})
+                cfg = load_config(base, {**overrides, "train.seed": seed})
             except ConfigError as e:
                 raise SpecError(f"{spec.path}: row '{row.name}': {e}") from e
             processes = (accumulate or 1) * spec.nproc_per_node

@@ -44,7 +44,7 @@ from torchvision.ops import box_iou
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from cli import load_checked_config
+from config import load_config
 from config.loader import resolve_num_classes
 from data.build import DATASETS, build_dataset
 from data.dataset_base import DetectionDatasetBase, RawSplit
@@ -282,7 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--skip_images", action="store_true", help="do not decode and hash the images (faster)")
     args = p.parse_args(argv)
     setup_logging()
-    cfg = load_checked_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts)
     splits = list(dict.fromkeys(args.split or [cfg.data.train_split, cfg.data.val_split]))
     reports = [check_split(cfg, s, images=not args.skip_images) for s in splits]
     for r in reports:

@@ -1,11 +1,11 @@
 """Scene statistics of COCO-format annotation files: the table behind ``data.synthetic.stats: coco``.
 
-    python -m tools.coco_stats --table        # COCO's (coco_tiny + tests/assets): data/synthetic.py's COCO_STATS
+    python -m tools.coco_stats --table        # COCO's (coco_tiny + tests/assets): data/synthetic/scenes.py's COCO_STATS
     python -m tools.coco_stats data/synthetic_cache_coco/annotations/instances_train.json   # a generated split
 
 Measured per image: its shape (w / h, snapped to the nearest of ``COCO_STATS.image_aspects`` in log) and its
 number of boxes; per box (``iscrowd`` 0 only, as COCO's evaluation counts them): sqrt(box area / image area) in
-the rows of the image's object-count group, and h / w; with the bins of :data:`data.synthetic.COCO_STATS`.
+the rows of the image's object-count group, and h / w; with the bins of :data:`data.synthetic.scenes.COCO_STATS`.
 Images are counted once (by file name) when several files hold them. The report also gives COCO's size split
 (small < 32^2 <= medium < 96^2 <= large, of the ``area`` field: the mask's area in COCO) and, without
 ``--table``, the total variation distance of every histogram to the table.
@@ -24,7 +24,7 @@ import numpy as np
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from data.synthetic import COCO_STATS, Histogram, SceneStats
+from data.synthetic.scenes import COCO_STATS, Histogram, SceneStats
 from utils.script import run_script
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
@@ -133,13 +133,16 @@ def _rounded(p: Sequence[float]) -> str:
 
 
 def format_table(stats: SceneStats) -> str:
-    """``stats`` as the Python literal of data/synthetic.py's ``COCO_STATS`` (fractions to 3 decimals)."""
-    sizes = ",\n".join(f"        Histogram({tuple(h.edges)!r}, {_rounded(h.p)})" for h in stats.sizes)
+    """``stats`` as the Python literal of data/synthetic/scenes.py's ``COCO_STATS`` (fractions to 3 decimals)."""
+    def hist(h: Histogram, indent: int) -> str:  # edges and fractions on lines of their own
+        return f"Histogram({tuple(h.edges)!r},\n{' ' * (indent + 10)}{_rounded(h.p)})"
+
+    sizes = ",\n".join(f"        {hist(h, 8)}" for h in stats.sizes)
     return (f"COCO_STATS = SceneStats(\n    long_side={stats.long_side},\n"
             f"    image_aspects={tuple(stats.image_aspects)!r},\n    image_aspect_p={_rounded(stats.image_aspect_p)},\n"
-            f"    objects=Histogram({tuple(stats.objects.edges)!r}, {_rounded(stats.objects.p)}),\n"
+            f"    objects={hist(stats.objects, 12)},\n"
             f"    size_groups={tuple(stats.size_groups)!r},\n    sizes=(\n{sizes},\n    ),\n"
-            f"    box_aspect=Histogram({tuple(stats.box_aspect.edges)!r}, {_rounded(stats.box_aspect.p)}),\n"
+            f"    box_aspect={hist(stats.box_aspect, 15)},\n"
             f"    min_side={stats.min_side},\n)")
 
 
@@ -168,7 +171,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.coco_stats", description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="*", type=Path, help="COCO annotation files (default: coco_tiny's train2017 and "
                                                          "val2017 and tests/assets' val2017)")
-    ap.add_argument("--table", action="store_true", help="print the statistics as data/synthetic.py's COCO_STATS")
+    ap.add_argument("--table", action="store_true",
+                    help="print the statistics as data/synthetic/scenes.py's COCO_STATS")
     args = ap.parse_args(argv)
     files = args.files or [p for p in DEFAULT_FILES if p.is_file()]
     missing = [] if args.files else [p for p in DEFAULT_FILES if not p.is_file()]
@@ -186,7 +190,7 @@ def main(argv=None) -> int:
         print(format_table(stats))
     else:
         table = ", ".join(f"{k} {v:.3f}" for k, v in distances(stats, COCO_STATS).items())
-        print(f"total variation distance to data/synthetic.py's COCO_STATS: {table}")
+        print(f"total variation distance to data/synthetic/scenes.py's COCO_STATS: {table}")
         print("measured:\n" + format_table(stats))
     return 0
 

@@ -22,8 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from cli import load_checked_config
+from config import load_config
 from models import build_model
+from utils.script import run_script
 
 PARTS = ("backbone", "encoder", "decoder")
 
@@ -83,13 +84,11 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, nargs=2, default=(800, 1216), metavar=("H", "W"), help="input size")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
-    cfg = load_checked_config(args.config, args.opts)  # a bad file or key is a one-line ConfigError (run_script)
+    cfg = load_config(args.config, args.opts)  # a bad file or key is a one-line ConfigError (run_script)
     result = complexity(build_model(cfg), *args.size)
     print(format_report(Path(args.config).stem, tuple(args.size), result))
     return result
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     run_script(main)

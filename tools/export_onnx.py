@@ -20,13 +20,14 @@ if __package__ in (None, ""):  # python tools/<name>.py: the repository root on 
     import _bootstrap  # noqa: F401
 
 from config import config_to_dict
+from config.loader import config_from_checkpoint
 from deploy.compare import matched
 from deploy.onnx_export import OPSET, VARIANTS, FullGraph, RawHeadGraph, export_onnx
-from deploy.predictor import resolve_config
 from models import build_model
 from models.fuse import fuse_for_inference
 from utils.checkpoint import load_checkpoint, load_model_weights
 from utils.errors import UserError
+from utils.script import run_script
 
 
 def parse_args(argv=None):
@@ -69,7 +70,7 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     try:
         ckpt = load_checkpoint(args.weight)
-        cfg = resolve_config(ckpt, args.config, args.opts)
+        cfg = config_from_checkpoint(ckpt, args.opts, config=args.config, source=str(args.weight))
         model = build_model(cfg)
         load_model_weights(model, args.weight)
     except (ValueError, FileNotFoundError) as e:  # e.g. a checkpoint without a config, named in the message
@@ -83,6 +84,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     run_script(main)

@@ -32,10 +32,11 @@ import yaml
 if __package__ in (None, ""):  # python tools/<name>.py: the repository root on sys.path (tools/_bootstrap.py)
     import _bootstrap  # noqa: F401
 
-from cli import load_checked_config
+from config import load_config
 from data.build import build_dataset
 from data.pipelines import build_pipeline
 from utils.boxes import clip_boxes
+from utils.script import run_script
 
 
 def shape_iou(wh: np.ndarray, anchors_wh: np.ndarray) -> np.ndarray:
@@ -145,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--write", type=Path, default=None,
                    help="write a config deriving from --config with model.anchors.custom_wh set to the result")
     a = p.parse_args(argv)
-    cfg = load_checked_config(a.config, a.opts)
+    cfg = load_config(a.config, a.opts)
     wh = training_box_sizes(cfg)
     sizes, fit = kmeans_anchors(wh, a.k, seed=a.seed, iters=a.iters)
     default_wh = configured_anchor_wh(cfg.model.anchors)
@@ -169,6 +170,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     sys.exit(run_script(main))

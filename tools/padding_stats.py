@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from data.build import build_dataset, build_train_loader
 from models import build_model
 from models.assigner import anchor_valid_mask
 from utils.image_list import padded_size
+from utils.script import run_script
 
 
 @torch.no_grad()
@@ -51,7 +53,8 @@ def measure(cfg, batches: int) -> dict:
 
     dataset = build_dataset(cfg, cfg.data.train_split, is_train=True)
     torch.manual_seed(cfg.train.seed)
-    loader, sampler = build_train_loader(cfg, dataset, cfg.solver.batch_size, 0, 1, num_workers=0)
+    in_process = replace(cfg, data=replace(cfg.data, num_workers=0))  # a few batches: no worker start-up
+    loader, sampler = build_train_loader(in_process, dataset, cfg.solver.batch_size, 0, 1)
     model = build_model(cfg).eval()
     cache: dict = {}
     pads, masks = [], []
@@ -84,6 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     sys.exit(run_script(main))

@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # python tools/<name>.py: the repository root on 
 
 from utils.errors import UserError  # noqa: E402
 from engine.metrics_log import epoch_records, is_iteration_record, read_metrics  # noqa: E402
+from utils.script import run_script  # noqa: E402
 
 TRAIN_KEYS = ("loss", "loss_cls", "loss_box_reg", "lr")
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "mAP")
@@ -152,6 +153,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     run_script(main)

@@ -22,7 +22,7 @@ from config.loader import resolve_num_classes
 from data.build import build_dataset
 from models import build_model
 from utils.checkpoint import load_model_weights
-from utils.script import common_parser, setup_logging
+from utils.script import common_parser, run_script, setup_logging
 from utils.visualize import draw_anchor_assignment
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.script import run_script
-
     sys.exit(run_script(main))

@@ -21,7 +21,7 @@ def common_parser() -> argparse.ArgumentParser:
     p.add_argument("--opts", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --opts solver.base_lr=0.01 model.matcher.name=iou_topk (repeatable; "
                         "a later value of a key wins)")
-    p.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: data.num_workers)")
+    p.add_argument("--num_workers", type=int, default=None, help="DataLoader workers: sets data.num_workers")
     return p
 
 

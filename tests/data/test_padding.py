@@ -12,9 +12,9 @@ from utils.image_list import padded_size
 from tools.padding_stats import measure
 
 # 128-px images: at stride 32 an image side of 64 in a 128-px batch leaves 2 of 4 anchor rows in padding
-TINY = {"data.synthetic_num_train": 16, "data.synthetic_num_val": 4, "data.train_min_size": [128],
+TINY = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 4, "data.train_min_size": [128],
         "data.train_max_size": 128, "data.test_min_size": 128, "data.test_max_size": 128, "solver.batch_size": 4,
-        "solver.reference_batch_size": 4, "data.num_workers": 0, "data.synthetic_min_box": 8,
+        "solver.reference_batch_size": 4, "data.num_workers": 0, "data.synthetic.min_box": 8,
         "model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8}
 
 
@@ -23,10 +23,11 @@ def _cfg(tmp_path, **extra):
 
 
 def test_varied_shapes_are_drawn_per_image_within_the_range_and_aspect(tmp_path):
-    from data.synthetic import generate_synthetic_coco
+    from config.schema import SyntheticConfig
+    from data.synthetic.generate import generate_synthetic_coco
 
-    root = generate_synthetic_coco(tmp_path / "v", num_train=30, num_val=4, size_range=(40, 90), max_aspect=1.5,
-                                   min_box=8, workers=0)
+    cfg = SyntheticConfig(num_train=30, num_val=4, size_range=(40, 90), max_aspect=1.5, min_box=8.0)
+    root = generate_synthetic_coco(tmp_path / "v", cfg, workers=0)
     images = json.loads((root / "annotations" / "instances_train.json").read_text())["images"]
     sizes = {(im["height"], im["width"]) for im in images}
     assert len(sizes) > 20  # drawn per image, not one shape
@@ -38,9 +39,9 @@ def test_varied_shapes_are_drawn_per_image_within_the_range_and_aspect(tmp_path)
 
 
 def test_fixed_size_batches_have_no_padding_and_varied_ones_do(tmp_path):
-    fixed = measure(_cfg(tmp_path / "f", **{"data.synthetic_image_size": [128, 128]}), batches=2)
+    fixed = measure(_cfg(tmp_path / "f", **{"data.synthetic.image_size": [128, 128]}), batches=2)
     assert fixed["pad_pixels"]["max"] == 0.0 and fixed["masked_anchors"]["max"] == 0.0
-    varied = measure(_cfg(tmp_path / "v", **{"data.synthetic_size_range": [64, 192]}), batches=3)
+    varied = measure(_cfg(tmp_path / "v", **{"data.synthetic.size_range": [64, 192]}), batches=3)
     assert varied["batches"] == 3
     assert varied["pad_pixels"]["mean"] > 0.05 and varied["masked_anchors"]["mean"] > 0.0
 
@@ -49,9 +50,9 @@ def test_image_mask_ignores_the_anchors_centred_in_padding_of_a_varied_batch(tmp
     from data.build import build_dataset, build_train_loader
     from models import build_model
 
-    cfg = _cfg(tmp_path, **{"data.synthetic_size_range": [64, 192], "model.loss.image_mask": True})
+    cfg = _cfg(tmp_path, **{"data.synthetic.size_range": [64, 192], "model.loss.image_mask": True})
     dataset = build_dataset(cfg, "train", is_train=True)
-    loader, _ = build_train_loader(cfg, dataset, 4, 0, 1, num_workers=0)
+    loader, _ = build_train_loader(cfg, dataset, 4, 0, 1)
     images, targets = next(iter(loader))
     sizes = [tuple(im.shape[-2:]) for im in images]
     assert len(set(sizes)) > 1  # the resize leaves different shapes: the batch is padded

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from cli import load_checked_config as load_config
-from config import ConfigError
+from config import ConfigError, load_config
+from config.listing import family_names
 from data.build import SeededDataset, build_dataset
 from data.mosaic import Mosaic, place_mosaic
 from data.pipelines import build_per_image_train_steps, build_pipeline
-from data.transforms import PAD_KEY, ClipAndFilterBoxes, Compose, RandomFlip, RandomShift, build_transforms
+from data.transforms import (PAD_KEY, ClipAndFilterBoxes, Compose, RandomFlip, RandomShift, ResizeShortestEdge,
+                             build_transforms)
 from data.yolo_transforms import JitterCrop, RandomDistortion, Resize
 from tests.conftest import REPO
 
@@ -244,7 +245,7 @@ def test_yolo_pipeline_with_mosaic_keeps_boxes_on_their_pixels():
     """JitterCrop -> Resize with jitter -> flip -> shift -> mosaic (no distortion: white stays white)."""
     boxes = [[20, 30, 70, 90], [100, 10, 150, 50]]
     sources = [(_box_image(120, 160, boxes), _target(boxes)) for _ in range(4)]
-    cfg = load_config(None, ["data.pipeline=yolo", "data.distortion=false", "data.resize_shape=[128, 160]"])
+    cfg = load_config(None, ["data.pipeline=yolo", "data.yolo.distortion=false", "data.yolo.resize_shape=[128, 160]"])
     per_image = build_per_image_train_steps(cfg.data)
     pipeline = Compose([Mosaic(per_image, sources, prob=1.0, size=(128, 128)), ClipAndFilterBoxes()])
     for seed in range(8):
@@ -293,12 +294,12 @@ def test_yolo_pipelines_official_parameters():
 
 @pytest.mark.parametrize("override, key", [
     ("data.pipeline=yolov5", "data.pipeline"),
-    ("data.jitter_ratio=0.5", "data.jitter_ratio"),
-    ("data.scale_jitter=[1.2, 0.8]", "data.scale_jitter"),
-    ("data.saturation=0.5", "data.saturation"),
-    ("data.mosaic_prob=1.5", "data.mosaic_prob"),
-    ("data.mosaic_min_offset=0.5", "data.mosaic_min_offset"),
-    ("data.test_resize_shape=[0, 608]", "data.test_resize_shape"),
+    ("data.yolo.jitter_ratio=0.5", "data.yolo.jitter_ratio"),
+    ("data.yolo.scale_jitter=[1.2, 0.8]", "data.yolo.scale_jitter"),
+    ("data.yolo.saturation=0.5", "data.yolo.saturation"),
+    ("data.mosaic.prob=1.5", "data.mosaic.prob"),
+    ("data.mosaic.min_offset=0.5", "data.mosaic.min_offset"),
+    ("data.yolo.test_resize_shape=[0, 608]", "data.yolo.test_resize_shape"),
 ])
 def test_bad_pipeline_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -321,7 +322,7 @@ def test_model_maps_boxes_back_by_separate_x_and_y_factors():
 
 def test_dataset_mosaic_sample_is_a_pure_function_of_index_and_seed(coco_tiny):
     cfg = load_config(None, [f"data.root={coco_tiny}", f"data.train_split={COCO_SPLIT}", "data.pipeline=yolo",
-                             "data.mosaic_prob=1.0", "data.resize_shape=[160, 160]", "data.mosaic_size=[160, 160]"])
+                             "data.mosaic.prob=1.0", "data.yolo.resize_shape=[160, 160]", "data.mosaic.size=[160, 160]"])
     ds = SeededDataset(build_dataset(cfg, COCO_SPLIT, is_train=True))
     (a, ta), (b, tb) = ds[(2, 123)], ds[(2, 123)]
     assert a.shape == (3, 160, 160) and torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])
@@ -332,3 +333,26 @@ def test_dataset_mosaic_sample_is_a_pure_function_of_index_and_seed(coco_tiny):
     image, target = build_dataset(cfg, COCO_SPLIT, is_train=False)[0]
     assert image.shape[1:] == (608, 608) and target["size"].tolist() == [608, 608]
 
+
+
+@pytest.mark.parametrize("name", family_names()["data.pipeline"])
+def test_every_pipeline_name_builds_its_steps_with_the_configs_switches(name):
+    """The official recipes' steps (data/pipelines.py's docstring), each switch of data and data.yolo removing its
+    own step, and the parameters given to each step taken from the config."""
+    def steps(**opts):
+        d = load_config(None, {"data.pipeline": name, **opts}).data
+        return tuple([type(t) for t in build_pipeline(d, is_train).transforms] for is_train in (True, False))
+
+    train, test = {
+        "resize_shortest_edge": ([ResizeShortestEdge, RandomFlip, RandomShift, ClipAndFilterBoxes],
+                                 [ResizeShortestEdge, ClipAndFilterBoxes]),
+        "yolo": ([JitterCrop, Resize, RandomDistortion, RandomFlip, RandomShift, ClipAndFilterBoxes],
+                 [Resize, ClipAndFilterBoxes]),
+    }[name]
+    assert steps() == (train, test)
+    assert steps(**{"data.random_shift": False})[0] == [t for t in train if t is not RandomShift]
+    if name == "yolo":
+        assert steps(**{"data.yolo.jitter_crop": False, "data.yolo.distortion": False})[0] == \
+            [Resize, RandomFlip, RandomShift, ClipAndFilterBoxes]
+        d = load_config(None, {"data.pipeline": "yolo", "data.yolo.test_resize_shape": [320, 480]}).data
+        assert build_pipeline(d, False).transforms[0].shape == (320, 480)

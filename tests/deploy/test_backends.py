@@ -40,7 +40,7 @@ def synthetic(tmp_path_factory):
     """opts that point the shipped tiny quickstart model at a fresh synthetic set: its 300 validation images are
     the quickstart's (the held-out split does not depend on num_train), 100 training images for calibration."""
     root = tmp_path_factory.mktemp("synthetic")
-    opts = [f"data.root={root}", "data.synthetic_num_train=100"]
+    opts = [f"data.root={root}", "data.synthetic.num_train=100"]
     predictor = Predictor(TINY, opts=opts)
     val = build_dataset(predictor.cfg, "val", is_train=False, transforms=Compose([]))
     return opts, predictor, val

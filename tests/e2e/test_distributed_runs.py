@@ -20,7 +20,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from data.synthetic import generate_synthetic_coco
+from config.schema import SyntheticConfig
+from data.synthetic.generate import generate_synthetic_coco
 from tests.conftest import REPO
 from tests.helpers import free_port as _free_port
 
@@ -68,8 +69,8 @@ def _opts(data_root) -> list[str]:
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     data = tmp / "data"
-    generate_synthetic_coco(data, num_train=16, num_val=4, image_size=(64, 64), seed=0, num_objects=(1, 4),
-                            min_box=24, max_box=160)  # the quickstart's generator options, made once
+    generate_synthetic_coco(data, SyntheticConfig(num_train=16, num_val=4, image_size=(64, 64), seed=0,
+                                                  num_objects=(1, 4), min_box=24.0, max_box=160.0))  # made once
     hook = tmp / "hook.py"
     hook.write_text(HOOK.format(repo=str(REPO)))
     return tmp, data, hook

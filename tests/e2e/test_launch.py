@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.synthetic import generate_synthetic_coco
+from config.schema import SyntheticConfig
+from data.synthetic.generate import generate_synthetic_coco
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -27,8 +28,8 @@ TINY_RUN = ["model.backbone.width_mult=0.25", "model.encoder.channels=32", "mode
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("launch") / "data"
-    generate_synthetic_coco(root, num_train=16, num_val=4, image_size=(64, 64), seed=0, num_objects=(1, 4),
-                            min_box=24, max_box=160)
+    generate_synthetic_coco(root, SyntheticConfig(num_train=16, num_val=4, image_size=(64, 64), seed=0,
+                                                  num_objects=(1, 4), min_box=24.0, max_box=160.0))
     return root
 
 

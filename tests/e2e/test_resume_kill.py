@@ -64,8 +64,8 @@ HOOK = textwrap.dedent("""
 
 def _opts(root) -> list[str]:
     return ["model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8",
-            f"data.root={root}", "data.synthetic_num_train=16", "data.synthetic_num_val=4",
-            "data.synthetic_image_size=[64, 64]", "data.train_min_size=[64]", "data.train_max_size=64",
+            f"data.root={root}", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
+            "data.synthetic.image_size=[64, 64]", "data.train_min_size=[64]", "data.train_max_size=64",
             "data.test_min_size=64", "data.test_max_size=64", "data.num_workers=0", "solver.batch_size=4",
             "solver.reference_batch_size=4", "solver.max_iter=10", "solver.steps=[7]", "solver.warmup_iters=2",
             "train.eval_period=1", "train.log_period=3"]

@@ -213,8 +213,8 @@ def test_test_py_draws_boxes_on_real_images(coco_tiny, coco_checkpoint, tmp_path
 def test_vis_targets_writes_pictures(tmp_path):
     out = tmp_path / "vis"
     _run("train.py", "--config", "config/small_cpu.yaml", "--vis_targets", "--vis_num", "2", "--output_dir", str(out),
-         "--opts", f"data.root={tmp_path / 'synth'}", "data.synthetic_num_train=8", "data.synthetic_num_val=2",
-         "data.synthetic_image_size=[96,96]", "model.backbone.width_mult=0.25")
+         "--opts", f"data.root={tmp_path / 'synth'}", "data.synthetic.num_train=8", "data.synthetic.num_val=2",
+         "data.synthetic.image_size=[96,96]", "model.backbone.width_mult=0.25")
     pics = sorted((out / "vis_targets").glob("*.png"))
     assert len(pics) == 2 and cv2.imread(str(pics[0])) is not None
 

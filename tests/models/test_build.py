@@ -6,13 +6,19 @@ import json
 import cv2
 import pytest
 import torch
+from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from config import load_config
+from config.listing import family_names
 from models import build_model
 from models.anchors import AnchorGenerator
 from models.box_coder import BoxCoder
+from models.cspdarknet import CSPDarkNet53
+from models.decoder import combine_objectness
 from models.detector import flatten_head_output
+from models.encoder import C5Projection, DilatedEncoder
+from models.matcher import ATSSMatcher, GridMatcher, IoUTopKMatcher, MaxIoUMatcher, UniformMatcher
 from models.postprocess import postprocess
 from tests.conftest import COCO_SPLIT, REPO, golden_path
 from utils.checkpoint import load_model_weights, save_checkpoint
@@ -357,3 +363,179 @@ def test_imagenet_weights_are_never_downloaded_and_say_what_to_do(monkeypatch):
     with pytest.raises(pretrained.WeightsError, match=r"resnet18-.*\.pth not found: download it from "
                                                       r"https://download.pytorch.org/models/resnet18-.*\.pth and put it at"):
         pretrained.load_pretrained(model, cfg.model.backbone)
+
+
+# ----------------------------------------------------------------------------- every switch, config to model
+# Each switch of the paper and each family name goes through build_model(cfg): the module that results (its type,
+# layers and arguments, checked against the published architecture or the value in the config) and, for the paper's
+# switches, its numerics against the same weights with the switch the other way. A switch that build_model does not
+# pass on (hard-wired, or read from the wrong key) fails here.
+TINY = {"model.backbone.width_mult": 0.25, "model.encoder.channels": 16, "model.encoder.mid_channels": 8}
+
+
+def _model(seed: int = 0, **overrides) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(load_config(REPO / "config" / "small_cpu.yaml", {**TINY, **overrides})).eval()
+
+
+def _c5(model, seed=1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(2, model.backbone.out_channels, 5, 7)
+
+
+@torch.no_grad()
+def test_encoder_switches_reach_the_built_encoder():
+    on, off = _model(), _model(**{"model.encoder.shortcut": False})
+    a, b = on.state_dict(), off.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the shortcut has no weights
+    assert all(blk.shortcut for blk in on.encoder.blocks) and not any(blk.shortcut for blk in off.encoder.blocks)
+    e = on.encoder
+    x = e.fpn_norm(e.fpn_conv(e.lateral_norm(e.lateral_conv(_c5(on)))))  # the projector's output
+    for b_on, b_off in zip(on.encoder.blocks, off.encoder.blocks):  # without the shortcut: the branch alone
+        torch.testing.assert_close(b_off(x), b_on(x) - x)
+        x = b_on(x)
+    projector = _model(**{"model.encoder.residual": False})
+    assert isinstance(projector.encoder, DilatedEncoder) and len(projector.encoder.blocks) == 0
+    y = _c5(projector)
+    e = projector.encoder
+    torch.testing.assert_close(e(y), e.fpn_norm(e.fpn_conv(e.lateral_norm(e.lateral_conv(y)))))
+    none = _model(**{"model.encoder.enabled": False})
+    assert isinstance(none.encoder, C5Projection) and list(none.encoder.children()) == [none.encoder.conv]
+    assert none.encoder.conv.kernel_size == (1, 1) and none.encoder.conv.out_channels == 16
+    dil = _model(**{"model.encoder.dilations": [1, 3, 5]})
+    assert [b.conv2.dilation for b in dil.encoder.blocks] == [(1, 1), (3, 3), (5, 5)]
+    assert [b.conv2.padding for b in dil.encoder.blocks] == [(1, 1), (3, 3), (5, 5)]
+
+
+@torch.no_grad()
+def test_decoder_switches_reach_the_built_decoder():
+    on, off = _model(), _model(**{"model.decoder.implicit_objectness": False})
+    feat = torch.randn(1, 16, 4, 6)
+    d = off.decoder
+    assert off.decoder.object_pred is None and on.decoder.object_pred is not None
+    cls_off, _ = d(feat)
+    torch.testing.assert_close(cls_off, d.cls_score(d.cls_subnet(feat)))  # the class logits as they are
+    cls_on, _ = on.decoder(feat)
+    expected = combine_objectness(on.decoder.cls_score(on.decoder.cls_subnet(feat)),
+                                  on.decoder.object_pred(on.decoder.bbox_subnet(feat)), on.num_classes)
+    torch.testing.assert_close(cls_on, expected)
+    k1 = _model(**{"model.decoder.pred_kernel": 1}).decoder
+    assert {m.kernel_size for m in (k1.cls_score, k1.bbox_pred, k1.object_pred)} == {(1, 1)}
+    assert {m.kernel_size for m in (on.decoder.cls_score, on.decoder.bbox_pred, on.decoder.object_pred)} == {(3, 3)}
+    towers = _model(**{"model.decoder.num_cls_convs": 1, "model.decoder.num_reg_convs": 3}).decoder
+    assert sum(isinstance(m, nn.Conv2d) for m in towers.cls_subnet) == 1
+    assert sum(isinstance(m, nn.Conv2d) for m in towers.bbox_subnet) == 3
+
+
+@pytest.mark.parametrize("name", family_names()["model.matcher.name"])
+def test_every_matcher_name_builds_that_matcher_with_its_section(name):
+    m = _model(**{"model.matcher.name": name, "model.matcher.uniform.topk": 3, "model.matcher.iou_topk.topk": 5,
+                  "model.matcher.max_iou.pos_thresh": 0.6, "model.matcher.max_iou.neg_thresh": 0.3,
+                  "model.matcher.atss.topk": 7, "model.matcher.grid.anchors": "all"}).assigner.matcher
+    expected = {
+        "uniform": (UniformMatcher, {"topk": 3, "by_prediction": True}),
+        "top1": (UniformMatcher, {"topk": 1, "by_prediction": False}),
+        "iou_topk": (IoUTopKMatcher, {"topk": 5}),
+        "max_iou": (MaxIoUMatcher, {"pos_thresh": 0.6, "neg_thresh": 0.3}),
+        "atss": (ATSSMatcher, {"topk": 7}),
+        **{f"grid_{mode}": (GridMatcher, {"mode": mode, "anchor_choice": "all", "stride": 32.0, "num_anchors": 5})
+           for mode in ("center", "neighbors", "inside")},
+    }[name]  # small_cpu: stride 32, five anchor sizes
+    assert type(m) is expected[0] and {k: getattr(m, k) for k in expected[1]} == expected[1]
+
+
+def test_assigner_and_loss_switches_reach_the_model():
+    m = _model(**{"model.matcher.ignore_thresholds": False, "model.matcher.neg_ignore_thresh": 0.8,
+                  "model.matcher.pos_ignore_thresh": 0.2, "model.loss.image_mask": True,
+                  "model.loss.normalization": "per_image", "model.loss.focal_alpha": 0.3,
+                  "model.loss.focal_gamma": 1.5, "model.loss.cls_weight": 2.0, "model.loss.box_weight": 3.0})
+    a, c = m.assigner, m.criterion
+    assert (a.ignore_thresholds, a.neg_ignore_thresh, a.pos_ignore_thresh, a.image_mask) == (False, 0.8, 0.2, True)
+    assert (c.normalization, c.focal_alpha, c.focal_gamma, c.cls_weight, c.box_weight) == ("per_image", 0.3, 1.5, 2, 3)
+    d = _model()
+    assert (d.assigner.ignore_thresholds, d.assigner.image_mask, d.criterion.normalization) == (True, False, "batch")
+
+
+def _losses(model) -> dict:
+    """The losses of one batch: image 0 holds two boxes, image 1 one box (so the positives per image differ)."""
+    images = [torch.full((3, 96, 128), 90.0), torch.full((3, 64, 96), 160.0)]
+    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 50], [70, 20, 120, 90]]), "labels": torch.tensor([1, 3])},
+               {"boxes": torch.tensor([[20.0, 8, 52, 40]]), "labels": torch.tensor([0])}]
+    with torch.no_grad():
+        return model.train()(images, targets)
+
+
+def test_loss_switches_change_the_loss_of_the_same_weights():
+    """The same weights and batch: per-image normalisation, the image mask and the ignore thresholds each move the
+    loss, so a switch build_model drops leaves it equal and fails here."""
+    base = _losses(_model())
+    for key, value in (("model.loss.normalization", "per_image"), ("model.loss.image_mask", True),
+                       ("model.matcher.ignore_thresholds", False)):
+        other = _losses(_model(**{key: value}))
+        assert (other["loss_cls"], other["loss_box_reg"]) != (base["loss_cls"], base["loss_box_reg"]), key
+
+
+def _stage_blocks(backbone) -> list[int]:
+    return [len(getattr(backbone, f"layer{i}")) for i in range(1, 5)]
+
+
+@pytest.mark.parametrize("name", family_names()["model.backbone.name"])
+def test_every_backbone_name_builds_its_published_architecture(name):
+    """Blocks per stage and cardinality as published: ResNet (He et al. 2016, table 1), ResNeXt (Xie et al. 2017:
+    32x4d, 32x8d, 64x4d), CSP-DarkNet-53 (1, 2, 8, 8, 4 blocks)."""
+    bb = _model(**{"model.backbone.name": name, "model.backbone.width_mult": 0.25}).backbone
+    if name == "cspdarknet53":
+        assert isinstance(bb, CSPDarkNet53) and bb.stride == 32
+        return
+    published = {"resnet18": ([2, 2, 2, 2], "BasicBlock", 1), "resnet34": ([3, 4, 6, 3], "BasicBlock", 1),
+                 "resnet50": ([3, 4, 6, 3], "Bottleneck", 1), "resnet101": ([3, 4, 23, 3], "Bottleneck", 1),
+                 "resnext50_32x4d": ([3, 4, 6, 3], "Bottleneck", 32),
+                 "resnext101_32x8d": ([3, 4, 23, 3], "Bottleneck", 32),
+                 "resnext101_64x4d": ([3, 4, 23, 3], "Bottleneck", 64)}[name]
+    assert _stage_blocks(bb) == published[0] and type(bb.layer1[0]).__name__ == published[1]
+    assert bb.layer1[0].conv2.groups == published[2] and bb.stride == 32
+
+
+def test_backbone_switches_reach_the_built_backbone():
+    r50 = {"model.backbone.name": "resnet50"}
+    dc5 = _model(**r50, **{"model.backbone.dilated_c5": True})
+    assert dc5.backbone.stride == 16 and dc5.anchor_generator.stride == 16 and dc5.box_coder.stride == 16
+    assert dc5.backbone.layer4[0].conv2.stride == (1, 1) and dc5.backbone.layer4[1].conv2.dilation == (2, 2)
+    caffe, pytorch = (_model(**r50, **{"model.backbone.style": s}).backbone for s in ("caffe", "pytorch"))
+    assert (caffe.layer2[0].conv1.stride, caffe.layer2[0].conv2.stride) == ((2, 2), (1, 1))  # stride on the 1x1
+    assert (pytorch.layer2[0].conv1.stride, pytorch.layer2[0].conv2.stride) == ((1, 1), (2, 2))  # on the 3x3
+    for k, frozen in ((0, []), (1, ["conv1"]), (2, ["conv1", "layer1"]), (5, ["conv1", "layer1", "layer4"])):
+        bb = _model(**{"model.backbone.freeze_at": k}).backbone
+        for part in ("conv1", "layer1", "layer4"):
+            assert all(p.requires_grad != (part in frozen) for p in getattr(bb, part).parameters()), (k, part)
+    norms = {n: _model(**{"model.backbone.norm": n}).backbone for n in family_names()["model.backbone.norm"]}
+    assert type(norms["frozen_bn"].bn1) is FrozenBatchNorm2d
+    assert type(norms["bn"].bn1) is nn.BatchNorm2d and type(norms["syncbn"].bn1) is nn.BatchNorm2d  # DDP converts
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_every_norm_and_activation_name_reaches_the_encoder_and_decoder(part):
+    expected_norm = {"bn": nn.BatchNorm2d, "syncbn": nn.BatchNorm2d, "gn": nn.GroupNorm, "none": nn.Identity}
+    for name in family_names()[f"model.{part}.norm"]:
+        module = getattr(_model(**{f"model.{part}.norm": name}), part)
+        norms = [m for m in module.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.Identity))]
+        assert norms and all(type(m) is expected_norm[name] for m in norms), name
+    leaky = getattr(_model(**{f"model.{part}.activation": "leaky_relu"}), part)
+    acts = [m for m in leaky.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+    assert acts and all(type(m) is nn.LeakyReLU and m.negative_slope == 0.1 for m in acts)
+    relu = getattr(_model(), part)
+    assert all(type(m) is nn.ReLU for m in relu.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU)))
+
+
+def test_decode_method_and_custom_anchors_reach_the_model():
+    """A delta of (1, 0, 0, 0) on a 64-px anchor centred at 32 moves the centre by the anchor's width (64 px,
+    official) or by the stride (32 px); custom (w, h) anchors replace sizes x ratios, one decoder output each."""
+    anchor, delta = torch.tensor([[0.0, 0, 64, 64]]), torch.tensor([[1.0, 0, 0, 0]])
+    for method, cx in (("anchor", 96.0), ("stride", 64.0)):
+        coder = _model(**{"model.box_coder.decode_method": method, "model.box_coder.ctr_clamp": 0}).box_coder
+        box = coder.decode(delta, anchor)[0]
+        assert ((box[0] + box[2]) / 2).item() == cx and (box[2] - box[0]).item() == 64.0, method
+    m = _model(**{"model.anchors.custom_wh": [[10, 20], [30, 15], [40, 40]]})
+    assert m.anchor_generator(1, 1).tolist() == [[-5, -10, 5, 10], [-15, -7.5, 15, 7.5], [-20, -20, 20, 20]]
+    assert m.decoder.num_anchors == 3 and m.decoder.cls_score.out_channels == 3 * m.num_classes
+    assert m.assigner.matcher.topk == 4 and _model().decoder.num_anchors == 5

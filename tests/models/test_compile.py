@@ -55,8 +55,8 @@ def test_train_and_eval_flags(tmp_path, monkeypatch):
 
     monkeypatch.setattr(models.compile, "BACKEND", recording_backend)
     cfg = load_config(REPO / "config/small_cpu.yaml", {
-        **SMALL, "solver.compile": True, "data.root": str(tmp_path / "synth"), "data.synthetic_num_train": 8,
-        "data.synthetic_num_val": 2, "data.synthetic_image_size": [96, 96], "data.train_min_size": [96],
+        **SMALL, "solver.compile": True, "data.root": str(tmp_path / "synth"), "data.synthetic.num_train": 8,
+        "data.synthetic.num_val": 2, "data.synthetic.image_size": [96, 96], "data.train_min_size": [96],
         "data.train_max_size": 96, "data.test_min_size": 96, "data.test_max_size": 96, "solver.batch_size": 4,
         "solver.reference_batch_size": 4, "solver.warmup_iters": 1, "data.num_workers": 0})
     fit(cfg, RunOptions(tmp_path / "run", device=torch.device("cpu"), max_iter=2, progress=False))

@@ -16,8 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from cli import load_checked_config as load_config
-from config import ConfigError
+from config import ConfigError, load_config
 from models import build_model
 from models.cspdarknet import CSPDarkNet53
 from models.layers import convert_sync_batchnorm

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli import load_checked_config as load_config
-from config import ConfigError
+from config import ConfigError, load_config
 from config.schema import DecoderConfig, EncoderConfig
 from models import build_model
 from models.anchors import AnchorGenerator
@@ -34,7 +33,7 @@ SMALL = EncoderConfig(channels=8, mid_channels=4)
 
 def test_encoder_switches_change_the_parameters_as_counted_by_hand():
     assert _params(build_encoder(SMALL, in_channels=16)) == 752 + 4 * 256  # official: projector + 4 blocks
-    assert _params(build_encoder(dataclasses.replace(SMALL, num_blocks=2, dilations=(2, 4)), in_channels=16)) == 752 + 2 * 256
+    assert _params(build_encoder(dataclasses.replace(SMALL, dilations=(2, 4)), in_channels=16)) == 752 + 2 * 256
     assert _params(build_encoder(dataclasses.replace(SMALL, residual=False), in_channels=16)) == 752
     assert _params(build_encoder(dataclasses.replace(SMALL, shortcut=False), in_channels=16)) == 752 + 4 * 256
     no_encoder = build_encoder(dataclasses.replace(SMALL, enabled=False), in_channels=16)
@@ -52,7 +51,7 @@ def test_quickstart_model_loses_the_encoder_parameters_counted_by_hand():
     assert full - count(**{"model.encoder.residual": False}) == 4 * 17984
     assert full - count(**{"model.encoder.enabled": False}) == 164608 + 4 * 17984 - 16512
     assert full == count(**{"model.encoder.shortcut": False})
-    assert full - count(**{"model.encoder.num_blocks": 2, "model.encoder.dilations": [2, 4]}) == 2 * 17984
+    assert full - count(**{"model.encoder.dilations": [2, 4]}) == 2 * 17984
 
 
 def test_projector_only_is_the_encoder_without_blocks():
@@ -106,7 +105,7 @@ def test_official_defaults_are_unchanged():
     cfg = load_config(REPO / "config/small_cpu.yaml")
     explicit = load_config(REPO / "config/small_cpu.yaml", {
         "model.encoder.enabled": True, "model.encoder.residual": True, "model.encoder.shortcut": True,
-        "model.decoder.implicit_objectness": True, "model.matcher.atss_topk": 5})
+        "model.decoder.implicit_objectness": True, "model.matcher.atss.topk": 5})
     torch.manual_seed(0)
     model = build_model(cfg)
     torch.manual_seed(0)
@@ -192,11 +191,11 @@ def test_top1_is_each_boxs_nearest_anchor_and_not_uniform_k1():
 def test_new_matchers_are_registered_and_configured():
     assert {"atss", "top1"} <= set(MATCHERS)
     assert build_matcher("atss", topk=6).topk == 6 and build_matcher("atss").topk == 9
-    cfg = load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atss", "model.matcher.atss_topk": 6})
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atss", "model.matcher.atss.topk": 6})
     model = build_model(cfg)
     assert isinstance(model.assigner.matcher, ATSSMatcher) and model.assigner.matcher.topk == 6
-    with pytest.raises(ConfigError, match="atss_topk"):
-        load_config(REPO / "config/small_cpu.yaml", {"model.matcher.atss_topk": 1})
+    with pytest.raises(ConfigError, match=r"model\.matcher\.atss\.topk"):
+        load_config(REPO / "config/small_cpu.yaml", {"model.matcher.atss.topk": 1})
     with pytest.raises(ConfigError, match="model.matcher.name"):
         load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atts"})
 

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
-from cli import load_checked_config as load_config
+from config import load_config
 from config.loader import ConfigError
 from models import build_model
 from models.backbone import ResNetBackbone
@@ -251,7 +251,7 @@ def test_train_stops_before_the_first_step_when_the_imagenet_file_is_missing(tmp
 def test_train_starts_from_a_synthetic_r50_pkl(tmp_path, r50):
     write_pkl(tmp_path / "R-50.pkl", caffe2_blobs(r50, seed=2), with_blobs_level=True)
     opts = [f"model.backbone.weights={tmp_path / 'R-50.pkl'}", "model.num_classes=5", "data.dataset=synthetic", "data.train_split=train", "data.val_split=val",
-            f"data.root={tmp_path / 'synth'}", "data.synthetic_num_train=4", "data.synthetic_num_val=2",
+            f"data.root={tmp_path / 'synth'}", "data.synthetic.num_train=4", "data.synthetic.num_val=2",
             "data.train_min_size=[128]", "data.train_max_size=128", "data.test_min_size=128",
             "data.test_max_size=128", "data.num_workers=0", "solver.batch_size=2", "solver.reference_batch_size=2",
             "solver.base_lr=0.001", "solver.warmup_iters=1", "solver.steps=[100]", "train.eval_period=0"]

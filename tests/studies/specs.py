@@ -7,7 +7,7 @@ import yaml
 
 from tests.conftest import REPO
 
-TINY_DATA = {"data.synthetic_num_train": 16, "data.synthetic_num_val": 4, "data.synthetic_image_size": [64, 64],
+TINY_DATA = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 4, "data.synthetic.image_size": [64, 64],
              "data.train_min_size": [64], "data.train_max_size": 64, "data.test_min_size": 64,
              "data.test_max_size": 64, "solver.batch_size": 4, "solver.reference_batch_size": 4,
              "solver.max_iter": 2, "solver.steps": [1], "solver.warmup_iters": 1, "data.num_workers": 0,

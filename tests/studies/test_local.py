@@ -85,7 +85,7 @@ def test_unfinished_runs_are_resumed_and_commands_follow_thewrite_spec(tmp_path,
     assert lines[0].startswith("python -m torch.distributed.run --nproc_per_node=2 train.py --config ")
     assert "train.seed=0 --no_progress" in lines[0] and "--resume" not in lines[0]
     assert lines[1].endswith("solver.base_lr=0.01 train.seed=0 --accumulate 2 --resume --no_progress")
-    assert "'data.synthetic_image_size=[64, 64]'" in lines[1]
+    assert "'data.synthetic.image_size=[64, 64]'" in lines[1]
     with pytest.raises(SpecError, match="no such row"):
         run_ablation(spec, runs, tmp_path / "logs", only=["nope"], dry_run=True)
 

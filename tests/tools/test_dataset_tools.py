@@ -189,7 +189,7 @@ def test_browse_dataset_draws_the_training_samples(tmp_path, coco_tiny):
     from utils.visualize import draw_detections
 
     opts = ["data.dataset=coco", f"data.root={COCO_TINY}", "data.train_split=val2017", "data.val_split=val2017",
-            "model.num_classes=auto", "data.mosaic_prob=1.0", "data.mosaic_size=[320,320]",
+            "model.num_classes=auto", "data.mosaic.prob=1.0", "data.mosaic.size=[320,320]",
             "data.train_min_size=[160]", "data.train_max_size=320"]
     assert browse_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", *opts, "-n", "3",
                                 "--out", str(tmp_path / "browse")]) == 0

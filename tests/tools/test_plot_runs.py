@@ -91,8 +91,8 @@ def test_two_trained_runs_and_the_command_line(tmp_path, capsys):
     for seed in (0, 1):
         cfg = load_config(REPO / "config/small_cpu.yaml", {
             "model.backbone.width_mult": 0.25, "model.encoder.channels": 32, "model.encoder.mid_channels": 8,
-            "data.root": str(tmp_path / "synth"), "data.synthetic_num_train": 8, "data.synthetic_num_val": 2,
-            "data.synthetic_image_size": [64, 64], "data.train_min_size": [64], "data.train_max_size": 64,
+            "data.root": str(tmp_path / "synth"), "data.synthetic.num_train": 8, "data.synthetic.num_val": 2,
+            "data.synthetic.image_size": [64, 64], "data.train_min_size": [64], "data.train_max_size": 64,
             "data.test_min_size": 64, "data.test_max_size": 64, "data.num_workers": 0, "solver.batch_size": 4,
             "solver.reference_batch_size": 4, "solver.warmup_iters": 1, "train.log_period": 1, "train.seed": seed})
         fit(cfg, RunOptions(tmp_path / f"seed{seed}", device=torch.device("cpu"), max_iter=4, progress=False))

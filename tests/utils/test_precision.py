@@ -14,8 +14,6 @@ def test_amp_auto_and_unknown_modes(caplog):
     with caplog.at_level("INFO"):
         assert resolve_amp("auto", CPU) == ("bf16" if ok else "none")
     assert "solver.amp=auto" in caplog.text
-    assert resolve_amp("none", CPU) == "none"
-    with pytest.raises(ValueError, match="unknown amp mode"):
-        resolve_amp("int4", CPU)
+    assert resolve_amp("none", CPU) == "none"  # an unknown mode: refused when the config loads (test_families.py)
     with pytest.raises(ValueError, match="must be resolved"):
         amp_context(CPU, "auto")

@@ -41,8 +41,8 @@ def test_the_entry_turns_user_errors_into_one_line_and_keeps_tracebacks_of_bugs(
 def test_config_mistakes(capsys, tmp_path):
     train = _script("train")
     out = ["--output_dir", str(tmp_path / "run")]
-    assert _one_line(capsys, train, *out, "--opts", "model.matcher.topk=abc") == \
-        "error: config key 'model.matcher.topk': expected an integer, got 'abc'"
+    assert _one_line(capsys, train, *out, "--opts", "model.matcher.uniform.topk=abc") == \
+        "error: config key 'model.matcher.uniform.topk': expected an integer, got 'abc'"
     line = _one_line(capsys, train, *out, "--opts", "model.matcher.topkk=4")
     assert line.startswith("error: unknown config key 'model.matcher.topkk'; valid keys here: ")
     assert _one_line(capsys, train, *out, "--opts", "model.num_classes=many") == \
@@ -111,8 +111,8 @@ def test_scripts_run_as_programs_print_only_the_line(tmp_path):
     path = tmp_path / "dets.json"
     path.write_text(json.dumps([{"image_id": 99, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]))
     for args, message in [
-        (["train.py", "--output_dir", str(tmp_path / "r"), "--opts", "model.matcher.topk=abc"],
-         "error: config key 'model.matcher.topk': expected an integer, got 'abc'"),
+        (["train.py", "--output_dir", str(tmp_path / "r"), "--opts", "model.matcher.uniform.topk=abc"],
+         "error: config key 'model.matcher.uniform.topk': expected an integer, got 'abc'"),
         (["eval.py", "-d", "coco", "--root", str(root), "--results", str(path), "--out", str(tmp_path / "m.json")],
          f"error: {path}: 1 image id(s) are not in the ground truth: 99"),
         (["tools/plot_runs.py", str(tmp_path / "r2")], f"error: {tmp_path / 'r2'}: no metrics.jsonl (not a train.py "

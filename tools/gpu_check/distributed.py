@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from config import load_config
-from data.synthetic import generate_synthetic_coco
+from config.schema import SyntheticConfig
+from data.synthetic.generate import generate_synthetic_coco
 from engine.checkpointer import sync_model
 from engine.ema import ModelEMA
 from engine.optim import build_optimizer
@@ -101,8 +102,8 @@ def elastic_restart(device: torch.device, tmp: Path, nproc: int = 2) -> dict:
     """A 2-process torchrun run of a small model, uninterrupted and with rank 1 killed (SIGKILL) as its 4th step
     starts, restarted once by the elastic agent (it continues from last.pth); returns both final records."""
     data = tmp / "data"
-    generate_synthetic_coco(data, num_train=16, num_val=4, image_size=(64, 64), seed=0, num_objects=(1, 4),
-                            min_box=24, max_box=160)
+    generate_synthetic_coco(data, SyntheticConfig(num_train=16, num_val=4, image_size=(64, 64), seed=0,
+                                                  num_objects=(1, 4), min_box=24.0, max_box=160.0))
     opts = [f"data.root={data}", "model.backbone.width_mult=0.25", "model.encoder.channels=32",
             "model.encoder.mid_channels=8", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
             "data.synthetic.image_size=[64, 64]", "data.train_min_size=[64]", "data.train_max_size=64",
