@@ -47,7 +47,7 @@ from utils.gpu_info import driver_versions, why_no_cuda
 
 # (first-step loss under AMP / fp32's) - 1, allowed: a few times the largest spread `python -m bench.calibrate_amp`
 # measured over seeds for each device type (docs/training.md, "Mixed precision: the tolerances")
-TOLERANCE = {"cuda": {"fp16": 0.01, "bf16": 0.03}, "cpu": {"fp16": 0.006, "bf16": 0.015}}
+TOLERANCE = {"cuda": {"fp16": 0.008, "bf16": 0.04}, "cpu": {"fp16": 0.006, "bf16": 0.015}}
 NO_CUDA_EXIT = 3
 
 
