@@ -6,6 +6,8 @@
     python train.py --config config/yolof_r50_c5_1x.yaml --vis_targets --output_dir runs/vis
     python train.py --config config/quickstart.yaml --output_dir runs/mine \
         --opts data.dataset=coco data.root=my_data model.num_classes=auto           # a COCO-format set of your own
+    python train.py --config config/finetune_r50_c5.yaml --finetune weights/yolof_r50_c5_1x.pth --output_dir runs/ft \
+        --opts data.root=my_data/data.yaml                                          # from COCO weights to your classes
 
 Every YOLOF trick is a config switch: --opts data.random_shift=false model.matcher.name=iou_topk ...
 --resume continues a run exactly; a run killed after its last step resumes into its final evaluation.
@@ -48,12 +50,16 @@ def parse_args(argv=None):
                         "augmented training images into OUTPUT_DIR/vis_targets, then exit")
     p.add_argument("--vis_num", type=int, default=8, help="images for --vis_targets")
     p.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--finetune", metavar="CKPT", default=None,
+                   help="start from a trained detector of other classes (= --opts train.init_from=CKPT): every tensor "
+                        "that fits is loaded, classifier rows by class name (docs/your_own_data.md, fine-tuning)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile (inductor) the network for the training steps (= --opts solver.compile=true; "
                         "docs/deployment.md has the measurements)")
     args = p.parse_args(argv)
     if args.compile:
         args.opts = list(args.opts) + ["solver.compile=true"]
+    args.opts = list(args.opts) + ([f"train.init_from={args.finetune}"] if args.finetune else [])
     return args
 
 

@@ -345,7 +345,7 @@ class TrainConfig:
     ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved as "model" (engine/ema.py; not official)
     ema_decay: float = 0.9998  # EMA decay d; the effective decay ramps up as d * (1 - exp(-updates / ema_ramp))
     ema_ramp: int = 2000  # EMA warm-up time constant in optimizer steps (0: constant decay from the first step)
-    init_from: str = ""  # start from this whole-detector checkpoint (this project's format, e.g. tools/convert_official.py output) instead of model.backbone.weights; optimizer and schedule start fresh (the official stage-2 recipe starts from the 9x model); "" = off
+    init_from: str = ""  # start from this whole-detector checkpoint (this project's format, e.g. tools/convert_official.py output) instead of model.backbone.weights: tensors by name and shape, classifier rows by class name (models/finetune.py; train.py --finetune); optimizer and schedule start fresh (the official stage-2 recipe starts from the 9x model); "" = off
 
     def check(self, key: str) -> None:
         check(0.0 <= self.ema_decay < 1.0, f"{key}.ema_decay", "must be in [0, 1)", got=self.ema_decay)

@@ -38,7 +38,21 @@ from utils.boxes import clip_boxes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCODetection", "load_coco_json"]
+__all__ = ["COCO_CLASSES", "COCODetection", "load_coco_json"]
+
+# COCO 2017's 80 detection classes in category-id order (ids 1..90 with gaps): the label order of a COCO-trained
+# model, which tools/convert_official.py stores in a converted checkpoint's class_names
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
 
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")

@@ -36,10 +36,11 @@ from evaluation.evaluator import evaluate  # a module global: tests wrap it (as 
 from models import build_model
 from models.build import sync_batchnorm_parts
 from models.compile import compile_model
+from models.finetune import init_from_checkpoint
 from models.fuse import prepare_for_inference
 from models.layers import convert_sync_batchnorm
 from models.pretrained import load_pretrained, pretrained_path
-from utils.checkpoint import load_checkpoint, load_model_weights, remove_stale_temporaries, save_checkpoint
+from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from utils.distributed import (all_gather_object, barrier, broadcast_bytes, broadcast_object, broadcast_tensors,
                                get_rank, is_dist, is_main_process)
 from utils.errors import UserError
@@ -289,8 +290,8 @@ class Trainer:
         model = build_model(cfg)
         if resuming:
             pass
-        elif cfg.train.init_from:
-            load_model_weights(model, cfg.train.init_from)
+        elif cfg.train.init_from:  # a trained detector: models/finetune.py (classes matched by name)
+            init_from_checkpoint(model, cfg.train.init_from, self.train_set.class_names)
         else:
             load_pretrained(model, cfg.model.backbone)
         model = model.to(self.device)
