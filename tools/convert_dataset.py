@@ -5,6 +5,7 @@
     python -m tools.convert_dataset --from voc_xml --to coco my_xml_folder my_coco --copy
     python -m tools.convert_dataset --from labelstudio --to coco project-1.json my_coco --image_dir media/upload/1
     python -m tools.convert_dataset --from cvat --to voc_xml annotations.xml my_xml_folder
+    python -m tools.convert_dataset --from coco --to yolo my_coco my_3_classes --classes car person motorbike=motorcycle
 
 SRC, by ``--from`` (``--split`` picks splits; a source of one split is named by ``--split``, default train):
 
@@ -61,6 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="a split to convert (repeatable; default: all); names a source of one split")
     p.add_argument("--image_dir", default=None, help="the images of a COCO json or a Label Studio / CVAT export")
     p.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME[=NEW]",
+                   help="keep only these classes, in this order (NAME=NEW renames one); the other classes' boxes are "
+                        "left out (their objects stay in the images, unlabelled)")
     args = p.parse_args(argv)
     setup_logging()
     summary = convert(args.src, args.out, args.source, args.target, args)

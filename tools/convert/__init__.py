@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from tools.convert.readers import SOURCES, unify_classes
+from tools.convert.readers import SOURCES, select_classes, unify_classes
 from tools.convert.writers import WRITERS, Placer, training_opts
 from utils.errors import UserError
 
@@ -24,6 +24,9 @@ def convert(src: Path, out: Path, source: str, target: str, args: argparse.Names
         raise UserError(f"{out} is not empty: convert into a new or empty folder")
     splits = SOURCES[source](src, args)
     names = unify_classes(splits)
+    if getattr(args, "classes", None):
+        names, left_out = select_classes(splits, args.classes)
+        logger.info("--classes: kept %s; %d box(es) of the other classes left out", ", ".join(names), left_out)
     out.mkdir(parents=True, exist_ok=True)
     placer = Placer(copy=args.copy)
     summary = WRITERS[target](out, splits, names, placer)

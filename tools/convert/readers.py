@@ -1,11 +1,12 @@
 """The sources tools/convert_dataset.py reads, each into COCO form (:class:`data.dataset_base.RawSplit`) per split:
 the datasets' own readers (yolo, voc_xml, coco) and the annotation tools' exports (labelstudio, cvat); and
-:func:`unify_classes`, which numbers the classes of every split alike."""
+:func:`unify_classes`, which numbers the classes of every split alike, and :func:`select_classes`, which keeps some
+(``--classes``)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from data.coco import load_coco_json
 from data.dataset_base import DatasetError, RawSplit
@@ -15,7 +16,7 @@ from tools.convert.cvat import read_cvat
 from tools.convert.exports import default_image_dir
 from tools.convert.label_studio import read_labelstudio
 
-__all__ = ["SOURCES", "unify_classes"]
+__all__ = ["SOURCES", "unify_classes", "select_classes"]
 
 
 def _one_split(args) -> str:
@@ -87,3 +88,30 @@ def unify_classes(splits: dict[str, RawSplit]) -> list[str]:
             a["category_id"] = old[a["category_id"]]
         raw.coco["categories"] = [{"id": k, "name": n} for n, k in new_id.items()]
     return names
+
+
+def select_classes(splits: dict[str, RawSplit], spec: Sequence[str]) -> tuple[list[str], int]:
+    """Keep the classes ``spec`` names, in its order: ``name``, or ``name=new_name`` to rename it; the boxes of every
+    other class are left out. Categories renumbered 1..K in every split (after :func:`unify_classes`). Returns the
+    class names and the number of boxes left out."""
+    known = [str(c["name"]) for c in next(iter(splits.values())).coco["categories"]] if splits else []
+    renamed: dict[str, str] = {}
+    for item in spec:
+        old, _, new = item.partition("=")
+        if old not in known:
+            raise DatasetError(f"--classes: {old!r} is not a class of the source (its classes: {', '.join(known)})")
+        renamed[old] = new or old
+    names = list(renamed.values())
+    if len(set(names)) != len(names) or not all(names):
+        raise DatasetError(f"--classes {' '.join(spec)}: the kept classes need distinct non-empty names")
+    new_id = {old: k + 1 for k, old in enumerate(renamed)}
+    left_out = 0
+    for raw in splits.values():
+        old_name = {c["id"]: str(c["name"]) for c in raw.coco["categories"]}
+        anns = raw.coco["annotations"]
+        kept = [{**a, "category_id": new_id[old_name[a["category_id"]]]} for a in anns
+                if old_name[a["category_id"]] in new_id]
+        left_out += len(anns) - len(kept)
+        raw.coco["annotations"] = kept
+        raw.coco["categories"] = [{"id": k + 1, "name": n} for k, n in enumerate(names)]
+    return names, left_out
