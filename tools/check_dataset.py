@@ -273,9 +273,8 @@ def format_report(report: dict) -> str:
     head = f"split {report['split']!r} ({report['dataset']}, {report['root']})"
     if "images" not in report:
         return f"{head}: cannot be read"
-    unlabelled = report["problems"]["images_without_label_file"]
-    where = (f"; {len(unlabelled)} without a label file, e.g. {unlabelled[0].split(': ', 1)[1]}" if unlabelled
-             else "")
+    unlabelled = len(report["problems"]["images_without_label_file"])
+    where = f", {unlabelled} of them without a label file" if unlabelled else ""
     lines = [f"{head}: {report['images']} images ({report['images_without_boxes']} without boxes{where}), "
              f"{report['boxes']} boxes (+ {report['crowd_or_difficult']} crowd / difficult), {report['classes']} classes"]
     counts = sorted(report["per_class"].items(), key=lambda kv: -kv[1])
