@@ -84,12 +84,20 @@ def _yolo(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
 
 
 def voc_xml_class_names(cfg, split: str) -> list[str]:
-    """``data.class_names``, else the sorted names in the XML files of the training, validation and this split."""
+    """``data.class_names``, else the sorted names in the XML files of the training, validation and this split.
+    A file of the other split that cannot be read is that split's error, raised when it is read (training reads
+    both): here its names are left out, so that the error is not reported against this split too."""
     d = cfg.data
     if d.class_names:
         return list(d.class_names)
-    splits = dict.fromkeys([d.train_split, d.val_split, split])  # each once, in order
-    return sorted({name for s in splits for name in class_names_in(split_xml_files(d.root, s))})
+    names = set(class_names_in(split_xml_files(d.root, split)))
+    for other in dict.fromkeys([d.train_split, d.val_split]):
+        if other != split:
+            try:
+                names.update(class_names_in(split_xml_files(d.root, other)))
+            except DatasetError:
+                pass
+    return sorted(names)
 
 
 def _voc_xml(cfg, split: str, *, is_train: bool, transforms) -> Dataset:

@@ -216,6 +216,21 @@ def test_check_dataset_names_each_injected_fault(tmp_path, coco_tiny, capsys):
     assert check_dataset.main(args) == 0  # one unreadable image: training skips it (up to 10)
 
 
+def test_a_broken_xml_file_is_reported_against_its_own_split_only(tmp_path, coco_tiny):
+    from tests.layouts import write_voc_xml_set
+
+    root = write_voc_xml_set(tmp_path / "voc")
+    (root / "train" / "000000223747.xml").unlink()
+    (root / "train" / "000000223747.xml").write_text("<annotation><object><name>cat</name>")  # not closed
+    out = tmp_path / "check.json"
+    assert check_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", "data.dataset=voc_xml",
+                               f"data.root={root}", "data.train_split=train", "data.val_split=val",
+                               "model.num_classes=auto", "solver.batch_size=4", "--skip_images",
+                               "--out", str(out)]) == 1
+    errors = json.loads(out.read_text())["errors"]
+    assert len(errors) == 1 and errors[0].startswith("split 'train': ") and "000000223747.xml" in errors[0]
+
+
 def test_browse_dataset_draws_the_training_samples(tmp_path, coco_tiny):
     from data.build import build_dataset
     from tools import browse_dataset
