@@ -291,7 +291,7 @@ class Trainer:
         if resuming:
             pass
         elif cfg.train.init_from:  # a trained detector: models/finetune.py (classes matched by name)
-            init_from_checkpoint(model, cfg.train.init_from, self.train_set.class_names)
+            init_from_checkpoint(model, cfg.train.init_from, self.train_set.class_names, model_cfg=cfg.model)
         else:
             load_pretrained(model, cfg.model.backbone)
         model = model.to(self.device)

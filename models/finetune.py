@@ -13,7 +13,9 @@ the one part whose shape follows the classes; its rows are taken class by class:
   prior probability (``model.decoder.prior_prob``, focal-loss initialisation), so a new class starts rare.
 
 Anything else that does not fit (another backbone or width, another encoder, other anchors: a head with another
-number of anchors) stops the run with one line naming the first tensors: only the classifier may change.
+number of anchors) stops the run with one line naming the first tensors: only the classifier may change. So does
+a start whose stored config reads its input otherwise (``model.input_format``, ``model.backbone.style``: the
+official caffe-style BGR ResNet and torchvision's RGB one have the same tensors).
 
 The log says, one line each, what was loaded, which classes were mapped (and from which start class), and which
 classifier rows start fresh and why.
@@ -117,7 +119,7 @@ def _check_fit(path, state: dict, own: dict, num_anchors: int) -> None:
     """Every entry but the classifier's must match by name and shape; the classifier's by anchors and width."""
     problems = []
     for k, v in own.items():
-        if k in CLASSIFIER:
+        if k in CLASSIFIER or (k.endswith("num_batches_tracked") and k not in state):  # a counter: the model's
             continue
         if k not in state:
             problems.append(f"{k} {tuple(v.shape)} is not in the checkpoint")
@@ -141,12 +143,27 @@ def _names_of(classes: Sequence[int], names: Sequence[str], limit: int = 12) -> 
     return ", ".join(shown) + (f", ... ({len(classes)} in all)" if len(classes) > limit else "")
 
 
+def _check_input(path, ckpt: dict, model_cfg) -> None:
+    """The start's stored ``model.input_format`` and ``model.backbone.style`` must be the run's."""
+    start = (ckpt.get("config") or {}).get("model") or {}
+    ours = {"model.input_format": model_cfg.input_format, "model.backbone.style": model_cfg.backbone.style}
+    theirs = {"model.input_format": start.get("input_format"),
+              "model.backbone.style": (start.get("backbone") or {}).get("style")}
+    wrong = [f"{k}={theirs[k]} (this run: {v})" for k, v in ours.items() if theirs[k] is not None and theirs[k] != v]
+    if wrong:
+        raise CheckpointError(f"{path} was trained with {', '.join(wrong)}: its weights read the input that way; "
+                              f"fine-tune with its settings (the config stored in it)")
+
+
 def init_from_checkpoint(model: nn.Module, path: Union[str, Path], class_names: Sequence[str], *,
-                         num_anchors: Optional[int] = None) -> FinetuneStart:
+                         model_cfg=None, num_anchors: Optional[int] = None) -> FinetuneStart:
     """Load the detector checkpoint ``path`` into ``model`` (freshly built for the run's ``class_names``) as the
     module docstring says; returns what was done. Raises :class:`CheckpointError` when anything beyond the
-    classifier does not fit, naming the first tensors."""
+    classifier does not fit, naming the first tensors, or when the start reads its input otherwise than
+    ``model_cfg`` (the run's ``model`` config section) says."""
     ckpt = load_checkpoint(path)
+    if model_cfg is not None:
+        _check_input(path, ckpt, model_cfg)
     state = ckpt["model"]
     own = model.state_dict()
     A = num_anchors if num_anchors is not None else int(model.decoder.num_anchors)
@@ -169,6 +186,7 @@ def init_from_checkpoint(model: nn.Module, path: Union[str, Path], class_names: 
 
     new = {k: v for k, v in state.items() if k in own and k not in CLASSIFIER}
     report.loaded = sorted(new)
+    new.update({k: v for k, v in own.items() if k not in state and k.endswith("num_batches_tracked")})
     if report.mapped:  # rows a * K + k of the run <- rows a * K_start + j of the start, for every anchor a
         run_k = torch.tensor(list(report.mapped), dtype=torch.long)
         start_k = torch.tensor(list(report.mapped.values()), dtype=torch.long)

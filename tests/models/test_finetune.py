@@ -83,6 +83,20 @@ def test_another_backbone_or_other_anchors_refuse_in_one_line(coco_start, overri
     assert first in message
 
 
+def test_a_start_that_reads_its_input_otherwise_refuses(coco_start):
+    """The official weights are caffe-style BGR; torchvision's R50 preset (pytorch-style, RGB) has the same
+    tensors, so only the stored config tells them apart."""
+    cfg = load_config(REPO / "config" / "yolof_r50_c5_1x_torchvision.yaml",
+                      {"model.num_classes": 3, "model.backbone.weights": "none"})
+    with pytest.raises(CheckpointError) as e:
+        init_from_checkpoint(build_model(cfg), coco_start, ["car", "person", "widget"], model_cfg=cfg.model)
+    assert str(e.value) == (f"{coco_start} was trained with model.input_format=BGR (this run: RGB), "
+                            f"model.backbone.style=caffe (this run: pytorch): its weights read the input that way; "
+                            f"fine-tune with its settings (the config stored in it)")
+    r50 = load_config(R50, {"model.num_classes": 3, "model.backbone.weights": "none"})
+    assert init_from_checkpoint(build_model(r50), coco_start, ["car", "person", "x"], model_cfg=r50.model).mapped
+
+
 def _small_start(tmp_path, class_names, seed=1):
     torch.manual_seed(seed)
     cfg = load_config(REPO / "config/small_cpu.yaml", [*SMALL, f"model.num_classes={len(class_names) or 4}"])
