@@ -13,13 +13,12 @@ The synthetic shapes are the quickstart's own (``data/synthetic_cache``, written
 
 What is shrunk, so that the test takes seconds where the commands take minutes (:func:`shrunk`): every
 ``train.py`` gets ``--max_iter`` (2 steps; 20 for the fine-tune from the official weights) and ``--no_progress``;
-the quickstart's synthetic set is 32 + 8 images (``--opts data.synthetic.num_train=32 data.synthetic.num_val=8``)
-and ``python -m data.synthetic`` writes 32 + 8 (``--num-train 32 --num-val 8``); the R50 fine-tune trains and
-tests at 128-160 px with 2 images a step; ``train.py`` and ``eval.py`` read without loader processes
-(``--num_workers 0``: the R50 preset's 8 would each be a fork of this test's process). Everything else runs as
-written. The commands run in this process (their
-``main``), with the working directory in the folder: the same code path as the scripts, without a Python start per
-command.
+every synthetic set a command generates is 32 + 8 images (``--opts data.synthetic.num_train=32
+data.synthetic.num_val=8``, in place of the document's counts); the R50 fine-tune trains and tests at 128-160 px
+with 2 images a step; ``train.py`` and ``eval.py`` read without loader processes (``--num_workers 0``: the R50
+preset's 8 would each be a fork of this test's process). Everything else runs as written. The commands run in
+this process (their ``main``), with the working directory in the folder: the same code path as the scripts,
+without a Python start per command.
 """
 from __future__ import annotations
 
@@ -77,7 +76,10 @@ def _main_of(argv: list[str]):
     if argv[0] != "python":
         raise AssertionError(f"not a python command: {shlex.join(argv)}")
     if argv[1] == "-m":
-        return importlib.import_module(argv[2]).main, argv[3:]
+        module = importlib.import_module(argv[2])
+        if not hasattr(module, "main") and hasattr(module, "__path__"):  # a package: python -m runs its __main__
+            module = importlib.import_module(f"{argv[2]}.__main__")
+        return module.main, argv[3:]
     script = REPO / argv[1]
     if argv[1].startswith("tools/"):
         return importlib.import_module(f"tools.{script.stem}").main, argv[2:]
@@ -97,29 +99,21 @@ def _with_opts(args: list[str], extra: list[str]) -> list[str]:
     return args[:i] + extra + args[i:]
 
 
-def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
-    if flag in args:
-        args = list(args)
-        args[args.index(flag) + 1] = value
-        return args
-    return args + [flag, value]
-
-
 def shrunk(command: str) -> list[str]:
     """The arguments the test runs ``command`` with (what is shrunk: the module docstring)."""
     argv = shlex.split(command)
     if argv[1] in ("train.py", "eval.py"):  # no loader processes: a forked copy of this test process each
         argv = argv + ["--num_workers", "0"]
+    synthetic = [a for a in argv if a.startswith(("data.synthetic.num_train=", "data.synthetic.num_val="))]
+    argv = [a for a in argv if a not in synthetic]
+    if synthetic or (argv[1] == "train.py" and "config/quickstart.yaml" in argv and "data.dataset=" not in command):
+        argv = _with_opts(argv, ["data.synthetic.num_train=32", "data.synthetic.num_val=8"])
     if argv[1] == "train.py":
         finetune_r50 = "config/finetune_r50_c5.yaml" in argv
         argv = argv + ["--max_iter", "20" if finetune_r50 else "2", "--no_progress"]
-        if "config/quickstart.yaml" in argv and "data.dataset=" not in command:
-            argv = _with_opts(argv, ["data.synthetic.num_train=32", "data.synthetic.num_val=8"])
         if finetune_r50:
             argv = _with_opts(argv, ["data.train_min_size=[128]", "data.train_max_size=160",
                                      "data.test_min_size=128", "data.test_max_size=160", "solver.batch_size=2"])
-    if argv[1:3] == ["-m", "data.synthetic"]:
-        argv = _set_flag(_set_flag(argv, "--num-train", "32"), "--num-val", "8")
     return argv
 
 
