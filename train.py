@@ -6,8 +6,6 @@
     python train.py --config config/yolof_r50_c5_1x.yaml --vis_targets --output_dir runs/vis
     python train.py --config config/quickstart.yaml --output_dir runs/mine \
         --opts data.dataset=coco data.root=my_data model.num_classes=auto           # a COCO-format set of your own
-    python train.py --config config/finetune_r50_c5.yaml --finetune weights/yolof_r50_c5_1x.pth --output_dir runs/ft \
-        --opts data.root=my_data/data.yaml                                          # from COCO weights to your classes
 
 Every YOLOF trick is a config switch: --opts data.random_shift=false model.matcher.name=iou_topk ...
 --resume continues a run exactly; a run killed after its last step resumes into its final evaluation.
