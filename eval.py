@@ -103,7 +103,7 @@ def _score_files(args) -> dict:
     if not args.results.exists():
         raise UserError(f"--results {args.results}: no such file or folder")
     metrics, _ = METRICS[DATASETS[kind].metric].score_file(ground_truth, args.results, _options(args, echo=print),
-                                                           image_dir=Path(cfg.data.root) / split)
+                                                           image_dir=DATASETS[kind].image_dir(cfg, split))
     return metrics
 
 

@@ -49,12 +49,16 @@ def parse_args(argv=None):
                         "augmented training images into OUTPUT_DIR/vis_targets, then exit")
     p.add_argument("--vis_num", type=int, default=8, help="images for --vis_targets")
     p.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--finetune", metavar="CKPT", default=None,
+                   help="start from a trained detector of other classes (= --opts train.init_from=CKPT): every tensor "
+                        "that fits is loaded, classifier rows by class name (docs/your_own_data.md, fine-tuning)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile (inductor) the network for the training steps (= --opts solver.compile=true; "
                         "docs/deployment.md has the measurements)")
     args = p.parse_args(argv)
     if args.compile:
         args.opts = list(args.opts) + ["solver.compile=true"]
+    args.opts = list(args.opts) + ([f"train.init_from={args.finetune}"] if args.finetune else [])
     return args
 
 

@@ -359,13 +359,13 @@ class TrainConfig:
     seed: int = 0  # seeds torch, numpy and random at the start of training
     eval_period: int = 1  # evaluate every this many epochs (0: only at the end)
     checkpoint_period_iters: int = 0  # also checkpoint every this many steps (0: each epoch), where a restart resumes
-    nan_retries: int = 3  # non-finite steps rolled back before the run stops
+    nan_retries: int = 3  # non-finite steps in a row rolled back before the run stops (a finite step resets it)
     log_period: int = 20  # optimizer steps between log lines and TensorBoard points
     max_skip_fraction: float = 0.01  # the run fails when more than this fraction of images cannot be read
     ema: bool = False  # evaluate and save an exponential moving average of the weights (not official)
     ema_decay: float = 0.9998  # EMA decay d; the effective decay is d * (1 - exp(-updates / ema_ramp))
     ema_ramp: int = 2000  # EMA warm-up time constant in optimizer steps (0: decay d from the first step)
-    init_from: str = ""  # start from this whole-detector checkpoint instead of model.backbone.weights ("": off)
+    init_from: str = ""  # start from this detector's tensors that fit, classifier rows by class name ("": off)
 
     def check(self, key: str) -> None:
         check(0.0 <= self.ema_decay < 1.0, f"{key}.ema_decay", "must be in [0, 1)", got=self.ema_decay)

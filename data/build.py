@@ -21,8 +21,9 @@ from data.sampler import build_train_sampler
 from data.synthetic.generate import generate_synthetic_coco
 from data.transforms import Compose
 from data.voc import VOC_CLASSES, VOCDetection
-from data.voc_xml import VOCXMLDetection, class_names_in, read_voc_xml_files, read_voc_xml_split, split_xml_files
-from data.yolo import YOLODetection, read_yolo_split
+from data.voc_xml import (VOCXMLDetection, class_names_in, read_voc_xml_files, read_voc_xml_split, split_xml_files,
+                          voc_xml_image_root)
+from data.yolo import YOLODetection, read_data_yaml, read_yolo_split
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,16 @@ def voc_image_sets(split: str) -> tuple[tuple[str, str], ...]:
     return tuple(sets)
 
 
+def _coco_image_dir(cfg, split: str) -> Path:
+    """The folder a COCO-layout split's ``file_name`` entries are relative to: ``<root>/<split>/``."""
+    return Path(cfg.data.root) / split
+
+
 def _coco(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     """``<root>/annotations/instances_<split>.json`` and images in ``<root>/<split>/``."""
     root = Path(cfg.data.root)
     ann = root / "annotations" / f"instances_{split}.json"
-    ds = COCODetection(root / split, ann, transforms, cfg.model.input_format,
+    ds = COCODetection(_coco_image_dir(cfg, split), ann, transforms, cfg.model.input_format,
                        filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction,
                        index=not is_train)  # training reads only the packed arrays: no pycocotools index
     if len(ds) and not (root / split).is_dir() and not Path(ds.get_file_name(0)).is_file():
@@ -75,12 +81,20 @@ def _yolo(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
 
 
 def voc_xml_class_names(cfg, split: str) -> list[str]:
-    """``data.class_names``, else the sorted names in the XML files of the training, validation and this split."""
+    """``data.class_names``, else the sorted names in the XML files of the training, validation and this split.
+    A file of the other split that cannot be read is that split's error, raised when it is read (training reads
+    both): here its names are left out, so that the error is not reported against this split too."""
     d = cfg.data
     if d.class_names:
         return list(d.class_names)
-    splits = dict.fromkeys([d.train_split, d.val_split, split])  # each once, in order
-    return sorted({name for s in splits for name in class_names_in(split_xml_files(d.root, s))})
+    names = set(class_names_in(split_xml_files(d.root, split)))
+    for other in dict.fromkeys([d.train_split, d.val_split]):
+        if other != split:
+            try:
+                names.update(class_names_in(split_xml_files(d.root, other)))
+            except DatasetError:
+                pass
+    return sorted(names)
 
 
 def _voc_xml(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
@@ -116,6 +130,21 @@ def _yolo_raw(cfg, split: str) -> RawSplit:
     return read_yolo_split(cfg.data.root, split)
 
 
+def _yolo_image_dir(cfg, split: str) -> Path:
+    """The data.yaml's ``path``: what the split's images are named relative to (:func:`data.yolo.read_yolo_split`)."""
+    return read_data_yaml(cfg.data.root).root
+
+
+def _voc_xml_image_dir(cfg, split: str) -> Path:
+    """``data.root``: what the split's images are named relative to (:func:`data.voc_xml.read_voc_xml_files`)."""
+    return voc_xml_image_root(cfg.data.root)
+
+
+def _voc_image_dir(cfg, split: str) -> Path:
+    """The devkit (its images are named by full path)."""
+    return Path(cfg.data.root)
+
+
 def _voc_xml_raw(cfg, split: str) -> RawSplit:
     return read_voc_xml_split(cfg.data.root, split, voc_xml_class_names(cfg, split))
 
@@ -149,19 +178,22 @@ class DatasetFormat:
     val_split: str
     read_raw: Callable[..., RawSplit]  # (cfg, split) -> the annotations as written, in COCO form (tools/check_dataset.py)
     ground_truth: Callable  # (cfg, split) -> what METRICS[metric].score_file scores a results file against
+    image_dir: Callable[..., Path]  # (cfg, split) -> the folder the ground truth's file names are relative to
 
 
 # every data.dataset (the names of config.schema.DatasetName); the scripts' -d read them
 DATASETS: dict[str, DatasetFormat] = {
-    "coco": DatasetFormat(_coco, metric="coco", val_split="val2017", read_raw=_coco_raw, ground_truth=_annotation_file),
+    "coco": DatasetFormat(_coco, metric="coco", val_split="val2017", read_raw=_coco_raw, ground_truth=_annotation_file,
+                          image_dir=_coco_image_dir),
     "voc": DatasetFormat(_voc, metric="voc", val_split="test", read_raw=_voc_raw,  # + eval.py --year
-                         ground_truth=_voc_ground_truth),
+                         ground_truth=_voc_ground_truth, image_dir=_voc_image_dir),
     "synthetic": DatasetFormat(_synthetic, metric="coco", val_split="val", read_raw=_synthetic_raw,
-                               ground_truth=_annotation_file),
+                               ground_truth=_annotation_file, image_dir=_coco_image_dir),
     # scored by the COCO evaluator against their annotations read into COCO form (the dataset's ``coco``)
-    "yolo": DatasetFormat(_yolo, metric="coco", val_split="val", read_raw=_yolo_raw, ground_truth=_in_memory_coco),
+    "yolo": DatasetFormat(_yolo, metric="coco", val_split="val", read_raw=_yolo_raw, ground_truth=_in_memory_coco,
+                          image_dir=_yolo_image_dir),
     "voc_xml": DatasetFormat(_voc_xml, metric="coco", val_split="val", read_raw=_voc_xml_raw,
-                             ground_truth=_in_memory_coco),
+                             ground_truth=_in_memory_coco, image_dir=_voc_xml_image_dir),
 }
 
 
@@ -234,10 +266,27 @@ def build_train_loader(cfg, dataset: Dataset, batch_per_process: int, rank: int,
     return loader, sampler
 
 
+class EvaluationSamples(Dataset):
+    """A dataset as evaluation reads it: every image once, an unreadable one as ``(None, target)`` with
+    ``target["unreadable"]`` (:meth:`data.dataset_base.DetectionDatasetBase.evaluation_sample`), never replaced
+    by another sample as training replaces it. A dataset without that method is read as it is."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        read = getattr(self.dataset, "evaluation_sample", None)
+        return read(index) if read is not None else self.dataset[index]
+
+
 def build_test_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Sequential loader over this rank's share (every world_size-th image)."""
+    """Sequential loader over this rank's share (every world_size-th image), each image once
+    (:class:`EvaluationSamples`)."""
     indices = list(range(rank, len(dataset), world_size))
-    subset = torch.utils.data.Subset(dataset, indices)
+    subset = torch.utils.data.Subset(EvaluationSamples(dataset), indices)
     _limit_opencv_threads(num_workers)
     return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())

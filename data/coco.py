@@ -14,7 +14,8 @@ Output of ``dataset[i]`` is ``(image, target)``:
 
 Bad inputs: a missing / malformed annotation file and structural errors raise at
 construction with a message naming the file; degenerate boxes are dropped (one
-warning per file); boxes extending outside the image are clipped to it. An image
+warning per file); boxes extending outside the image are clipped to it (logged when one reaches more than
+:data:`OUTSIDE_TOLERANCE` px out: less is the rounding of normalised or integer coordinates). An image
 that cannot be read at ``__getitem__`` time is logged, counted and replaced by
 the next readable sample; too many of them raise ``RuntimeError``.
 """
@@ -36,12 +37,26 @@ from pycocotools.coco import COCO
 from data.dataset_base import AnnotationFileNotFoundError, DatasetError, DetectionDatasetBase
 from utils.boxes import clip_boxes
 
-logger = logging.getLogger(__name__)
 
-__all__ = ["COCODetection", "load_coco_json"]
+__all__ = ["COCO_CLASSES", "COCODetection", "load_coco_json"]
+
+# COCO 2017's 80 detection classes in category-id order (ids 1..90 with gaps): the label order of a COCO-trained
+# model, which tools/convert_official.py stores in a converted checkpoint's class_names
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
 
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
+OUTSIDE_TOLERANCE = 1.0  # px a box may reach out of its image before its clipping is reported (tools/check_dataset.py)
 
 
 def load_coco_json(ann_file: Path) -> dict:
@@ -139,7 +154,7 @@ class _AnnotationBoxes:
     labels: list[int]
     ann_ids: list
     bad_size: list  # ids of the annotations dropped for their size
-    num_clipped: int = 0
+    num_clipped: int = 0  # boxes clipped by more than OUTSIDE_TOLERANCE px
 
     @classmethod
     def read(cls, anns: list, *, images: dict, cat_id_to_label: dict, path: Path) -> "_AnnotationBoxes":
@@ -165,7 +180,7 @@ class _AnnotationBoxes:
         clipped = self.boxes.copy()
         clipped[known] = clip_boxes(self.boxes[known], hw[known, :1], hw[known, 1:])
         changed = (clipped != self.boxes).any(axis=1)
-        self.num_clipped = int(changed.sum())
+        self.num_clipped = int((np.abs(clipped - self.boxes) > OUTSIDE_TOLERANCE).any(axis=1).sum())
         empty = changed & ~((clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]))
         outside = [a for a, e in zip(self.ann_ids, empty) if e]
         keep = np.flatnonzero(~empty)
@@ -249,6 +264,11 @@ class COCODetection(DetectionDatasetBase):
         """What the log messages call the annotations."""
         return f"COCO annotation file {self.ann_file}"
 
+    @property
+    def _logger(self) -> logging.Logger:
+        """The logger of the dataset's own module (``data.yolo`` for a YOLO set read into COCO form)."""
+        return logging.getLogger(type(self).__module__)
+
     @staticmethod
     def _where(data: dict, ids: list) -> list:
         """Annotations ``ids`` named by their ``source`` (file and line, from the YOLO / VOC-XML readers) or id."""
@@ -272,12 +292,13 @@ class COCODetection(DetectionDatasetBase):
         boxes = _AnnotationBoxes.read(data["annotations"], images=images, cat_id_to_label=self.cat_id_to_label, path=path)
         outside = boxes.clip_to_images(images)
         if boxes.bad_size or outside:
-            logger.warning("%s: dropped %d box(es) with zero/negative (or non-finite) width or height (e.g. "
+            self._logger.warning("%s: dropped %d box(es) with zero/negative (or non-finite) width or height (e.g. "
                            "annotation ids %s) and %d box(es) lying entirely outside their image (e.g. annotation ids "
                            "%s)", self._describe(), len(boxes.bad_size), self._where(data, boxes.bad_size[:5]),
                            len(outside), self._where(data, outside[:5]))
         if boxes.num_clipped:
-            logger.info("%s: clipped %d box(es) extending outside their image", self._describe(), boxes.num_clipped)
+            self._logger.info("%s: clipped %d box(es) reaching more than %g px outside their image",
+                              self._describe(), boxes.num_clipped, OUTSIDE_TOLERANCE)
         return self._records(images, boxes.per_image(images))
 
     def _records(self, images: dict[int, dict], per_image: dict[int, dict[str, list]]) -> list[dict]:
@@ -300,10 +321,10 @@ class COCODetection(DetectionDatasetBase):
                 "crowd_boxes": np.asarray(rec["crowd"], dtype=np.float64).reshape(-1, 4),
             })
         if n_empty:
-            logger.info("%s: filter_empty removed %d of %d images without non-crowd boxes", self._describe(),
+            self._logger.info("%s: filter_empty removed %d of %d images without non-crowd boxes", self._describe(),
                         n_empty, len(images))
         if not records:
-            logger.warning("%s: the dataset is empty (%d images in the file, %d removed by filter_empty)",
+            self._logger.warning("%s: the dataset is empty (%d images in the file, %d removed by filter_empty)",
                            self._describe(), len(images), n_empty)
         return records
 

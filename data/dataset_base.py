@@ -13,9 +13,11 @@ Output of ``dataset[i]`` is ``(image, target)``:
   ``orig_size`` int64 (2,) = (h, w) as decoded; ``size`` int64 (2,) = (h, w)
   after transforms; ``file_name`` (str path); ``crowd_boxes`` float32 (M, 4).
 
-An image that cannot be read at ``__getitem__`` time is logged, counted and
+An image that cannot be read at ``__getitem__`` time (training) is logged, counted and
 replaced by the next readable sample; too many of them raise
-:class:`UnreadableImagesError`.
+:class:`UnreadableImagesError`. Evaluation reads with :meth:`DetectionDatasetBase.evaluation_sample`,
+which never replaces an image: an unreadable one comes back as ``(None, target)`` with the reason in
+``target["unreadable"]`` (the evaluator leaves it out of the ground truth: docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ class Issue:
     ``kind``: ``label_outside_names`` (a class the class list lacks: the box is left out, and a dataset built on
     it refuses to load), ``unreadable_image`` (its size cannot be read, so its normalised boxes are left out),
     ``image_not_found`` (no image beside or parallel to an annotation file), ``left_out`` (shapes an export
-    holds that are not boxes).
+    holds that are not boxes), ``no_label_file`` (a YOLO image without its label file: where it was looked for).
     """
 
     kind: str
@@ -268,13 +270,13 @@ class DetectionDatasetBase(Dataset):
             cache[i] = image.copy()
         return image, reason
 
-    def _register_bad(self, i: int, path: str, reason: str) -> None:
+    def _register_bad(self, i: int, path: str, reason: str, *,
+                      instead: str = "returning another sample instead") -> None:
         self._bad[i] = reason
         count = len(self._bad)
         limit = self.skip_limit
-        logger.warning("%s: skipping image %s (index %d): %s; returning another sample instead "
-                       "(%d unreadable image(s) so far in this process, limit %d)",
-                       type(self).__name__, path, i, reason, count, limit)
+        logger.warning("%s: skipping image %s (index %d): %s; %s (%d unreadable image(s) so far in this process, "
+                       "limit %d)", type(self).__name__, path, i, reason, instead, count, limit)
         if count > limit:
             examples = "; ".join(f"{self.get_file_name(j)}: {r}" for j, r in list(self._bad.items())[:5])
             raise UnreadableImagesError(
@@ -309,6 +311,19 @@ class DetectionDatasetBase(Dataset):
             return self._make_sample(i, image)
         raise UnreadableImagesError(f"{type(self).__name__}: none of the {n} images could be read "
                            f"(e.g. {self.get_file_name(idx)}: {self._bad.get(idx)})")
+
+    def evaluation_sample(self, idx: int):
+        """Sample ``idx`` for evaluation, never another image in its place: an image that cannot be read gives
+        ``(None, {"image_id", "file_name", "unreadable": reason})``, logged and counted as training counts them
+        (too many still raise :class:`UnreadableImagesError`: a wrong image folder, not a few damaged files)."""
+        i = int(idx)
+        image, reason = (None, self._bad[i]) if i in self._bad else self.decoded_image(i)
+        if image is not None:
+            return self._make_sample(i, image)
+        if i not in self._bad:
+            self._register_bad(i, self.get_file_name(i), reason,
+                               instead="not predicted, and left out of the ground truth of the evaluation")
+        return None, {"image_id": self._image_id(i), "file_name": self.get_file_name(i), "unreadable": reason}
 
     def _make_sample(self, i: int, image: np.ndarray):
         path = self.get_file_name(i)

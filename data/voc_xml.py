@@ -38,7 +38,7 @@ from data.voc import read_xml, voc_object, xml_size, xml_text
 logger = logging.getLogger(__name__)
 
 __all__ = ["split_xml_files", "find_image", "class_names_in", "read_voc_xml_files", "read_voc_xml_split",
-           "VOCXMLDetection"]
+           "voc_xml_image_root", "VOCXMLDetection"]
 
 ANNOTATION_DIRS = ("Annotations", "annotations", "xml", "xmls", "labels")
 IMAGE_DIRS = ("JPEGImages", "images", "Images", "imgs")
@@ -117,10 +117,15 @@ def _read_one(xml_path: Path, root: Path, image_id: int, raw: RawSplit, cat_ids:
                      "area": box[2] * box[3], "iscrowd": int(difficult), "source": f"{xml_path} object #{k}"})
 
 
+def voc_xml_image_root(root) -> Path:
+    """The folder the images of a split under ``root`` are named relative to (absolute when outside it)."""
+    return Path(os.path.abspath(root))
+
+
 def read_voc_xml_files(xml_files: Sequence[Path], root, class_names: Optional[Sequence[str]] = None) -> RawSplit:
     """The XML files as read, in COCO form (image ids 1..N in file order, category id of class k: k + 1);
     images named relative to ``root``; ``class_names`` None: the sorted names found in the files."""
-    root = Path(os.path.abspath(root))
+    root = voc_xml_image_root(root)
     names = list(class_names) if class_names is not None else class_names_in(xml_files)
     if not names:
         raise DatasetError(f"no object in the {len(xml_files)} XML file(s) under {root} (e.g. {xml_files[0]}): no "

@@ -16,7 +16,9 @@ With ``data.dataset: yolo``, ``data.root`` is the path of the ``data.yaml`` and 
   (relative to the list's folder, or absolute), or a list of these, relative to ``path``. As ultralytics does,
   an entry ``../x`` that does not exist is tried as ``x`` (Roboflow's exports write ``val: ../valid/images``).
 * The label file of an image: its path with the last ``/images/`` replaced by ``/labels/`` and the suffix by
-  ``.txt`` (ultralytics' rule). No label file, or an empty one: a background image.
+  ``.txt`` (ultralytics' rule). No label file, or an empty one: a background image; an image without a label
+  file is a logged :class:`Issue` (``no_label_file``) naming where it was looked for, the usual sign of a
+  misplaced ``labels/`` folder when it is every image of a split.
 * A label line: ``class cx cy w h``, the box centre and size as fractions of the image's width and height;
   a polygon line (``class x1 y1 x2 y2 ...``, the segmentation layout) gives its bounding box. Blank lines are
   skipped.
@@ -192,6 +194,8 @@ def read_yolo_split(data_yaml, split: str) -> RawSplit:
         labels = label_file(image)
         if labels.is_file():
             _read_labels(labels, dy.names, hw, image, raw, image_id)
+        else:
+            raw.issues.append(Issue("no_label_file", str(image), f"no label file {labels} (a background image)"))
     return raw
 
 

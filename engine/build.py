@@ -13,9 +13,9 @@ from engine.optim import Schedule, build_optimizer, lr_factor
 from models import build_model
 from models.build import sync_batchnorm_parts
 from models.compile import compile_model
+from models.finetune import init_from_checkpoint
 from models.layers import convert_sync_batchnorm
 from models.pretrained import load_pretrained
-from utils.checkpoint import load_model_weights
 from utils.errors import UserError
 
 
@@ -61,13 +61,14 @@ def build_training_data(cfg, *, rank: int, world_size: int, accumulate: int):
                              steps_per_epoch)
 
 
-def build_training_model(cfg, device: torch.device, *, world_size: int, fresh: bool) -> nn.Module:
-    """The detector on ``device`` from its start, when ``fresh`` (a whole detector ``train.init_from``, else the
-    ImageNet backbone weights; a resumed run's checkpoint holds the weights), with SyncBatchNorm where configured
-    under DDP and compiled parts with ``solver.compile``."""
+def build_training_model(cfg, device: torch.device, *, world_size: int, fresh: bool, class_names) -> nn.Module:
+    """The detector on ``device`` from its start, when ``fresh`` (a trained detector ``train.init_from``: its tensors
+    that fit, its classifier rows by the names of ``class_names``; else the ImageNet backbone weights; a resumed
+    run's checkpoint holds the weights), with SyncBatchNorm where configured under DDP and compiled parts with
+    ``solver.compile``."""
     model = build_model(cfg)
     if fresh and cfg.train.init_from:
-        load_model_weights(model, cfg.train.init_from)
+        init_from_checkpoint(model, cfg.train.init_from, class_names, model_cfg=cfg.model)
     elif fresh:
         load_pretrained(model, cfg.model.backbone)
     model = model.to(device)

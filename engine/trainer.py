@@ -87,7 +87,7 @@ class Trainer:
         self.class_names = self.data.train_set.class_names
         self.amp = resolve_amp(self.cfg.solver.amp, self.device)
         self.model = build_training_model(self.cfg, self.device, world_size=self.world_size,
-                                          fresh=plan.resume_from is None)
+                                          fresh=plan.resume_from is None, class_names=self.class_names)
         self.optimizer, self.scheduler, self.scaler = build_solver(self.model, self.cfg, self.schedule, self.amp,
                                                                    self.device)
         # train.ema: an average of the weights, evaluated and saved as "model"

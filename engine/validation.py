@@ -32,7 +32,8 @@ class Validator:
         iteration = t.state.iteration
         path = self.output_dir / "eval" / f"metrics_iter{iteration}.json" if is_main_process() else None
         metrics = evaluate(prepare_for_inference(model), t.data.val_set, t.data.val_loader, t.device,
-                           DATASETS[t.cfg.data.dataset].metric, t.amp, metrics_path=path, pr_curve=final)
+                           DATASETS[t.cfg.data.dataset].metric, t.amp, metrics_path=path, pr_curve=final,
+                           progress=t.options.progress)
         t.progress.add_scalars("val", {k: metrics[k] for k in SCALARS if k in metrics}, iteration)
         return {k: v for k, v in metrics.items() if not k.startswith("AP_")}
 

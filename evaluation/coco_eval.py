@@ -20,7 +20,7 @@ Conventions
 * **Evaluated images = all images of the ground-truth file** (``imgIds`` is
   every gt image, the pycocotools default). Images without any detection
   therefore count: all their objects are misses. To score a subset, pass a gt
-  file restricted to that subset.
+  restricted to that subset (:func:`restrict_to_images`).
 * Summary stats are ``COCOeval.stats[0:12]`` in pycocotools order (names in
   :data:`STAT_NAMES`) as python floats. pycocotools reports ``-1`` for a
   metric that is undefined (e.g. ``APs`` when there is no small object in the
@@ -64,6 +64,8 @@ __all__ = [
     "load_detections",
     "validate_detections",
     "evaluate_coco",
+    "restrict_to_images",
+    "gt_dataset",
     "summary_table",
     "write_metrics_json",
 ]
@@ -160,7 +162,15 @@ def _fmt_ids(ids: Iterable[Any]) -> str:
     return shown + (f", ... ({len(ids)} in total)" if len(ids) > _MAX_LISTED else "")
 
 
-def _gt_dataset(coco_gt: Any) -> dict:
+def restrict_to_images(coco_gt: Any, image_ids: Iterable) -> dict:
+    """The gt (a path, dict or COCO object) with only the images ``image_ids`` and their annotations, every
+    category kept: the ground truth of the images that were predicted (an unreadable image is left out of it)."""
+    gt, keep = gt_dataset(coco_gt), set(image_ids)
+    return {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+            "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+
+
+def gt_dataset(coco_gt: Any) -> dict:
     """The raw gt dict of a path / dict / COCO object (either back-end)."""
     if isinstance(coco_gt, dict):
         return coco_gt
@@ -179,7 +189,7 @@ def _gt_dataset(coco_gt: Any) -> dict:
 def _gt_ids(coco_gt: Any) -> tuple[set, set]:
     if hasattr(coco_gt, "getImgIds") and hasattr(coco_gt, "getCatIds"):
         return set(coco_gt.getImgIds()), set(coco_gt.getCatIds())
-    ds = _gt_dataset(coco_gt)
+    ds = gt_dataset(coco_gt)
     return {im["id"] for im in ds.get("images", [])}, {c["id"] for c in ds.get("categories", [])}
 
 
@@ -299,7 +309,7 @@ def _load_gt(coco_gt: Any, backend: str):
             if isinstance(coco_gt, (str, os.PathLike)):
                 return COCO(str(coco_gt))
             gt = COCO()
-            gt.dataset = _gt_dataset(coco_gt)
+            gt.dataset = gt_dataset(coco_gt)
             gt.createIndex()
             return gt
     from faster_coco_eval import COCO as FCOCO  # optional
@@ -311,7 +321,7 @@ def _load_gt(coco_gt: Any, backend: str):
             return FCOCO(str(coco_gt))
         # shallow copy of the top-level dict: annotation dicts are shared (the
         # evaluators only add an 'ignore' flag to them, as pycocotools does).
-        return FCOCO(_gt_dataset(coco_gt))
+        return FCOCO(gt_dataset(coco_gt))
 
 
 def _load_res(gt, dets: list[dict], backend: str):
@@ -434,8 +444,9 @@ def _fmt(v: float) -> str:
 def summary_table(result: CocoResult) -> str:
     """Aligned text table: the 12 stats, then per-class AP and AP50 (in %).
 
-    Classes without gt show ``n/a``; the last row is the mean (= stats AP /
-    AP50).
+    The rows are the classes of the evaluated split: those with gt in it (a class without gt has no AP; a line
+    says how many are left out, e.g. the 63 COCO classes absent from a 17-class set); the last row is the mean
+    (= stats AP / AP50).
     """
     lines = []
     s = result.stats
@@ -443,7 +454,8 @@ def summary_table(result: CocoResult) -> str:
     lines.append(head)
     lines.append("  ".join(f"{_fmt(s[n]):>6}" for n in STAT_NAMES))
     lines.append("")
-    names = list(result.per_class)
+    names = [n for n, v in result.per_class.items() if v > -1]
+    absent = len(result.per_class) - len(names)
     w = max([len("class"), len("mean")] + [len(n) for n in names])
     lines.append(f"{'class':<{w}}  {'AP':>6}  {'AP50':>6}")
     lines.append("-" * (w + 16))
@@ -451,4 +463,6 @@ def summary_table(result: CocoResult) -> str:
         lines.append(f"{n:<{w}}  {_fmt(result.per_class[n]):>6}  {_fmt(result.per_class_ap50[n]):>6}")
     lines.append("-" * (w + 16))
     lines.append(f"{'mean':<{w}}  {_fmt(s['AP']):>6}  {_fmt(s['AP50']):>6}")
+    if absent:
+        lines.append(f"({absent} of the {len(result.per_class)} classes have no ground truth in this split: not listed)")
     return "\n".join(lines)

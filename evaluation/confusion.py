@@ -44,6 +44,14 @@ class ConfusionMatrix:
         """Row / column names: the classes, then background."""
         return list(self.class_names) + [BACKGROUND]
 
+    def without_empty_classes(self) -> "ConfusionMatrix":
+        """The matrix without the classes whose row and column are both empty (no ground truth and no detection
+        of theirs: an 80-class model on a set of 17 classes), background kept."""
+        keep = np.flatnonzero((self.matrix[:-1].sum(axis=1) + self.matrix[:, :-1].sum(axis=0)) > 0)
+        rows = np.append(keep, len(self.class_names))
+        return ConfusionMatrix(self.matrix[np.ix_(rows, rows)], [self.class_names[k] for k in keep],
+                               [self.category_ids[k] for k in keep], self.iou_thresh, self.score_thresh)
+
 
 def confusion_matrix(gt: dict, images: list[ImageBoxes], *, iou_thresh: float = 0.5,
                      score_thresh: float = 0.3) -> ConfusionMatrix:
@@ -76,12 +84,21 @@ def write_confusion_json(cm: ConfusionMatrix, path: str | os.PathLike) -> None:
     path.write_text(json.dumps(payload, indent=1))
 
 
+MAX_COUNTED = 30  # classes up to which each cell of the drawing prints its count (legible at 8 pt)
+
+
 def plot_confusion_matrix(cm: ConfusionMatrix, out_png: str | os.PathLike, title: str = "Confusion matrix") -> Path:
-    """The matrix as a heat map (colour: share of the row, so rare classes show; text: counts) into ``out_png``."""
+    """The matrix as a heat map (colour: share of the row, so rare classes show; text: counts, up to
+    :data:`MAX_COUNTED` classes) into ``out_png``; classes without ground truth and detections are left out
+    (:meth:`ConfusionMatrix.without_empty_classes`; the JSON keeps every class)."""
     # object-oriented API on an Agg canvas: no pyplot, no display
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional
     from matplotlib.figure import Figure  # optional
 
+    shown = cm.without_empty_classes()
+    if len(shown.class_names) < len(cm.class_names):
+        title = f"{title}, {len(shown.class_names)} of {len(cm.class_names)} classes"
+    cm = shown
     n = len(cm.labels)
     share = cm.matrix / np.maximum(cm.matrix.sum(axis=1, keepdims=True), 1)
     side = min(max(4.0, 0.45 * n + 2.0), 30.0)
@@ -95,7 +112,7 @@ def plot_confusion_matrix(cm: ConfusionMatrix, out_png: str | os.PathLike, title
     axis.set_xlabel("prediction")
     axis.set_ylabel("ground truth")
     axis.set_title(f"{title} (IoU >= {cm.iou_thresh:g}, score >= {cm.score_thresh:g})")
-    if n <= 30:  # counts stay legible
+    if n <= MAX_COUNTED + 1:  # counts stay legible (+ 1: background)
         for (i, j), v in np.ndenumerate(cm.matrix):
             if v:
                 axis.text(j, i, str(v), ha="center", va="center", fontsize=8,

@@ -44,3 +44,17 @@ def images_of_different_shapes(coco_tiny: Path, n: int = 3) -> list[Path]:
     picked = [by_ratio[round(i * (len(by_ratio) - 1) / (n - 1))] for i in range(n)]
     assert len({round(ratio[p], 2) for p in picked}) == n, "coco_tiny needs images of different shapes"
     return picked
+
+
+def write_official_r50(path: Path, seed: int = 7) -> Path:
+    """Seeded weights of the official R50-C5 COCO model under the official key names (``{"model": ...}``, as the
+    official zoo's files hold them): the input of tools/convert_official.py."""
+    import torch
+
+    script, zoo = golden_path("make_weights_generic.py"), golden_path("official_zoo.json")
+    spec = importlib.util.spec_from_file_location("make_weights_generic", script)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    entry = json.loads(zoo.read_text())["models"]["yolof.res50.C5.1x"]
+    torch.save({"model": gen.make(entry["state_dict"], entry["config"], seed)}, path)
+    return path

@@ -12,7 +12,8 @@ VNNI / AMX int8). Columns:
   test transform and post-processing included; rows and the reference run round-robin in one process;
 * x body: that time over the "body-best", conv1..layer4 of torchvision's ResNet-50 in fp32, contiguous or
   channels_last, whichever is faster, on the model's input size (deploy/timing.py; as bench/bench_inference.py);
-* AP, AP50 (COCO metric, in %) on the first --max_images images of --data, and AP - AP(pytorch fp32);
+* AP, AP50 (COCO metric, in %) on the first --max_images images of --data, and AP - AP(pytorch fp32); an image
+  that cannot be read is left out of the ground truth, as eval.py leaves it (deploy/accuracy.py);
 * export s: export to ONNX + conversion (+ int8 calibration and quantization); size MiB: the file the backend
   runs (PyTorch: the fused fp32 weights).
 
@@ -171,7 +172,7 @@ def main(argv=None) -> dict:
     cfg, kind, split = resolve_data(cfg, args.data)
     dataset = None if kind is None else build_dataset(cfg, split, is_train=False, transforms=Compose([]))
     image = timed_image(dataset, args.size, cfg)
-    rows, predictors = [], {}
+    rows, predictors, unreadable = [], {}, 0
     for backend, precision, native in combinations(backends, precisions):
         try:
             p = Predictor(args.weight, config=cfg, backend=backend, precision=precision, calib=args.calib,
@@ -200,19 +201,23 @@ def main(argv=None) -> dict:
         scored = dataset is not None and args.max_images > 0
         m = predictor_metrics(p, dataset, kind, max_images=args.max_images) if scored else {}
         r.update(AP=_pct(m.get("AP")), AP50=_pct(m.get("AP50")))
+        unreadable = m.get("images_unreadable", unreadable)  # the same images for every row
     ref = next((r for r in rows if (r["backend"], r["precision"]) == ("pytorch", "fp32")), None)
     for r in rows:
         r["AP_diff"] = (round(r["AP"] - ref["AP"], 2) if ref is not None and r["AP"] is not None else None)
     rows = [{k: r[k] for k in COLUMNS} for r in rows]
+    n_scored = 0 if dataset is None else min(args.max_images, len(dataset)) - unreadable
     report = {"machine": machine(), "versions": versions(), "weight": str(args.weight), "data": args.data,
-              "split": split, "images_scored": 0 if dataset is None else min(args.max_images, len(dataset)),
+              "split": split, "images_scored": n_scored,
+              "images_unreadable": unreadable,
               "input_size": [int(h), int(w)], "warmup": args.warmup, "repeats": args.repeats,
               "body_best_ms": round(body * 1000, 2),
               "body_best_format": "contiguous" if t["body fp32 contiguous"] <= t["body fp32 channels_last"]
               else "channels_last", "rows": rows}
     mc = report["machine"]
     print(f"{mc['cpu']} ({', '.join(mc['flags'] or [])}), {mc['threads']} thread(s); input {h}x{w}; "
-          f"data {args.data} ({report['images_scored']} images scored)")
+          f"data {args.data} ({report['images_scored']} images scored"
+          + (f"; {unreadable} unreadable, left out of the ground truth" if unreadable else "") + ")")
     print(_table(rows, report["body_best_ms"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")

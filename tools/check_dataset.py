@@ -18,13 +18,14 @@ written (``data.build.DATASETS[...].read_raw``: before the clipping and dropping
   scaled to the largest ``data.train_min_size`` capped by ``data.train_max_size``, yolo pipeline resized to
   ``data.yolo.resize_shape`` (scale jitter, mosaic and crops left out);
 * problems: unreadable images, images whose decoded size differs from the annotated one, zero-area boxes,
-  boxes reaching more than 1 px out of their image, labels outside the class list, duplicate boxes (same
-  class, IoU >= 0.95) and duplicate images (same bytes: SHA-1), each naming its file (and line).
+  boxes of negative width or height, boxes reaching more than 1 px out of their image, labels outside the class
+  list, duplicate boxes (same class, IoU >= 0.95), duplicate images (same bytes: SHA-1) and YOLO images without
+  a label file (where it was looked for), each naming its file (and line).
 
 It exits with status 1 when training would fail, saying why: a split that cannot be read or built (a label
 outside the class names, a malformed file, ``model.num_classes`` against the data), a split without images
-(``num_samples=0``), more unreadable images than ``train.max_skip_fraction`` allows. The rest are warnings:
-training clips, drops or skips them.
+(``num_samples=0``), a training split with fewer images than one batch (``solver.batch_size``), more unreadable
+images than ``train.max_skip_fraction`` allows. The rest are warnings: training clips, drops or skips them.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ if __package__ in (None, ""):  # python tools/<name>.py: the repository root on 
 from config import load_config
 from config.loader import resolve_num_classes
 from data.build import DATASETS, build_dataset
+from data.coco import OUTSIDE_TOLERANCE
 from data.dataset_base import DetectionDatasetBase, RawSplit
 from data.transforms import Compose, ResizeShortestEdge
 from data.yolo_transforms import Resize
@@ -57,7 +59,6 @@ from utils.errors import UserError
 SIZE_EDGES = (0, 8, 16, 32, 64, 96, 128, 256, 512, math.inf)  # sqrt(area) px; 32 and 96: COCO's area ranges
 ASPECT_EDGES = (0, 1 / 8, 1 / 4, 1 / 2, 4 / 5, 5 / 4, 2, 4, 8, math.inf)  # h / w
 DUPLICATE_IOU = 0.95
-OUTSIDE_TOLERANCE = 1.0  # px a box may reach out of its image before it is reported
 LISTED = 20  # problems listed per kind in the printout (the JSON has them all)
 
 
@@ -140,10 +141,12 @@ def box_problems(raw: RawSplit) -> dict[str, list[str]]:
     """Zero-area, out-of-image, unknown-class and duplicate boxes, each named by file (and line)."""
     images = {im["id"]: im for im in raw.coco["images"]}
     known = {c["id"] for c in raw.coco["categories"]}
-    out: dict[str, list[str]] = {"zero_area_boxes": [], "out_of_image_boxes": [], "labels_outside_names": [],
-                                 "duplicate_boxes": []}
+    out: dict[str, list[str]] = {"zero_area_boxes": [], "negative_size_boxes": [], "out_of_image_boxes": [],
+                                 "labels_outside_names": [], "duplicate_boxes": []}
     out["labels_outside_names"] += [str(i) for i in raw.issues if i.kind == "label_outside_names"]
-    out["read_issues"] = [str(i) for i in raw.issues if i.kind != "label_outside_names"]  # images without size...
+    out["images_without_label_file"] = [str(i) for i in raw.issues if i.kind == "no_label_file"]
+    out["read_issues"] = [str(i) for i in raw.issues  # images without size...
+                          if i.kind not in ("label_outside_names", "no_label_file")]
     by_key = defaultdict(list)
     for a in raw.coco["annotations"]:
         x, y, w, h = (float(v) for v in a["bbox"])
@@ -152,6 +155,11 @@ def box_problems(raw: RawSplit) -> dict[str, list[str]]:
         if a["category_id"] not in known:
             out["labels_outside_names"].append(f"{_where(raw, a, images)}: category id {a['category_id']} is not "
                                                f"in the categories")
+        if w < 0 or h < 0:
+            side = " and ".join(s for s, v in (("width", w), ("height", h)) if v < 0)
+            out["negative_size_boxes"].append(f"{_where(raw, a, images)}: bbox [x, y, w, h] {[x, y, w, h]}: "
+                                              f"negative {side}")
+            continue
         if not (w > 0 and h > 0 and math.isfinite(w + h)):
             out["zero_area_boxes"].append(f"{_where(raw, a, images)}: bbox [x, y, w, h] {[x, y, w, h]}")
             continue
@@ -188,16 +196,29 @@ def image_problems(raw: RawSplit) -> dict[str, list]:
             "duplicate_images": [paths for paths in by_hash.values() if len(paths) > 1]}
 
 
-def _build_error(cfg, split: str) -> Optional[str]:
-    """Why building the split as training / evaluation does fails, or None."""
+def _build_error(cfg, split: str, no_label_file: list[str]) -> Optional[str]:
+    """Why building the split as training / evaluation does fails, or None. A training split needs at least one
+    batch (``solver.batch_size`` images, after ``data.filter_empty``): training stops before its first step
+    without one. ``no_label_file``: the images without a label file (YOLO), named when they are why."""
+    training = split == cfg.data.train_split
     try:
-        ds = build_dataset(cfg, split, is_train=split == cfg.data.train_split, transforms=Compose([]))
+        ds = build_dataset(cfg, split, is_train=training, transforms=Compose([]))
     except UserError as e:
         return str(e)
+    empty = ": data.filter_empty drops the images without boxes" if training and cfg.data.filter_empty else ""
+    hint = f" ({len(no_label_file)} without a label file, e.g. {no_label_file[0]})" if no_label_file else ""
     if len(ds) == 0:
-        return (f"split {split!r} has no {'training ' if split == cfg.data.train_split else ''}images "
-                f"(num_samples=0){': data.filter_empty drops the images without boxes' if cfg.data.filter_empty else ''}")
+        return f"split {split!r} has no {'training ' if training else ''}images (num_samples=0){empty}{hint}"
+    if training and len(ds) < cfg.solver.batch_size:
+        return (f"{len(ds)} training images{' with boxes' if empty else ''}, fewer than one batch of "
+                f"solver.batch_size={cfg.solver.batch_size}: training would stop before its first step; set "
+                f"--opts solver.batch_size={_batch_for(len(ds))} (docs/your_own_data.md, small sets){hint}")
     return None
+
+
+def _batch_for(num_images: int) -> int:
+    """The largest power of two that is at most ``num_images`` (a batch the split fills)."""
+    return 1 << (max(1, num_images).bit_length() - 1)
 
 
 def check_split(cfg, split: str, *, images: bool = True) -> dict:
@@ -231,7 +252,7 @@ def check_split(cfg, split: str, *, images: bool = True) -> dict:
                                 f"{limit} training skips (train.max_skip_fraction)")
     if not report["images"]:
         report["errors"].append(f"split {split!r} has no images (num_samples=0)")
-    elif not report["errors"] and (error := _build_error(cfg, split)):
+    elif not report["errors"] and (error := _build_error(cfg, split, problems["images_without_label_file"])):
         report["errors"].append(error)
     return report
 
@@ -252,7 +273,9 @@ def format_report(report: dict) -> str:
     head = f"split {report['split']!r} ({report['dataset']}, {report['root']})"
     if "images" not in report:
         return f"{head}: cannot be read"
-    lines = [f"{head}: {report['images']} images ({report['images_without_boxes']} without boxes), "
+    unlabelled = len(report["problems"]["images_without_label_file"])
+    where = f", {unlabelled} of them without a label file" if unlabelled else ""
+    lines = [f"{head}: {report['images']} images ({report['images_without_boxes']} without boxes{where}), "
              f"{report['boxes']} boxes (+ {report['crowd_or_difficult']} crowd / difficult), {report['classes']} classes"]
     counts = sorted(report["per_class"].items(), key=lambda kv: -kv[1])
     lines.append("  boxes per class: " + ", ".join(f"{n} {c}" for n, c in counts if c)

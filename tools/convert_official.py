@@ -14,7 +14,9 @@ ours one to one::
 
 The preset (R50/R101 C5/DC5, X101-64x4d C5) is recognised from the shapes, and the written
 checkpoint carries the matching resolved config, so ``eval.py --weight OUT``
-needs no ``--config``.
+needs no ``--config``, and (for the 80-class COCO models) COCO's class names in label order,
+so that fine-tuning (``train.init_from``, models/finetune.py) keeps the rows of the classes a
+dataset shares with COCO.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ if __package__ in (None, ""):  # python tools/<name>.py: the repository root on 
     import _bootstrap  # noqa: F401
 
 from config import config_to_dict, load_config
+from data.coco import COCO_CLASSES
 from models import build_model
 from utils.checkpoint import save_checkpoint
 from utils.paths import REPO_ROOT
@@ -156,8 +159,10 @@ def convert_checkpoint(src: Path, dst: Path) -> dict:
     for k, v in dropped.items():  # the official anchors must be ours
         check_anchors(v, model.anchor_generator.cell_anchors.cpu(), f"{src}: {k} ({preset})")
     model.load_state_dict(ours, strict=True)
-    save_checkpoint(dst, {"model": model.state_dict(), "config": config_to_dict(cfg), "source": str(src), "preset": preset})
-    return {"preset": preset, "num_keys": len(ours), "dropped": sorted(dropped)}
+    names = {"class_names": list(COCO_CLASSES)} if num_classes == len(COCO_CLASSES) else {}
+    save_checkpoint(dst, {"model": model.state_dict(), "config": config_to_dict(cfg), "source": str(src),
+                          "preset": preset, **names})
+    return {"preset": preset, "num_keys": len(ours), "dropped": sorted(dropped), "class_names": bool(names)}
 
 
 def main(argv=None) -> None:

@@ -30,7 +30,7 @@ def _as_json(cfg: Config) -> str:
 
 def test_the_presets_are_the_paper_settings_and_no_file_repeats_the_defaults():
     names = {p.name for p in PRESETS}
-    assert "yolof_r50_c5_1x.yaml" in names and "quickstart.yaml" in names and len(names) == 11
+    assert "yolof_r50_c5_1x.yaml" in names and "quickstart.yaml" in names and len(names) == 12
     assert not (REPO / "config" / "base.yaml").exists()
 
 

@@ -178,3 +178,23 @@ def test_every_image_in_a_training_batch_has_its_size(tmp_path, coco_tiny):
         sizes = image_sizes(ds)
         for i in range(len(ds)):
             assert tuple(sizes[i]) == tuple(int(v) for v in ds[i][1]["orig_size"])  # (h, w) as decoded
+
+
+def test_rounding_is_not_reported_as_clipping_and_missing_label_files_are(tmp_path, caplog):
+    """Six-decimal YOLO coordinates reach a hair outside the image (COCO boxes to the border): no clipping is
+    reported; a box 10 px out is, under the YOLO reader's logger; an image without a label file is logged with
+    where its label file was looked for."""
+    data_yaml = write_yolo_set(tmp_path / "yolo", splits=("val",))
+    with caplog.at_level("INFO"):
+        YOLODetection(data_yaml, "val", filter_empty=False)
+    assert not [r for r in caplog.records if "clipped" in r.getMessage()]
+    labels = tmp_path / "yolo" / "labels" / "val"
+    (labels / "000000404484.txt").write_text("0 0.5 0.5 1.0625 0.5\n")  # 320 px wide image: 10 px out each side
+    (labels / "000000333956.txt").unlink()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        YOLODetection(data_yaml, "val", filter_empty=False)
+    (clipped,) = [r for r in caplog.records if "clipped" in r.getMessage()]
+    assert clipped.name == "data.yolo" and "clipped 1 box(es) reaching more than 1 px outside" in clipped.getMessage()
+    (missing,) = [r for r in caplog.records if "no_label_file" in r.getMessage()]
+    assert f"no label file {labels / '000000333956.txt'} (a background image)" in missing.getMessage()

@@ -311,7 +311,11 @@ def test_metrics_json_and_summary_table(gt_path, gt, tmp_path):
     assert any(line.startswith("mean ") for line in lines)
     rows = [line for line in lines if line.startswith(("person", "traffic light", "mean"))]
     assert len({len(r) for r in rows}) == 1  # aligned columns
-    hair_drier = next((n for n, v in res.per_class.items() if v == -1.0), None)
-    if hair_drier is not None:  # classes without gt show n/a
-        assert any(line.startswith(hair_drier) and "n/a" in line for line in lines)
-    assert math.isclose(float(lines[-1].split()[-2]), round(100 * res.stats["AP"], 1))
+    # the rows are the classes of the split: those with (non-crowd) gt in the json; a line counts the others
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    present = {names[a["category_id"]] for a in gt["annotations"] if not a["iscrowd"]}
+    listed = lines[lines.index(next(line for line in lines if line.startswith("class "))) + 2:-3]
+    assert sorted(line.rsplit(None, 2)[0] for line in listed) == sorted(present)
+    assert lines[-1] == f"({80 - len(present)} of the 80 classes have no ground truth in this split: not listed)"
+    assert "hair drier" not in table and "n/a" not in table
+    assert math.isclose(float(lines[-2].split()[-2]), round(100 * res.stats["AP"], 1))

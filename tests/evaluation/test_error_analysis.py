@@ -192,6 +192,64 @@ def test_confusion_matrix_equals_faster_coco_eval_without_crowd(coco_gt, referen
     assert cm.matrix.sum() > 50 and np.trace(cm.matrix[:K, :K]) < cm.matrix[:K, :K].sum()  # confusions happen
 
 
+def test_the_drawn_matrix_leaves_out_classes_without_ground_truth_or_detections(coco_gt, reference, tmp_path):
+    """80 COCO classes, of which the test images hold some: the drawing keeps the classes with a gt box or a
+    detection at the score threshold (the JSON keeps all 80), so its cells are few enough to print counts."""
+    from evaluation.confusion import MAX_COUNTED, plot_confusion_matrix
+
+    dets = reference["cases"]["everything"]["detections"]
+    cm = confusion_matrix(coco_gt, group_by_image(coco_gt, dets), iou_thresh=0.5, score_thresh=0.3)
+    shown = cm.without_empty_classes()
+    used = {a["category_id"] for a in coco_gt["annotations"] if not a["iscrowd"]}
+    used |= {d["category_id"] for d in dets if d["score"] >= 0.3}
+    assert set(shown.category_ids) <= used and len(shown.class_names) <= MAX_COUNTED < len(cm.class_names)
+    rows = [cm.category_ids.index(c) for c in shown.category_ids] + [80]
+    np.testing.assert_array_equal(shown.matrix, cm.matrix[np.ix_(rows, rows)])
+    assert shown.matrix.sum() == cm.matrix.sum()  # nothing counted is lost
+    assert all(shown.matrix[k].sum() + shown.matrix[:, k].sum() > 0 for k in range(len(shown.class_names)))
+    import cv2
+    png = plot_confusion_matrix(cm, tmp_path / "cm.png")
+    side = min(max(4.0, 0.45 * len(shown.labels) + 2.0), 30.0)  # the figure of the classes drawn
+    assert cv2.imread(str(png)).shape[:2] == (round(100 * side), round(100 * (side + 1)))
+
+
+def test_eval_analyze_draws_the_images_of_a_yolo_layout(tmp_path, capsys):
+    """eval.py --results -d yolo --analyze: the images are found where the loader finds them (the data.yaml's
+    path), not under ROOT/SPLIT; a COCO root without its image folder says in one line that none are drawn."""
+    import eval as eval_script
+    from config import load_config
+    from data.build import DATASETS
+    from tests.layouts import write_yolo_set
+
+    data_yaml = write_yolo_set(tmp_path / "yolo", splits=("val",))
+    cfg = load_config(REPO / "config/small_cpu.yaml", ["data.dataset=yolo", f"data.root={data_yaml}"])
+    gt = DATASETS["yolo"].ground_truth(cfg, "val").dataset
+    dets = [det(a["image_id"], a["category_id"], a["bbox"], 0.9) for a in gt["annotations"][::2]]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    out = tmp_path / "run" / "metrics.json"
+    eval_script.main(["-d", "yolo", "--root", str(data_yaml), "--split", "val", "--results",
+                      str(tmp_path / "dets.json"), "--out", str(out), "--analyze"])
+    assert len(list((out.parent / "worst_images").glob("*.jpg"))) == 7
+    assert len(list((out.parent / "best_images").glob("*.jpg"))) == 7
+    printed = capsys.readouterr().out
+    assert "AP50 is TIDE's own" in printed and "not drawn" not in printed
+
+    root = tmp_path / "coco_without_images"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "instances_val2017.json").write_text(COCO_JSON.read_text())
+    (tmp_path / "coco_dets.json").write_text(json.dumps(reference_detections("mild")))
+    eval_script.main(["-d", "coco", "--root", str(root), "--results", str(tmp_path / "coco_dets.json"),
+                      "--out", str(tmp_path / "coco" / "metrics.json"), "--analyze"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "not drawn" in line]
+    assert lines == [f"worst / best images not drawn: image folder {root / 'val2017'} not found (they are listed in "
+                     f"{tmp_path / 'coco' / 'error_analysis.json'})"]
+    assert not (tmp_path / "coco" / "worst_images").exists()
+
+
+def reference_detections(case: str) -> list[dict]:
+    return json.loads(REFERENCE.read_text())["cases"][case]["detections"]
+
+
 # --------------------------------------------------------------------------------------------------- drawing
 def test_drawn_image_colours_true_false_and_missed():
     a, b = [100, 120, 50, 50], [200, 200, 60, 60]  # clear of the legend in the top-left corner

@@ -1,12 +1,20 @@
-"""The official data protocol: one image per process in evaluation, grouped training batches, unrounded detections."""
+"""The official data protocol: one image per process in evaluation, grouped training batches, unrounded detections;
+every image scored once, an unreadable one left out of the ground truth."""
 from __future__ import annotations
 
+import json
+import shutil
+
+import cv2
 import pytest
 import torch
 
 from config import load_config
-from tests.conftest import REPO
-from evaluation.evaluator import to_coco_results
+from data.build import build_test_loader
+from data.coco import COCODetection
+from data.transforms import Compose
+from evaluation.evaluator import ScoreOptions, predict, score_coco, to_coco_results
+from tests.conftest import COCO_SPLIT, REPO
 
 OFFICIAL = ["yolof_r50_c5_1x", "yolof_r50_dc5_1x", "yolof_r101_c5_1x", "yolof_r101_dc5_1x", "yolof_x101_64x4d_c5_1x"]
 
@@ -52,3 +60,48 @@ def test_every_dataset_is_scored_by_a_metric_and_named_by_the_scripts():
             parse(["-d", "imagenet"])
     assert [eval_script.parse_args(["--backend", b]).backend for b in BACKENDS] == list(BACKENDS)
     assert [eval_script.parse_args(["--amp", a]).amp for a in AMP_MODES] == list(AMP_MODES)
+
+
+def test_an_unreadable_image_is_predicted_never_and_left_out_of_the_ground_truth(coco_tiny, tmp_path, caplog):
+    """tests/assets with one image replaced by bytes that are no image, and a model that answers every image it
+    is shown with that image's annotated boxes (found by its pixels): every image id comes back once, the broken
+    one unpredicted, and the others score AP 100 (pycocotools) with the broken one out of the ground truth."""
+    root = tmp_path / "coco"
+    shutil.copytree(coco_tiny, root)
+    broken = root / COCO_SPLIT / "000000223747.jpg"
+    broken.write_bytes(b"not a JPEG")
+    ds = COCODetection(root / COCO_SPLIT, root / "annotations" / f"instances_{COCO_SPLIT}.json", Compose([]),
+                       filter_empty=False)
+    truth = {}
+    for i in range(len(ds)):
+        image = cv2.imread(ds.get_file_name(i), cv2.IMREAD_COLOR)
+        if image is not None:
+            truth[image.tobytes()] = ds.get_annotation(i)
+
+    class Exact(torch.nn.Module):
+        def forward(self, images, output_sizes=None):
+            answers = [truth[im.permute(1, 2, 0).numpy().tobytes()] for im in images]
+            return [{"boxes": torch.from_numpy(a["boxes"]).float(), "scores": torch.ones(len(a["boxes"])),
+                     "labels": torch.from_numpy(a["labels"])} for a in answers]
+
+    with caplog.at_level("WARNING"):
+        predictions = predict(Exact(), build_test_loader(ds, 4, 0), torch.device("cpu"), progress=False)
+    ids = [p["image_id"] for p in predictions]
+    assert sorted(ids) == sorted(ds.ids) and len(set(ids)) == len(ids) == 7
+    (bad,) = [p for p in predictions if "unreadable" in p]
+    assert bad["image_id"] == 223747 and len(bad["boxes"]) == 0 and bad["file_name"] == str(broken)
+    assert any("not predicted, and left out of the ground truth" in r.getMessage() for r in caplog.records)
+    assert not any("returning another sample" in r.getMessage() for r in caplog.records)
+
+    echoed = []
+    metrics, result = score_coco(ds, predictions, ScoreOptions(metrics_path=tmp_path / "metrics.json",
+                                                               echo=echoed.append, pr_curve=False))
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+    assert metrics["images_unreadable"] == 1 and result.num_images == 6
+    assert echoed[0].startswith("1 of 7 images could not be read: not predicted, and left out of the ground truth")
+    assert str(broken) in echoed[0]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["num_images"] == 6 and [u["image_id"] for u in written["unreadable_images"]] == [223747]
+    # without the rule (the image scored as one with no detections) its 3 objects are misses: AP below 1
+    scored_anyway = [{k: v for k, v in p.items() if k != "unreadable"} for p in predictions]
+    assert score_coco(ds, scored_anyway, ScoreOptions(echo=lambda s: None))[0]["AP"] < 0.99

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from config import load_config
+from data.dataset_base import DatasetError
 from data.yolo import YOLODetection
 from tests.conftest import COCO_TINY, REPO
 from tests.layouts import IMAGES, coco_names, expected_boxes, write_yolo_set
@@ -51,6 +52,22 @@ def test_coco_yolo_coco_round_trip(tmp_path, coco_tiny):
     _assert_round_trip(_coco_boxes(tmp_path / "back", "val2017"), include_crowd=False)  # YOLO has no crowd
     back = json.loads((tmp_path / "back" / "annotations" / "instances_val2017.json").read_text())
     assert [c["name"] for c in back["categories"]] == coco_names()  # all 80, with and without boxes
+
+
+def test_classes_keeps_renames_and_orders_a_subset(tmp_path, coco_tiny):
+    """--classes car person=human: a 2-class YOLO set, car 0 and human 1, holding exactly the json's non-crowd car
+    and person boxes (the other objects stay in the images, unlabelled)."""
+    assert convert_dataset.main(["--from", "coco", "--to", "yolo", str(COCO_TINY), str(tmp_path / "yolo"),
+                                 "--classes", "car", "person=human"]) == 0
+    ds = YOLODetection(tmp_path / "yolo" / "data.yaml", "val2017", filter_empty=False)
+    assert ds.class_names == ["car", "human"]
+    got = Counter(ds.class_names[k] for i in range(len(ds)) for k in ds.get_annotation(i)["labels"])
+    want = Counter("human" if c == "person" else c for boxes in expected_boxes().values() for c, _ in boxes
+                   if c in ("car", "person"))
+    assert got == want and got["car"] == 9
+    with pytest.raises(DatasetError, match=r"--classes: 'unicorn' is not a class of the source \(its classes: per"):
+        convert_dataset.main(["--from", "coco", "--to", "yolo", str(COCO_TINY), str(tmp_path / "bad"),
+                              "--classes", "unicorn"])
 
 
 def test_coco_voc_xml_coco_round_trip(tmp_path, coco_tiny):
@@ -136,9 +153,16 @@ def test_cvat_export_to_coco(tmp_path):
 
 def test_check_dataset_counts_tests_assets(tmp_path, coco_tiny, capsys):
     out = tmp_path / "check.json"
-    assert check_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", "data.dataset=coco",
-                               f"data.root={COCO_TINY}", "data.train_split=val2017", "data.val_split=val2017",
-                               "model.num_classes=auto", "--out", str(out)]) == 0
+    opts = ["data.dataset=coco", f"data.root={COCO_TINY}", "data.train_split=val2017", "data.val_split=val2017",
+            "model.num_classes=auto"]
+    # 7 images, fewer than small_cpu's batch of 16: training would stop before its first step
+    assert check_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", *opts, "--out", str(out),
+                               "--skip_images"]) == 1
+    assert json.loads(out.read_text())["errors"] == [
+        "split 'val2017': 7 training images with boxes, fewer than one batch of solver.batch_size=16: training would "
+        "stop before its first step; set --opts solver.batch_size=4 (docs/your_own_data.md, small sets)"]
+    assert check_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", *opts,
+                               "solver.batch_size=4", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["errors"] == [] and len(report["splits"]) == 1
     r = report["splits"][0]
@@ -163,9 +187,11 @@ def test_check_dataset_names_each_injected_fault(tmp_path, coco_tiny, capsys):
     shutil.copy(IMAGES / "000000404484.jpg", images / "copy_of_404484.jpg")  # duplicate image
     (labels / "000000223747.txt").write_text("15 0.5 0.5 0.0 0.3\n0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n"
                                               "85 0.5 0.5 0.2 0.2\n")  # zero-area, duplicate, outside names
+    (labels / "000000333956.txt").write_text("0 0.5 0.5 -0.1 0.3\n")  # a negative width
+    (labels / "000000360960.txt").unlink()  # no label file: a background image, named where it was looked for
     args = ["--config", str(REPO / "config/small_cpu.yaml"), "--opts", "data.dataset=yolo", f"data.root={data_yaml}",
-            "data.train_split=train", "data.val_split=train", "model.num_classes=auto", "--out",
-            str(tmp_path / "check.json")]
+            "data.train_split=train", "data.val_split=train", "model.num_classes=auto", "solver.batch_size=4",
+            "--out", str(tmp_path / "check.json")]
     assert check_dataset.main(args) == 1  # a label outside the names: the dataset refuses to load
     printed = capsys.readouterr().out
     problems = json.loads((tmp_path / "check.json").read_text())["splits"][0]["problems"]
@@ -173,6 +199,14 @@ def test_check_dataset_names_each_injected_fault(tmp_path, coco_tiny, capsys):
     assert problems["labels_outside_names"] == [f"{label_file} line 4: class id 85 is outside the 80 names of the "
                                                 f"data.yaml (0..79)"]
     assert [p.split(":")[0] for p in problems["zero_area_boxes"]] == [f"{label_file} line 1"]
+    (negative,) = problems["negative_size_boxes"]  # cx 0.5, w -0.1 of 428 px: x = 0.55 * 428, w = -42.8
+    where, box, what = negative.split(": ")
+    assert where == f"{labels / '000000333956.txt'} line 1" and what == "negative width"
+    assert json.loads(box.removeprefix("bbox [x, y, w, h] ")) == pytest.approx([235.4, 224.0, -42.8, 192.0])
+    assert problems["images_without_label_file"] == [
+        f"{images / '000000360960.jpg'}: no label file {labels / '000000360960.txt'} (a background image)",
+        f"{images / 'copy_of_404484.jpg'}: no label file {labels / 'copy_of_404484.txt'} (a background image)"]
+    assert "9 images (3 without boxes, 2 of them without a label file)" in printed
     assert problems["duplicate_boxes"] == [f"{label_file} line 3 repeats {label_file} line 2 (IoU 1.00)"]
     assert [p.split(":")[0] for p in problems["unreadable_images"]] == [str(images / "broken.jpg")]
     assert problems["duplicate_images"] == [[str(images / "000000404484.jpg"), str(images / "copy_of_404484.jpg")]]
@@ -180,6 +214,21 @@ def test_check_dataset_names_each_injected_fault(tmp_path, coco_tiny, capsys):
 
     (labels / "000000223747.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     assert check_dataset.main(args) == 0  # one unreadable image: training skips it (up to 10)
+
+
+def test_a_broken_xml_file_is_reported_against_its_own_split_only(tmp_path, coco_tiny):
+    from tests.layouts import write_voc_xml_set
+
+    root = write_voc_xml_set(tmp_path / "voc")
+    (root / "train" / "000000223747.xml").unlink()
+    (root / "train" / "000000223747.xml").write_text("<annotation><object><name>cat</name>")  # not closed
+    out = tmp_path / "check.json"
+    assert check_dataset.main(["--config", str(REPO / "config/small_cpu.yaml"), "--opts", "data.dataset=voc_xml",
+                               f"data.root={root}", "data.train_split=train", "data.val_split=val",
+                               "model.num_classes=auto", "solver.batch_size=4", "--skip_images",
+                               "--out", str(out)]) == 1
+    errors = json.loads(out.read_text())["errors"]
+    assert len(errors) == 1 and errors[0].startswith("split 'train': ") and "000000223747.xml" in errors[0]
 
 
 def test_browse_dataset_draws_the_training_samples(tmp_path, coco_tiny):
@@ -218,7 +267,8 @@ def test_check_dataset_reads_a_vocdevkit(tmp_path):
     (voc / "ImageSets" / "Main").mkdir(parents=True)
     (voc / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
     cfg = load_config(REPO / "config/small_cpu.yaml", ["data.dataset=voc", f"data.root={tmp_path / 'VOCdevkit'}",
-                                                        "data.train_split=2007_test", "model.num_classes=20"])
+                                                        "data.train_split=2007_test", "model.num_classes=20",
+                                                        "solver.batch_size=1"])
     r = check_dataset.check_split(cfg, "2007_test")
     assert r["errors"] == [] and (r["images"], r["boxes"], r["crowd_or_difficult"], r["classes"]) == (1, 1, 1, 20)
     assert r["per_class"]["car"] == 1 and r["sizes"] == {"small": 0, "medium": 1, "large": 0}  # 40 x 40 px
