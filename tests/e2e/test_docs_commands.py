@@ -18,7 +18,9 @@ data.synthetic.num_val=8``, in place of the document's counts); the R50 fine-tun
 with 2 images a step; ``train.py`` and ``eval.py`` read without loader processes (``--num_workers 0``: the R50
 preset's 8 would each be a fork of this test's process). Everything else runs as written. The commands run in
 this process (their ``main``), with the working directory in the folder: the same code path as the scripts,
-without a Python start per command.
+without a Python start per command. A command that starts the results explorer (``--explore``,
+``python -m tools.explore``) serves its page once: the test fetches the page and its data from 127.0.0.1, then
+stops the server (:func:`serve_once`), where the command would serve until Ctrl+C.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import re
 import shlex
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -127,6 +130,17 @@ def run(command: str) -> object:
     except Exception as e:
         raise AssertionError(f"{command}: {type(e).__name__}: {e}") from e
     return result
+
+
+def serve_once(explorer) -> None:
+    """What the explorer's command does, for one request each: the page and its data, then the server stops."""
+    explorer.start()
+    try:
+        for path in ("", "api/meta", "api/images?limit=4"):
+            with urllib.request.urlopen(explorer.url + path, timeout=30) as response:
+                assert response.status == 200, (path, response.status)
+    finally:
+        explorer.stop()
 
 
 # ------------------------------------------------------------------------------------------ the data they name
@@ -236,7 +250,12 @@ QUICKSTART = "python train.py --config config/quickstart.yaml --output_dir runs/
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_command_of_the_document_runs_as_written(doc, clone, monkeypatch):
+    import tools.explore.__main__ as explore_command
+    import tools.explore.launch as explore_launch
+
     monkeypatch.chdir(clone)
+    for module in (explore_launch, explore_command):
+        monkeypatch.setattr(module, "explore", serve_once)
     if not (clone / "runs" / "quickstart" / "last.pth").is_file():  # what both documents start from
         run(QUICKSTART)
     finetune_log = _Lines()  # on its own logger: the scripts reset the root logger's handlers

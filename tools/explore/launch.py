@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from cli import run_config
 from data.build import DATASETS
 from evaluation.evaluator import METRICS
-from tools.analyze_errors import default_image_dir, load_ground_truth, load_results
+from tools.analyze_errors import load_ground_truth, load_results
 from tools.explore.catalog import Catalog
 from tools.explore.live import LiveModel
 from tools.explore.server import Explorer, bind
@@ -92,11 +92,11 @@ def explore_evaluation(args) -> None:
     split = args.split or (cfg.data.val_split if args.config or args.results is None else DATASETS[kind].val_split)
     truth = DATASETS[kind].ground_truth(cfg, split)
     if isinstance(truth, (str, Path)):
-        gt, source, image_dir = load_ground_truth(Path(truth)), str(truth), default_image_dir(Path(truth))
+        gt, source = load_ground_truth(Path(truth)), str(truth)
     else:  # an in-memory COCO object (YOLO, VOC XML layouts)
-        gt, source, image_dir = truth.dataset, f"{cfg.data.root} ({split})", None
-    folder = Path(cfg.data.root) / split
-    image_dir = image_dir or (folder if folder.is_dir() else None)
+        gt, source = truth.dataset, f"{cfg.data.root} ({split})"
+    folder = Path(DATASETS[kind].image_dir(cfg, split))  # where the loader reads the split's images
+    image_dir = folder if folder.is_dir() else None
     results = args.results if args.results is not None else args.save_results
     try:
         sock = bind("127.0.0.1", EVAL_PORT)
