@@ -1,4 +1,5 @@
-"""Matchers, ignore thresholds, the image mask and loss normalisation on hand-made cases."""
+"""models/matcher.py, assigner.py and criterion.py on hand-made cases: every matcher (the grid ones included), the
+ignore thresholds, the image mask, the loss normalisation, ties."""
 from __future__ import annotations
 
 import math
@@ -7,11 +8,13 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
+from config import load_config
 from models.anchors import AnchorGenerator
 from models.assigner import LabelAssigner, anchor_valid_mask
 from models.criterion import YOLOFCriterion, foreground_normalizer
-from models.matcher import (MATCHERS, IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher, _smallest_k,
+from models.matcher import (MATCHERS, GridMatcher, IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher, _smallest_k,
                             build_matcher)
+from tests.conftest import REPO
 
 # One 2x2 map, stride 32, one 32-px anchor per cell: anchors centred at (0,0), (32,0), (0,32), (32,32).
 ANCHORS = AnchorGenerator(32, (32,), (1.0,))(2, 2)
@@ -266,3 +269,77 @@ def test_top_k_matching_equals_a_stable_sort_on_ties():
         assert torch.equal(_smallest_k(cost, k), expected), (trial, r, k)
     cost = torch.tensor([[[3.0], [1.0], [2.0], [1.0], [5.0], [1.0], [0.5]]])  # by hand: 0.5 (6), then 1.0 at 1, 3
     assert _smallest_k(cost, 3).flatten().tolist() == [6, 1, 3]
+
+
+# ----------------------------------------------------------------------------- grid matchers
+# A 3x3 map, stride 32, offset 0, two anchors per cell (32 and 64 px): anchor centres at x, y in {0, 32, 64};
+# anchor index = (y_cell * 3 + x_cell) * 2 + a, a = 0 for the 32-px anchor and 1 for the 64-px one.
+GRID_ANCHORS = AnchorGenerator(32, (32, 64), (1.0,))(3, 3)
+
+
+def _grid(mode, choice="best", anchors=GRID_ANCHORS, stride=32, a=2, offset=0.0):
+    def match(*boxes):
+        gt = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        m = GridMatcher(mode, stride=stride, num_anchors=a, offset=offset, anchor_choice=choice)(
+            anchors[None], anchors, [gt])[0]
+        return list(zip(m.tgt.tolist(), m.src.tolist()))
+    return match
+
+
+def test_grid_center_takes_the_cell_of_the_nearest_anchor_centre():
+    center = _grid("center")
+    # centre (40, 20): x cell floor(40/32 + 1/2) = 1, y cell floor(20/32 + 1/2) = 1 -> cell 4; 30x30 fits 32 px best
+    assert center([25, 5, 55, 35]) == [(0, 8)]
+    assert _grid("center", "all")([25, 5, 55, 35]) == [(0, 8), (0, 9)]
+    # centre (47.9, 15.9) is nearer the anchor at (32, 0) than any other: cell (1, 0); a 60x60 box fits 64 px best
+    assert center([17.9, -14.1, 77.9, 45.9]) == [(0, 3)]
+    # exactly half-way, centre (48, 16): the right / lower cell (2, 1)
+    assert center([38, 6, 58, 26]) == [(0, 10)]
+    # a centre beyond the map is clamped to the last cell (2, 2); two boxes come out box by box
+    assert center([90, 90, 110, 110], [0, 0, 10, 10]) == [(0, 16), (1, 0)]
+
+
+def test_grid_center_with_offset_half_is_yolo_floor():
+    anchors = AnchorGenerator(32, (32,), (1.0,), offset=0.5)(2, 2)  # centres 16, 48: cell x covers [32x, 32x + 32)
+    center = _grid("center", anchors=anchors, a=1, offset=0.5)
+    assert center([21.9, 30, 41.9, 50]) == [(0, 2)]  # centre (31.9, 40): floor(31.9/32) = 0, floor(40/32) = 1
+    assert center([22, 30, 42, 50]) == [(0, 3)]  # centre (32, 40): cell (1, 1)
+
+
+def test_grid_neighbors_takes_the_3x3_cells_cut_at_the_border():
+    # centre (5, 5) -> cell (0, 0); neighbours inside the map: (0,0) (1,0) (0,1) (1,1); 60x60 -> the 64-px anchor
+    assert _grid("neighbors")([-25, -25, 35, 35]) == [(0, 1), (0, 3), (0, 7), (0, 9)]
+    # centre (32, 32) -> cell (1, 1): all nine cells, 32-px anchor
+    assert [s for _, s in _grid("neighbors")([20, 20, 44, 44])] == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+
+
+def test_grid_inside_takes_cells_whose_anchor_centre_is_in_the_box():
+    inside = _grid("inside", "all")
+    # x in (10, 70) holds centres 32, 64; y in (-5, 40) holds 0, 32 -> cells (1,0) (2,0) (1,1) (2,1) = 1, 2, 4, 5
+    assert [s for _, s in inside([10, -5, 70, 40])] == [2, 3, 4, 5, 8, 9, 10, 11]
+    # best shape of a 60x45 box: IoU 2700/4096 = 0.66 with 64 px, 1024/2700 = 0.38 with 32 px
+    assert [s for _, s in _grid("inside")([10, -5, 70, 40])] == [3, 5, 9, 11]
+    # strictly inside: a box edge through an anchor centre does not take it
+    assert [s for _, s in _grid("inside")([32, 32, 60, 60])] == [8]  # no centre inside -> falls back to centre cell (1,1)
+    # an 8x8 box holds no anchor centre: its centre cell (1, 1)
+    assert _grid("inside")([36, 36, 44, 44]) == [(0, 8)]
+
+
+def test_grid_matcher_batch_with_an_empty_image_and_builder():
+    m = build_matcher("grid_center", stride=32, num_anchors=2)
+    assert isinstance(m, GridMatcher) and m.mode == "center" and m.anchor_choice == "best"
+    out = m(GRID_ANCHORS[None].repeat(2, 1, 1), GRID_ANCHORS, [torch.tensor([[25.0, 5, 55, 35]]), torch.zeros(0, 4)])
+    assert out[0].src.tolist() == [8] and out[0].tgt.tolist() == [0]
+    assert out[1].src.numel() == 0 and out[1].tgt.numel() == 0 and out[1].ignore is None
+
+
+def test_grid_matcher_config_builds_a_model_that_trains():
+    from models import build_model
+
+    cfg = load_config(REPO / "config/small_cpu.yaml", {
+        "model.matcher.name": "grid_neighbors", "model.backbone.width_mult": 0.25, "model.encoder.channels": 32,
+        "model.encoder.mid_channels": 8, "model.anchors.custom_wh": [[20, 20], [40, 30]]})
+    model = build_model(cfg).train()
+    assert isinstance(model.assigner.matcher, GridMatcher) and model.assigner.matcher.num_anchors == 2
+    out = model([torch.rand(3, 64, 96) * 255], [{"boxes": torch.tensor([[10.0, 10, 40, 50]]), "labels": torch.tensor([1])}])
+    assert torch.isfinite(out["loss_cls"]) and out["num_foreground"] > 0
