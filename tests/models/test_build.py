@@ -7,10 +7,10 @@ import cv2
 import pytest
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from config import load_config
 from config.listing import family_names
+from config.schema import DecoderConfig, EncoderConfig
 from models import build_model
 from models.anchors import AnchorGenerator
 from models.box_coder import BoxCoder
@@ -18,6 +18,7 @@ from models.cspdarknet import CSPDarkNet53
 from models.decoder import combine_objectness
 from models.detector import flatten_head_output
 from models.encoder import C5Projection, DilatedEncoder
+from models.layers import FrozenBatchNorm2d  # torchvision's, applied in the input's dtype
 from models.matcher import ATSSMatcher, GridMatcher, IoUTopKMatcher, MaxIoUMatcher, UniformMatcher
 from models.postprocess import postprocess
 from tests.conftest import COCO_SPLIT, REPO, golden_path
@@ -539,3 +540,40 @@ def test_decode_method_and_custom_anchors_reach_the_model():
     assert m.anchor_generator(1, 1).tolist() == [[-5, -10, 5, 10], [-15, -7.5, 15, 7.5], [-20, -20, 20, 20]]
     assert m.decoder.num_anchors == 3 and m.decoder.cls_score.out_channels == 3 * m.num_classes
     assert m.assigner.matcher.topk == 4 and _model().decoder.num_anchors == 5
+
+
+# ----------------------------------------------------------------------------- the paper's switches
+def test_official_defaults_are_unchanged():
+    e, d = EncoderConfig(), DecoderConfig()
+    assert (e.enabled, e.residual, e.shortcut, d.implicit_objectness) == (True, True, True, True)
+    cfg = load_config(REPO / "config/small_cpu.yaml")
+    explicit = load_config(REPO / "config/small_cpu.yaml", {
+        "model.encoder.enabled": True, "model.encoder.residual": True, "model.encoder.shortcut": True,
+        "model.decoder.implicit_objectness": True, "model.matcher.atss.topk": 5})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.manual_seed(0)
+    same = build_model(explicit)
+    assert isinstance(model.encoder, DilatedEncoder) and all(b.shortcut for b in model.encoder.blocks)
+    assert model.decoder.object_pred is not None and type(model.assigner.matcher) is UniformMatcher
+    assert model.assigner.matcher.by_prediction and model.assigner.matcher.topk == 4
+    a, b = model.state_dict(), same.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.encoder.enabled": False}, {"model.encoder.residual": False}, {"model.encoder.shortcut": False},
+    {"model.decoder.implicit_objectness": False}, {"model.matcher.name": "atss"}, {"model.matcher.name": "top1"}])
+def test_every_switch_builds_a_model_that_trains(overrides):
+    cfg = load_config(REPO / "config/small_cpu.yaml", {**overrides, "model.encoder.channels": 32,
+                                                         "model.encoder.mid_channels": 8})
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    images = [torch.rand(3, 96, 128) * 255, torch.rand(3, 64, 96) * 255]
+    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 50], [70, 20, 120, 90]]), "labels": torch.tensor([1, 3])},
+               {"boxes": torch.tensor([[20.0, 8, 52, 40]]), "labels": torch.tensor([0])}]
+    out = model(images, targets)
+    loss = out["loss_cls"] + out["loss_box_reg"]
+    loss.backward()
+    assert torch.isfinite(loss) and out["num_foreground"] > 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

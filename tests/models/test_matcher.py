@@ -8,12 +8,13 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-from config import load_config
+from config import ConfigError, load_config
+from models import build_model
 from models.anchors import AnchorGenerator
 from models.assigner import LabelAssigner, anchor_valid_mask
 from models.criterion import YOLOFCriterion, foreground_normalizer
-from models.matcher import (MATCHERS, GridMatcher, IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher, _smallest_k,
-                            build_matcher)
+from models.matcher import (MATCHERS, ATSSMatcher, GridMatcher, IoUTopKMatcher, Match, MaxIoUMatcher, UniformMatcher,
+                            _smallest_k, build_matcher)
 from tests.conftest import REPO
 
 # One 2x2 map, stride 32, one 32-px anchor per cell: anchors centred at (0,0), (32,0), (0,32), (32,32).
@@ -274,10 +275,10 @@ def test_top_k_matching_equals_a_stable_sort_on_ties():
 # ----------------------------------------------------------------------------- grid matchers
 # A 3x3 map, stride 32, offset 0, two anchors per cell (32 and 64 px): anchor centres at x, y in {0, 32, 64};
 # anchor index = (y_cell * 3 + x_cell) * 2 + a, a = 0 for the 32-px anchor and 1 for the 64-px one.
-GRID_ANCHORS = AnchorGenerator(32, (32, 64), (1.0,))(3, 3)
+ANCHORS_3X3 = AnchorGenerator(32, (32, 64), (1.0,))(3, 3)
 
 
-def _grid(mode, choice="best", anchors=GRID_ANCHORS, stride=32, a=2, offset=0.0):
+def _grid(mode, choice="best", anchors=ANCHORS_3X3, stride=32, a=2, offset=0.0):
     def match(*boxes):
         gt = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         m = GridMatcher(mode, stride=stride, num_anchors=a, offset=offset, anchor_choice=choice)(
@@ -328,7 +329,7 @@ def test_grid_inside_takes_cells_whose_anchor_centre_is_in_the_box():
 def test_grid_matcher_batch_with_an_empty_image_and_builder():
     m = build_matcher("grid_center", stride=32, num_anchors=2)
     assert isinstance(m, GridMatcher) and m.mode == "center" and m.anchor_choice == "best"
-    out = m(GRID_ANCHORS[None].repeat(2, 1, 1), GRID_ANCHORS, [torch.tensor([[25.0, 5, 55, 35]]), torch.zeros(0, 4)])
+    out = m(ANCHORS_3X3[None].repeat(2, 1, 1), ANCHORS_3X3, [torch.tensor([[25.0, 5, 55, 35]]), torch.zeros(0, 4)])
     assert out[0].src.tolist() == [8] and out[0].tgt.tolist() == [0]
     assert out[1].src.numel() == 0 and out[1].tgt.numel() == 0 and out[1].ignore is None
 
@@ -343,3 +344,84 @@ def test_grid_matcher_config_builds_a_model_that_trains():
     assert isinstance(model.assigner.matcher, GridMatcher) and model.assigner.matcher.num_anchors == 2
     out = model([torch.rand(3, 64, 96) * 255], [{"boxes": torch.tensor([[10.0, 10, 40, 50]]), "labels": torch.tensor([1])}])
     assert torch.isfinite(out["loss_cls"]) and out["num_foreground"] > 0
+
+
+# ----------------------------------------------------------------------------- matchers
+# ATSS and top-1 on ANCHORS_3X3 (above)
+
+# Box B1 = [0, 4, 44, 44]: centre (22, 24), area 44 * 40 = 1760. Squared centre distances: cell (1,1) 10^2 + 8^2 = 164,
+# (0,1) 22^2 + 8^2 = 548, (1,0) 10^2 + 24^2 = 676, (0,0) 1060, ... -> the k = 6 candidates are anchors 8, 9, 6, 7, 2, 3.
+#   a8  [16, 16, 48, 48]   inter 28 * 28 =  784, union 1024 + 1760 -  784 = 2000 -> IoU 0.39200, centre (32, 32) inside
+#   a9  [0, 0, 64, 64]     inter 1760 (holds B1),  union 4096               -> IoU 0.42969, centre (32, 32) inside
+#   a6  [-16, 16, 16, 48]  inter 16 * 28 =  448, union 2336                 -> IoU 0.19178
+#   a7  [-32, 0, 32, 64]   inter 32 * 40 = 1280, union 4576                 -> IoU 0.27972
+#   a2  [16, -16, 48, 16]  inter 28 * 12 =  336, union 2448                 -> IoU 0.13725
+#   a3  [0, -32, 64, 32]   inter 44 * 28 = 1232, union 4624                 -> IoU 0.26644
+# mean 0.28281; sample std (n - 1) sqrt(0.0632456 / 5) = 0.11247 -> threshold 0.39528: a9 is the only positive.
+# a8 (0.392, centre inside) is below it, though above mean + the population std (0.28281 + 0.10267 = 0.38548).
+B1 = [0.0, 4.0, 44.0, 44.0]
+# Box B2 = [0, 2, 56, 34]: centre (28, 18), area 56 * 32 = 1792. Squared distances: (1,1) 16 + 196 = 212, (1,0) 16 + 324
+# = 340, (0,1) 784 + 196 = 980, (0,0) 1108 ... -> candidates 8, 9, 2, 3, 6, 7.
+#   a8  inter 32 * 18 =  576, union 2240 -> 0.25714      a9  inter 1792, union 4096 -> 0.43750, centre (32, 32) inside
+#   a2  inter 32 * 14 =  448, union 2368 -> 0.18919      a3  inter 56 * 30 = 1680, union 4208 -> 0.39924,
+#   a6  inter 16 * 18 =  288, union 2528 -> 0.11392          centre (32, 0) outside (above the box's top y = 2)
+#   a7  inter 32 * 32 = 1024, union 4864 -> 0.21053
+# mean 0.26792, sample std sqrt(0.0793259 / 5) = 0.12596 -> threshold 0.39388: a9 and a3 reach it, but a3's centre is
+# outside the box, so a9 is the only positive.
+B2 = [0.0, 2.0, 56.0, 34.0]
+
+
+def _match(matcher, *images):
+    gts = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in images]
+    preds = ANCHORS_3X3[None].repeat(len(gts), 1, 1)
+    return [(m.src.tolist(), m.tgt.tolist()) for m in matcher(preds, ANCHORS_3X3, gts)]
+
+
+def test_atss_by_hand_threshold_and_centre_rule():
+    atss = ATSSMatcher(topk=6)
+    assert _match(atss, [B1]) == [([9], [0])]
+    assert _match(atss, [B2]) == [([9], [0])]
+    # anchor 9 is positive for both boxes: it goes to B2, of higher IoU (0.4375 > 0.4297); batched with an empty image
+    assert _match(atss, [B1, B2], [B1], []) == [([9], [1]), ([9], [0]), ([], [])]
+    assert _match(atss, [B2, B1]) == [([9], [0])]
+    # an 8-px box centred between four cells holds no anchor centre: ATSS gives it no positive (none is forced)
+    assert _match(atss, [[44.0, 44.0, 52.0, 52.0]]) == [([], [])]
+
+
+def test_atss_threshold_follows_the_k_nearest_candidates():
+    # k = 2: the nearest cell's two anchors. B1: mean + std of (0.392, 0.42969) = 0.41084 + 0.02665 = 0.43749 -> none;
+    # B2: (0.25714, 0.4375) -> 0.34732 + 0.12753 = 0.47485 -> none
+    assert _match(ATSSMatcher(topk=2), [B1], [B2]) == [([], []), ([], [])]
+    # k = 4 for B2: anchors 8, 9, 2, 3 (0.25714, 0.4375, 0.18919, 0.39924): mean 0.32077 + sample std 0.11711 =
+    # 0.43788, just above a9's 0.4375 -> none; with k = 6 the two far candidates lower it to 0.39388 (above)
+    assert _match(ATSSMatcher(topk=4), [B2]) == [([], [])]
+    assert _match(ATSSMatcher(topk=6), [B2]) == [([9], [0])]
+    with pytest.raises(ValueError, match="at least 2"):
+        ATSSMatcher(topk=1)
+
+
+def test_top1_is_each_boxs_nearest_anchor_and_not_uniform_k1():
+    box = [20.0, 20.0, 50.0, 50.0]  # (cx, cy, w, h) = (35, 35, 30, 30); L1 to anchor 8 (32, 32, 32, 32): 3+3+2+2 = 10,
+    top1 = build_matcher("top1")  # to anchor 9: 3+3+34+34 = 74, to any other >= 29 + 29 + 2 + 2
+    assert isinstance(top1, UniformMatcher) and (top1.topk, top1.by_prediction) == (1, False)
+    preds = ANCHORS_3X3[None].clone()
+    preds[0, 0] = torch.tensor(box)  # anchor 0 predicts the box exactly: uniform matching's prediction half takes it
+    gt = [torch.tensor([box])]
+    assert top1(preds, ANCHORS_3X3, gt)[0].src.tolist() == [8]
+    assert UniformMatcher(1)(preds, ANCHORS_3X3, gt)[0].src.tolist() == [0, 8]
+    # two boxes, one image: one pair each, box order
+    # 2nd box (64, 32, 56, 56): L1 to anchor 11 (64, 32, 64, 64) 8 + 8 = 16, to anchor 10 (64, 32, 32, 32) 24 + 24 = 48
+    m = top1(ANCHORS_3X3[None], ANCHORS_3X3, [torch.tensor([box, [36.0, 4.0, 92.0, 60.0]])])[0]
+    assert (m.src.tolist(), m.tgt.tolist()) == ([8, 11], [0, 1])
+
+
+def test_new_matchers_are_registered_and_configured():
+    assert {"atss", "top1"} <= set(MATCHERS)
+    assert build_matcher("atss", topk=6).topk == 6 and build_matcher("atss").topk == 9
+    cfg = load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atss", "model.matcher.atss.topk": 6})
+    model = build_model(cfg)
+    assert isinstance(model.assigner.matcher, ATSSMatcher) and model.assigner.matcher.topk == 6
+    with pytest.raises(ConfigError, match=r"model\.matcher\.atss\.topk"):
+        load_config(REPO / "config/small_cpu.yaml", {"model.matcher.atss.topk": 1})
+    with pytest.raises(ConfigError, match="model.matcher.name"):
+        load_config(REPO / "config/small_cpu.yaml", {"model.matcher.name": "atts"})
