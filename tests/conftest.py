@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -54,6 +55,15 @@ def load_golden(name: str) -> dict:
     """The arrays of ``tests/fixtures/golden/<name>.npz`` as a dict of numpy arrays."""
     with np.load(golden_path(f"{name}.npz")) as d:
         return {k: d[k] for k in d.files}
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (for an exact comparison) leaves it as it found it: the next tests
+    run at the suite's OMP_NUM_THREADS, not at one thread."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

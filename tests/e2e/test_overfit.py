@@ -17,7 +17,7 @@ from engine.optim import build_optimizer
 from engine.step import train_step
 
 NUM_IMAGES = 4
-STEPS = 300
+STEPS = 200
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_overfit_four_coco_images(coco_tiny, tmp_path):
     cfg = load_config(REPO / "config/small_cpu.yaml", {
         "model.num_classes": 80, "data.dataset": "coco", "data.root": str(coco_tiny), "solver.optimizer": "sgd",
         "model.backbone.width_mult": 0.5,
-        "data.train_min_size": [320], "data.train_max_size": 480, "data.test_min_size": 320, "data.test_max_size": 480,
+        "data.train_min_size": [256], "data.train_max_size": 384, "data.test_min_size": 256, "data.test_max_size": 384,
         "data.random_shift": False, "data.flip_prob": 0.0, "model.test.score_thresh": 0.05})
     train = build_dataset(cfg, COCO_SPLIT, is_train=True)
     # the first images with at most 8 boxes: a handful of objects to memorise
@@ -39,7 +39,8 @@ def test_overfit_four_coco_images(coco_tiny, tmp_path):
     torch.manual_seed(0)
     model = build_model(cfg)
     opt = build_optimizer(model, cfg.solver, 0.02)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: min(1.0, (it + 1) / 30) * (0.1 if it > 0.8 * STEPS else 1.0))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda it: min(1.0, (it + 1) / 30) * (0.1 if it > 0.8 * STEPS else 1.0))
     for _ in range(STEPS):
         logs = train_step(model, opt, [(images, targets)], device=torch.device("cpu"), clip_grad_norm=10.0)
         sched.step()
