@@ -122,11 +122,12 @@ def submit(spec: Spec, args) -> int:
 def plot_spec(spec: Spec, logs_dir: Path, out: Path) -> int:
     """One picture of every run of ``spec`` logged under ``logs_dir``; returns how many runs it shows."""
 
-    runs = [r for r in plan_runs(spec) if (logs_dir / spec.name / r.row.name / f"seed{r.seed}" / "metrics.jsonl").is_file()]
+    runs = [r for r in plan_runs(spec)
+            if (logs_dir / spec.name / r.row.name / f"seed{r.seed}" / "metrics.jsonl").is_file()]
     if not runs:
         raise SpecError(f"no logged runs of '{spec.name}' under {logs_dir / spec.name} to plot")
-    curves.plot_runs([logs_dir / spec.name / r.row.name / f"seed{r.seed}" for r in runs], out, labels=[r.label for r in runs],
-              title=f"ablation {spec.name}")
+    curves.plot_runs([logs_dir / spec.name / r.row.name / f"seed{r.seed}" for r in runs], out,
+                     labels=[r.label for r in runs], title=f"ablation {spec.name}")
     return len(runs)
 
 

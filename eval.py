@@ -47,7 +47,8 @@ def parse_args(argv=None):
                    help="split (default: the config's val split; with --results and no --config: val2017 for coco, "
                         "test for voc, val for synthetic); VOC: test, val...")
     p.add_argument("--year", type=str, default="2007", help="VOC year")
-    p.add_argument("--out", type=Path, default=Path("metrics.json"), help="metrics JSON (PR curve PNG written next to it)")
+    p.add_argument("--out", type=Path, default=Path("metrics.json"),
+                   help="metrics JSON (PR curve PNG written next to it)")
     p.add_argument("--save_results", type=Path, default=None,
                    help="COCO: write detections JSON here; VOC: write devkit comp4 files into this folder")
     p.add_argument("--results", type=Path, default=None,

@@ -4,7 +4,8 @@
     python test.py --weight runs/quickstart/last.pth --input images/ --save_dir vis/ --score_thresh 0.3
     python test.py --weight runs/quickstart/last.pth --input clip.mp4 --save_dir vis/
     python test.py --weight runs/quickstart/last.pth -d synthetic --split val --save_dir vis/ --show
-    python test.py --weight runs/r50/last.pth --input photo.jpg --precision bf16       # bf16 autocast (where the CPU has it)
+    python test.py --weight runs/r50/last.pth --input photo.jpg --precision bf16       # bf16 autocast
+                                                                                       # (where the CPU has it)
     python test.py --weight yolof.onnx --backend onnxruntime --input photo.jpg        # tools/export_onnx.py output
     python test.py --weight runs/r50/last.pth --input photo.jpg --backend openvino    # OpenVINO (fp32; bf16 too)
     python test.py --weight runs/quickstart/last.pth -d synthetic --backend openvino --precision int8  # NNCF int8,

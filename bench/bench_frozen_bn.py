@@ -6,8 +6,8 @@ dtype (models.layers.FrozenBatchNorm2d) against torchvision's, whose fp32 buffer
 Each variant runs in a fresh process (so that its peak memory is its own), alternating A, B, A, B for ``--rounds``
 rounds back to back. A process builds YOLOF-R50-C5 (random weights, the recipe's frozen stages), takes one warm-up
 step and ``--repeats`` timed steps of batch 2 (forward, matching, loss, backward, SGD) under autocast, and reports
-the dtype of the stem's frozen norm's and layer2's outputs, the median step time, and its peak resident memory above the memory
-it held before the first step (``ru_maxrss``).
+the dtype of the stem's frozen norm's and layer2's outputs, the median step time, and its peak resident memory above
+the memory it held before the first step (``ru_maxrss``).
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def child(variant: str, amp: str, size: int, repeats: int) -> dict:
     targets = [{"boxes": boxes * size / 512, "labels": torch.tensor([1, 5, 9])} for _ in range(2)]
     dtypes = {}
     for name in ("bn1", "layer2"):
-        getattr(model.backbone, name).register_forward_hook(lambda m, i, o, name=name: dtypes.update({name: str(o.dtype)}))
+        getattr(model.backbone, name).register_forward_hook(
+            lambda m, i, o, name=name: dtypes.update({name: str(o.dtype)}))
     rss_before = _rss_mib()
     times = []
     for _ in range(repeats + 1):

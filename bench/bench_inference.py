@@ -131,7 +131,8 @@ def main() -> None:
     p.add_argument("--width", type=int, default=1216)
     p.add_argument("--csp", action="store_true", help="YOLOF-CSP-D-53-DC5 at 608x608 instead (see the docstring)")
     p.add_argument("--deploy", action="store_true",
-                   help="the deployment paths: body fp32/bf16 vs YOLOF through the Predictor (fp32, bf16, ONNX Runtime)")
+                   help="the deployment paths: body fp32/bf16 vs YOLOF through the Predictor "
+                        "(fp32, bf16, ONNX Runtime)")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.csp:
@@ -156,7 +157,8 @@ def main() -> None:
 
         def wrap(fn):
             def run():
-                with torch.no_grad(), (torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()):
+                with torch.no_grad(), (torch.autocast("cuda", dtype=dtype) if dtype is not None
+                                       else contextlib.nullcontext()):
                     fn()
             return run
 

@@ -72,7 +72,8 @@ def main() -> None:
     p.add_argument("--weight", required=True)
     p.add_argument("--opts", nargs="*", default=[])
     p.add_argument("--data", default="val", help="a split of the config's dataset, or none (speed only)")
-    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="timed input (default: test size)")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="timed input (default: test size)")
     p.add_argument("--calib", default=None)
     p.add_argument("--calib_size", type=int, default=100)
     p.add_argument("--max_images", type=int, default=300)
@@ -87,7 +88,8 @@ def main() -> None:
     threads = torch.get_num_threads()
     base = Predictor(args.weight, opts=args.opts, backend="onnxruntime", export_dir=args.out)
     onnx_file = base.model_file
-    inputs = [base.prepare(f)[0][None].float().numpy() for f in calibration_files(base.cfg, args.calib, args.calib_size)]
+    inputs = [base.prepare(f)[0][None].float().numpy()
+              for f in calibration_files(base.cfg, args.calib, args.calib_size)]
     d = base.cfg.data
     h, w = args.size or (d.test_min_size, d.test_max_size)
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, h, w)).astype(np.float32)

@@ -103,9 +103,11 @@ def main() -> None:
     best_fmt = min(body_times, key=body_times.get)
     results = yolof_step_times(images, targets, device, amp=args.amp, repeats=args.repeats)
     total, match_loss = results[min(results, key=lambda k: results[k][0])]
-    print("resnet50 body step: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in body_times.items()) + f" (best {best_fmt})")
+    print("resnet50 body step: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in body_times.items())
+          + f" (best {best_fmt})")
     for k, (t, m) in results.items():
-        print(f"yolof step ({k}): {t * 1000:.0f} ms, ratio {t / body_times[best_fmt]:.2f}, matching+loss {m * 1000:.1f} ms ({100 * m / t:.1f}%)")
+        print(f"yolof step ({k}): {t * 1000:.0f} ms, ratio {t / body_times[best_fmt]:.2f}, "
+              f"matching+loss {m * 1000:.1f} ms ({100 * m / t:.1f}%)")
     print(f"RESULT step ratio {total / body_times[best_fmt]:.2f} (target <= 1.30), matching+loss share "
           f"{100 * match_loss / total:.1f}% (target < 5%)")
 

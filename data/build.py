@@ -100,7 +100,8 @@ def voc_xml_class_names(cfg, split: str) -> list[str]:
 def _voc_xml(cfg, split: str, *, is_train: bool, transforms) -> Dataset:
     """``<root>`` holds the split folders (or list files) of VOC XML files: :mod:`data.voc_xml`."""
     return VOCXMLDetection(cfg.data.root, split, voc_xml_class_names(cfg, split), transforms, cfg.model.input_format,
-                           filter_empty=is_train and cfg.data.filter_empty, max_skip_fraction=cfg.train.max_skip_fraction)
+                           filter_empty=is_train and cfg.data.filter_empty,
+                           max_skip_fraction=cfg.train.max_skip_fraction)
 
 
 def _coco_raw(cfg, split: str) -> RawSplit:
@@ -176,7 +177,8 @@ class DatasetFormat:
     build: Callable[..., Dataset]  # (cfg, split, *, is_train, transforms) -> dataset with class_names
     metric: str  # "coco" (pycocotools) or "voc" (the devkit): evaluation.evaluator.METRICS
     val_split: str
-    read_raw: Callable[..., RawSplit]  # (cfg, split) -> the annotations as written, in COCO form (tools/check_dataset.py)
+    # (cfg, split) -> the annotations as written, in COCO form (tools/check_dataset.py)
+    read_raw: Callable[..., RawSplit]
     ground_truth: Callable  # (cfg, split) -> what METRICS[metric].score_file scores a results file against
     image_dir: Callable[..., Path]  # (cfg, split) -> the folder the ground truth's file names are relative to
 
@@ -282,7 +284,8 @@ class EvaluationSamples(Dataset):
         return read(index) if read is not None else self.dataset[index]
 
 
-def build_test_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+def build_test_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int = 0,
+                      world_size: int = 1) -> DataLoader:
     """Sequential loader over this rank's share (every world_size-th image), each image once
     (:class:`EvaluationSamples`)."""
     indices = list(range(rank, len(dataset), world_size))

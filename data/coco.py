@@ -289,7 +289,8 @@ class COCODetection(DetectionDatasetBase):
         self.cat_id_to_label = {cid: i for i, cid in enumerate(self.label_to_cat_id)}
         self.class_names = [cat_names[cid] for cid in self.label_to_cat_id]
         images = _images(data["images"], path)
-        boxes = _AnnotationBoxes.read(data["annotations"], images=images, cat_id_to_label=self.cat_id_to_label, path=path)
+        boxes = _AnnotationBoxes.read(data["annotations"], images=images, cat_id_to_label=self.cat_id_to_label,
+                                      path=path)
         outside = boxes.clip_to_images(images)
         if boxes.bad_size or outside:
             self._logger.warning("%s: dropped %d box(es) with zero/negative (or non-finite) width or height (e.g. "

@@ -163,11 +163,13 @@ class DetectionDatasetBase(Dataset):
     # ------------------------------------------------------------------ records
     def _pack_records(self, records: Sequence[dict], id_is_int: bool) -> None:
         n = len(records)
-        self._file_names = np.array([r["file_name"] for r in records], dtype=np.str_) if n else np.array([], dtype=np.str_)
+        self._file_names = (np.array([r["file_name"] for r in records], dtype=np.str_) if n
+                            else np.array([], dtype=np.str_))
         if id_is_int:
             self._image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)
         else:
-            self._image_ids = np.array([r["image_id"] for r in records], dtype=np.str_) if n else np.array([], dtype=np.str_)
+            self._image_ids = (np.array([r["image_id"] for r in records], dtype=np.str_) if n
+                               else np.array([], dtype=np.str_))
         self._hw = np.array([[r.get("height", -1), r.get("width", -1)] for r in records], dtype=np.int64).reshape(n, 2)
 
         def offsets(counts):

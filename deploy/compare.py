@@ -17,7 +17,8 @@ def matched(reference: dict, candidate: dict, *, iou_thresh: float = 0.99, score
         return torch.as_tensor(np.asarray(x))
 
     keep = t(reference["scores"]) >= min_score
-    rb, rs, rl = t(reference["boxes"])[keep].double(), t(reference["scores"])[keep].double(), t(reference["labels"])[keep]
+    rb, rs, rl = (t(reference["boxes"])[keep].double(), t(reference["scores"])[keep].double(),
+                  t(reference["labels"])[keep])
     cb, cs, cl = t(candidate["boxes"]).double(), t(candidate["scores"]).double(), t(candidate["labels"])
     if len(rb) == 0 or len(cb) == 0:
         return 0, len(rb)

@@ -184,7 +184,8 @@ class Predictor:
 
     def _build_runner(self, onnx_file, *, calib, calib_size: int, export_dir):
         """The backend's runner over its model file: the raw ONNX graph (exported here from a checkpoint),
-        converted to OpenVINO IR and / or quantized to int8; sets ``export_seconds``, ``model_file``, ``model_bytes``."""
+        converted to OpenVINO IR and / or quantized to int8; sets ``export_seconds``, ``model_file``,
+        ``model_bytes``."""
 
         start = time.perf_counter()
         if export_dir is None:

@@ -59,7 +59,8 @@ def resnet50_body(frozen: bool = False):
 
     kw = {"norm_layer": FrozenBatchNorm2d} if frozen else {}
     net = torchvision.models.resnet50(weights=None, **kw)
-    return torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    return torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
+                               net.layer1, net.layer2, net.layer3, net.layer4)
 
 
 def body_timers(height: int, width: int, device: torch.device = torch.device("cpu")) -> dict:

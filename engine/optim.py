@@ -61,7 +61,8 @@ def _sgd(param_groups: list[dict], lr: float, solver) -> torch.optim.Optimizer:
 
 
 def _adamw(param_groups: list[dict], lr: float, solver) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay, fused=solver.fused_optimizer or None)
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=solver.weight_decay,
+                             fused=solver.fused_optimizer or None)
 
 
 # every solver.optimizer: name -> builder(param_groups, lr, solver)

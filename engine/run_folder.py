@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 
 STOP_FILE = "stopped.json"  # a run that ended on a user error: the error and the command (see the module docstring)
 RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl")  # what makes a folder hold a run (when not empty)
-DISCARDED = RUN_FILES + (STOP_FILE, "config.yaml", "command.txt", "git_commit.txt", "machine.json", "curves.png", "tensorboard",
-                         "eval")
+DISCARDED = RUN_FILES + (STOP_FILE, "config.yaml", "command.txt", "git_commit.txt", "machine.json", "curves.png",
+                         "tensorboard", "eval")
 
 
 class RunExistsError(UserError, FileExistsError):

@@ -464,5 +464,6 @@ def summary_table(result: CocoResult) -> str:
     lines.append("-" * (w + 16))
     lines.append(f"{'mean':<{w}}  {_fmt(s['AP']):>6}  {_fmt(s['AP50']):>6}")
     if absent:
-        lines.append(f"({absent} of the {len(result.per_class)} classes have no ground truth in this split: not listed)")
+        lines.append(f"({absent} of the {len(result.per_class)} classes have no ground truth in this split: "
+                     "not listed)")
     return "\n".join(lines)

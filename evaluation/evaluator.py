@@ -297,4 +297,5 @@ def evaluate(model, dataset, loader, device, metric: str, amp: str = "none",
     predictions = predict(model, loader, device, amp=amp, progress=progress)
     if not is_main_process():
         return {}
-    return score(dataset, predictions, metric=metric, options=ScoreOptions(metrics_path=metrics_path, pr_curve=pr_curve))[0]
+    return score(dataset, predictions, metric=metric,
+                 options=ScoreOptions(metrics_path=metrics_path, pr_curve=pr_curve))[0]

@@ -24,8 +24,8 @@ class AnchorGenerator(nn.Module):
     ``sizes x aspect_ratios`` when non-empty.
     """
 
-    def __init__(self, stride: int, sizes: Sequence[float], aspect_ratios: Sequence[float] = (1.0,), offset: float = 0.0,
-                 custom_wh: Sequence[Sequence[float]] = ()):
+    def __init__(self, stride: int, sizes: Sequence[float], aspect_ratios: Sequence[float] = (1.0,),
+                 offset: float = 0.0, custom_wh: Sequence[Sequence[float]] = ()):
         super().__init__()
         self.stride = stride
         self.offset = offset

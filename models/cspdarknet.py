@@ -48,7 +48,8 @@ def conv_norm_mish(in_channels: int, out_channels: int, kernel_size: int, norm_l
     """conv (no bias, 'same' padding for odd kernels) -> norm -> Mish; indices 0, 1, 2 as official."""
     padding = dilation * (kernel_size - 1) // 2
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                  bias=False),
         norm_layer(out_channels),
         nn.Mish(),
     )

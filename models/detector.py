@@ -67,7 +67,8 @@ class YOLOF(nn.Module):
         self.nms_thresh, self.max_detections = nms_thresh, max_detections
 
     # ------------------------------------------------------------------ input
-    def preprocess(self, images: Union[Sequence[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    def preprocess(self,
+                   images: Union[Sequence[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Validate, normalise and pad images into (B, 3, H, W); padding is 0 after normalisation."""
         if isinstance(images, torch.Tensor):
             if images.dim() == 3:
@@ -75,7 +76,8 @@ class YOLOF(nn.Module):
             elif images.dim() == 4:
                 images = list(images)
             else:
-                raise ValueError(f"expected a list of (3, H, W) images or a (B, 3, H, W) tensor, got shape {tuple(images.shape)}")
+                raise ValueError("expected a list of (3, H, W) images or a (B, 3, H, W) tensor, "
+                                 f"got shape {tuple(images.shape)}")
         if len(images) == 0:
             raise ValueError("got an empty list of images")
         normalized = []

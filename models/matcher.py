@@ -1,7 +1,8 @@
 """Matchers: which anchors are paired with which ground-truth box.
 
 A matcher is the first part of label assignment (:class:`models.assigner.LabelAssigner`
-adds the ignore thresholds and the image mask and builds the labels). Every matcher is called under ``torch.no_grad()`` as::
+adds the ignore thresholds and the image mask and builds the labels). Every matcher is called under
+``torch.no_grad()`` as::
 
     matches = matcher(pred_boxes, anchors, gt_boxes)
 
@@ -115,7 +116,8 @@ class UniformMatcher:
         self.topk, self.by_prediction = topk, by_prediction
 
     @torch.no_grad()
-    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
+    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor,
+                 gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
         b = pred_boxes.shape[0]
         gts, _ = _pad_boxes(gt_boxes, pred_boxes)
         gts_c = box_convert(gts, "xyxy", "cxcywh")
@@ -133,7 +135,8 @@ class IoUTopKMatcher:
         self.topk = topk
 
     @torch.no_grad()
-    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
+    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor,
+                 gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
         gts, _ = _pad_boxes(gt_boxes, pred_boxes)
         b, gmax = gts.shape[:2]
         iou = box_iou(anchors, gts.reshape(-1, 4)).view(anchors.shape[0], b, gmax).permute(1, 0, 2)  # (B, R, Gmax)
@@ -146,7 +149,8 @@ class MaxIoUMatcher:
         self.pos_thresh, self.neg_thresh, self.allow_low_quality = pos_thresh, neg_thresh, allow_low_quality
 
     @torch.no_grad()
-    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
+    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor,
+                 gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
         gts, valid = _pad_boxes(gt_boxes, pred_boxes)
         b, gmax = gts.shape[:2]
         r = anchors.shape[0]
@@ -188,7 +192,8 @@ class ATSSMatcher:
         self.topk = topk
 
     @torch.no_grad()
-    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
+    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor,
+                 gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
         gts, valid = _pad_boxes(gt_boxes, anchors)  # (B, G, 4), (B, G)
         b, gmax = gts.shape[:2]
         r = anchors.shape[0]
@@ -256,7 +261,8 @@ class GridMatcher:
         self.offset, self.anchor_choice = float(offset), anchor_choice
 
     @torch.no_grad()
-    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
+    def __call__(self, pred_boxes: torch.Tensor, anchors: torch.Tensor,
+                 gt_boxes: Sequence[torch.Tensor]) -> list[Match]:
         gts, valid = _pad_boxes(gt_boxes, anchors)  # (B, G, 4), (B, G)
         r, a = anchors.shape[0], self.num_anchors
         if r % a != 0:

@@ -21,7 +21,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -n "$wheels" ]; then
-  [ -d "$wheels" ] || { echo "error: --wheels $wheels is not a folder (bash scripts/gpu_wheels.sh $wheels)" >&2; exit 2; }
+  [ -d "$wheels" ] || {
+    echo "error: --wheels $wheels is not a folder (bash scripts/gpu_wheels.sh $wheels)" >&2
+    exit 2
+  }
   target=$(mktemp -d)
   trap 'rm -rf "$target"' EXIT
   # a wheel is a zip file laid out as site-packages: unpacking it is installing it (no pip, no network)

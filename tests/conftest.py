@@ -47,7 +47,8 @@ def golden_path(name: str) -> Path:
     """``tests/fixtures/golden/<name>``; fails (does not skip) when the checkout lacks it."""
     path = GOLDEN / name
     if not path.is_file():
-        pytest.fail(f"golden fixture {path} is missing: it is part of the checkout (tests/fixtures/golden)", pytrace=False)
+        pytest.fail(f"golden fixture {path} is missing: it is part of the checkout (tests/fixtures/golden)",
+                    pytrace=False)
     return path
 
 

@@ -53,7 +53,8 @@ def yolo_lines(image: dict, anns: list[dict], class_ids: dict[int, int]) -> list
         if a["iscrowd"]:
             continue
         x, y, w, h = a["bbox"]
-        lines.append(f"{class_ids[a['category_id']]} {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} {w / W:.6f} {h / H:.6f}")
+        lines.append(f"{class_ids[a['category_id']]} {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} "
+                     f"{w / W:.6f} {h / H:.6f}")
     return lines
 
 

@@ -70,7 +70,8 @@ def test_a_skip_fails_unless_it_is_for_a_gpu_or_a_download(tmp_path):
         "def test_fixture_absent():\n    pytest.skip('golden fixture not found')\n\n"
         "@pytest.mark.skipif(True, reason='optional package missing')\ndef test_marker():\n    pass\n\n"
         "def test_gpu():\n    pytest.skip('needs a CUDA GPU')\n\n"
-        "@pytest.mark.skipif(True, reason='needs the 170 MB official checkpoint download')\ndef test_download():\n    pass\n\n"
+        "@pytest.mark.skipif(True, reason='needs the 170 MB official checkpoint download')\n"
+        "def test_download():\n    pass\n\n"
         "@pytest.mark.xfail(reason='known', strict=True)\ndef test_xfail():\n    assert False\n\n"
         "def test_passes():\n    assert True\n")
     proc = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-q", "-rA", "-p", "no:cacheprovider"],

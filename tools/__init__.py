@@ -1,1 +1,2 @@
-"""One-off command-line tools (``python tools/<name>.py`` or ``python -m tools.<name>``); the library never imports them."""
+"""One-off command-line tools (``python tools/<name>.py`` or ``python -m tools.<name>``); the library never imports
+them."""

@@ -100,7 +100,8 @@ def training_resize(cfg):
     """The resize that sets the training resolution (``output_shape(h, w)``) and its description."""
     d = cfg.data
     if d.pipeline == "yolo":
-        return Resize(d.yolo.resize_shape), f"data.yolo.resize_shape {list(d.yolo.resize_shape)} (h, w; scale jitter left out)"
+        return (Resize(d.yolo.resize_shape),
+                f"data.yolo.resize_shape {list(d.yolo.resize_shape)} (h, w; scale jitter left out)")
     size = max(d.train_min_size)
     return (ResizeShortestEdge(size, d.train_max_size),
             f"shorter side {size} (the largest of data.train_min_size), longer side <= {d.train_max_size}")
@@ -276,7 +277,8 @@ def format_report(report: dict) -> str:
     unlabelled = len(report["problems"]["images_without_label_file"])
     where = f", {unlabelled} of them without a label file" if unlabelled else ""
     lines = [f"{head}: {report['images']} images ({report['images_without_boxes']} without boxes{where}), "
-             f"{report['boxes']} boxes (+ {report['crowd_or_difficult']} crowd / difficult), {report['classes']} classes"]
+             f"{report['boxes']} boxes (+ {report['crowd_or_difficult']} crowd / difficult), "
+             f"{report['classes']} classes"]
     counts = sorted(report["per_class"].items(), key=lambda kv: -kv[1])
     lines.append("  boxes per class: " + ", ".join(f"{n} {c}" for n, c in counts if c)
                  + (f"; none: {', '.join(n for n, c in counts if not c)}" if any(c == 0 for _, c in counts) else ""))

@@ -156,7 +156,8 @@ def report(scenes: Sequence[Scene], stats: SceneStats) -> str:
              f"long side {stats.long_side} px in {int((long == stats.long_side).sum())} images "
              f"(others {int(long.min())}-{int(long.max())})",
              f"boxes per image: mean {counts.mean():.2f}, median {np.median(counts):.0f}, max {counts.max()}",
-             f"boxes with a side < {stats.min_side:g} px: {100 * np.mean(boxes[:, 2:].min(axis=1) < stats.min_side):.1f}%"]
+             f"boxes with a side < {stats.min_side:g} px: "
+             f"{100 * np.mean(boxes[:, 2:].min(axis=1) < stats.min_side):.1f}%"]
     for key, what in (("area", "the area field"), ("box", "the box area")):
         s, m, la = split[key]
         lines.append(f"small / medium / large by {what}: {100 * s:.1f} / {100 * m:.1f} / {100 * la:.1f}%")
@@ -177,9 +178,11 @@ def main(argv=None) -> int:
     files = args.files or [p for p in DEFAULT_FILES if p.is_file()]
     missing = [] if args.files else [p for p in DEFAULT_FILES if not p.is_file()]
     if missing:  # e.g. a checkout without ../shared: the table was measured with them
-        print(f"note: default file(s) not found, measured without them: {', '.join(map(str, missing))}", file=sys.stderr)
+        print(f"note: default file(s) not found, measured without them: {', '.join(map(str, missing))}",
+              file=sys.stderr)
     if not files:
-        raise UserError(f"no annotation files given and none of the defaults exists: {', '.join(map(str, DEFAULT_FILES))}")
+        raise UserError("no annotation files given and none of the defaults exists: "
+                        f"{', '.join(map(str, DEFAULT_FILES))}")
     scenes = load_scenes(files)
     if not any(len(s.boxes) for s in scenes):
         raise UserError(f"no boxes in {', '.join(map(str, files))}")

@@ -66,7 +66,8 @@ def convert_key(key: str) -> str | None:
         stage = int(m.group(1)) - 1  # res2 -> layer1
         block = m.group(2)
         if "shortcut" in key:
-            return f"backbone.layer{stage}.{block}.downsample." + ("0.weight" if key.endswith("shortcut.weight") else f"1.{m.group(3)}")
+            return f"backbone.layer{stage}.{block}.downsample." + ("0.weight" if key.endswith("shortcut.weight")
+                                                                   else f"1.{m.group(3)}")
         conv = m.group(3)
         if key.endswith(f"conv{conv}.weight"):
             return f"backbone.layer{stage}.{block}.conv{conv}.weight"
@@ -87,7 +88,8 @@ def convert_csp_key(key: str) -> str | None:
 
 def detect_csp_preset(official: Mapping[str, torch.Tensor]) -> str:
     """3x, 9x and 9x-stage2 are one model (they differ in training only): the 3x preset describes all three."""
-    if int(official["decoder.object_pred.weight"].shape[0]) != 6 or "backbone.layer5.base_layer.0.weight" not in official:
+    if (int(official["decoder.object_pred.weight"].shape[0]) != 6
+            or "backbone.layer5.base_layer.0.weight" not in official):
         raise ValueError("an official CSPDarkNet checkpoint that is not CSP-D-53-DC5 (6 anchors) has no preset here")
     return "yolof_csp_d53_dc5_3x"
 
@@ -152,7 +154,8 @@ def load_official(path: Path) -> dict[str, torch.Tensor]:
 def convert_checkpoint(src: Path, dst: Path) -> dict:
     official = load_official(src)
     preset = detect_preset(official)
-    num_classes = int(official["decoder.cls_score.weight"].shape[0]) // int(official["decoder.object_pred.weight"].shape[0])
+    num_classes = (int(official["decoder.cls_score.weight"].shape[0])
+                   // int(official["decoder.object_pred.weight"].shape[0]))
     cfg = load_config(REPO_ROOT / "config" / f"{preset}.yaml", {"model.num_classes": num_classes})
     ours, dropped = convert_state_dict(official)
     model = build_model(cfg)

@@ -86,7 +86,8 @@ def visualize_targets(cfg, out_dir: Path, num_images: int, device: torch.device,
                                         pos.cpu().numpy(), ignored.cpu().numpy())
         path = sample_path(out_dir, n, target)
         cv2.imwrite(str(path), canvas)
-        logger.info("%s: %d boxes, %d positive anchors, %d ignored", path.name, len(target["boxes"]), len(pos), len(ignored))
+        logger.info("%s: %d boxes, %d positive anchors, %d ignored", path.name, len(target["boxes"]), len(pos),
+                    len(ignored))
         paths.append(path)
     return paths
 

@@ -47,7 +47,8 @@ def why_no_cuda() -> str:
         return f"this torch {torch.__version__} is a CPU-only build{where}"
     if not gpus:
         smi = "found no GPU" if shutil.which("nvidia-smi") else "not found"
-        return f"no NVIDIA GPU visible (nvidia-smi {smi}); torch {torch.__version__} is built for CUDA {torch.version.cuda}"
+        return (f"no NVIDIA GPU visible (nvidia-smi {smi}); torch {torch.__version__} is built for "
+                f"CUDA {torch.version.cuda}")
     driver, driver_cuda = driver_versions()
     return (f"nvidia-smi shows {len(gpus)} GPU(s) ({gpus[0]}), but torch {torch.__version__} cannot use them: it is "
             f"built for CUDA {torch.version.cuda} and the driver {driver or '?'} supports CUDA up to "

@@ -322,7 +322,8 @@ def test_model_maps_boxes_back_by_separate_x_and_y_factors():
 
 def test_dataset_mosaic_sample_is_a_pure_function_of_index_and_seed(coco_tiny):
     cfg = load_config(None, [f"data.root={coco_tiny}", f"data.train_split={COCO_SPLIT}", "data.pipeline=yolo",
-                             "data.mosaic.prob=1.0", "data.yolo.resize_shape=[160, 160]", "data.mosaic.size=[160, 160]"])
+                             "data.mosaic.prob=1.0", "data.yolo.resize_shape=[160, 160]",
+                             "data.mosaic.size=[160, 160]"])
     ds = SeededDataset(build_dataset(cfg, COCO_SPLIT, is_train=True))
     (a, ta), (b, tb) = ds[(2, 123)], ds[(2, 123)]
     assert a.shape == (3, 160, 160) and torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])

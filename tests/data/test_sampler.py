@@ -1,4 +1,5 @@
-"""The aspect-ratio grouped training sampler (official DistributedGroupSampler semantics), deterministic and resumable."""
+"""The aspect-ratio grouped training sampler (official DistributedGroupSampler semantics), deterministic and
+resumable."""
 from __future__ import annotations
 
 import numpy as np

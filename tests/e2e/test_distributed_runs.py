@@ -47,7 +47,8 @@ HOOK = textwrap.dedent("""
         if os.environ.get("RECORD"):
             with open(os.environ["RECORD"] + f".{{rank}}", "a") as f:
                 ids = sorted(int(t["image_id"]) for _, ts in batches for t in ts)
-                f.write(json.dumps({{"iteration": iteration, "images": ids, "launch": int(os.environ["LAUNCH"])}}) + "\\n")
+                f.write(json.dumps({{"iteration": iteration, "images": ids,
+                                     "launch": int(os.environ["LAUNCH"])}}) + "\\n")
 
     engine.Trainer.run_step = step
     import train

@@ -91,7 +91,8 @@ def _expected_detections(checkpoint, coco_tiny, min_size, max_size):
     model = build_model(cfg)
     load_model_weights(model, checkpoint)
     model = prepare_for_inference(model)
-    ds = COCODetection(coco_tiny / COCO_SPLIT, COCO_JSON, build_transforms(False, min_size, max_size), cfg.model.input_format)
+    ds = COCODetection(coco_tiny / COCO_SPLIT, COCO_JSON, build_transforms(False, min_size, max_size),
+                       cfg.model.input_format)
     cat_ids = sorted(c["id"] for c in json.loads(COCO_JSON.read_text())["categories"])
     expected = {}
     for i in range(len(ds)):
@@ -165,13 +166,15 @@ def test_predict_and_coco_results_glue_by_hand(coco_tiny):
             "labels": np.array([1])}]
     (r,) = to_coco_results(odd, [1, 90])
     assert type(r["image_id"]) is int and type(r["category_id"]) is int and (r["image_id"], r["category_id"]) == (7, 90)
-    assert r["bbox"] == pytest.approx([1.004, 2.0, 10.496, 0.5], abs=0.006) and r["score"] == pytest.approx(0.1234567, abs=6e-6)
+    assert (r["bbox"] == pytest.approx([1.004, 2.0, 10.496, 0.5], abs=0.006)
+            and r["score"] == pytest.approx(0.1234567, abs=6e-6))
     json.dumps(res + [r])  # writable as is
     # score_coco on predictions equal to the ground truth (labels through label_to_cat_id) gives AP 1
     perfect = []
     for i in range(len(ds)):
         a = ds.get_annotation(i)
-        perfect.append({"image_id": ds.ids[i], "boxes": a["boxes"], "scores": np.ones(len(a["boxes"])), "labels": a["labels"]})
+        perfect.append({"image_id": ds.ids[i], "boxes": a["boxes"], "scores": np.ones(len(a["boxes"])),
+                        "labels": a["labels"]})
     metrics, _ = score_coco(ds, perfect)
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
 
@@ -184,7 +187,8 @@ def test_eval_bad_inputs_name_the_problem(coco_tiny, coco_checkpoint, tmp_path):
     assert proc.returncode != 0 and "junk.pth" in proc.stderr
     proc = _run("eval.py", "--weight", str(coco_checkpoint), "--config", "config/small_cpu.yaml", "-d", "coco",
                 "--root", str(coco_tiny), "--split", "val2017", "--out", str(tmp_path / "x.json"), "--opts",
-                "model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8", check=False)
+                "model.backbone.width_mult=0.25", "model.encoder.channels=32", "model.encoder.mid_channels=8",
+                check=False)
     # an 80-class checkpoint against the 5-class quickstart config: the mismatching tensors are named, no traceback
     assert proc.returncode != 0 and "does not fit the configured model" in proc.stderr
     assert "decoder.cls_score" in proc.stderr and "Traceback" not in proc.stderr
@@ -199,8 +203,8 @@ def test_test_py_draws_boxes_on_real_images(coco_tiny, coco_checkpoint, tmp_path
     folder.mkdir()
     for p in src:
         (folder / p.name).write_bytes(p.read_bytes())
-    proc = _run("test.py", "--weight", str(coco_checkpoint), "--input", str(folder), "--save_dir", str(tmp_path / "out"),
-                "--score_thresh", "0.0", "--show")
+    proc = _run("test.py", "--weight", str(coco_checkpoint), "--input", str(folder),
+                "--save_dir", str(tmp_path / "out"), "--score_thresh", "0.0", "--show")
     assert "no display" in proc.stdout and "FPS" in proc.stdout
     for p in src:
         drawn = cv2.imread(str(tmp_path / "out" / (p.stem + ".jpg")))
@@ -230,8 +234,9 @@ def _voc_devkit(root, coco_tiny):
         img = cv2.imread(str(src))
         h, w = img.shape[:2]
         cv2.imwrite(str(d / "JPEGImages" / f"{iid}.jpg"), img)
-        xml = "".join(f"<object><name>{n}</name><difficult>{df}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-                      f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b, df in objs)
+        xml = "".join(f"<object><name>{n}</name><difficult>{df}</difficult><bndbox><xmin>{b[0]}</xmin>"
+                      f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                      for n, b, df in objs)
         (d / "Annotations" / f"{iid}.xml").write_text(
             f"<annotation><filename>{iid}.jpg</filename><size><width>{w}</width><height>{h}</height><depth>3</depth>"
             f"</size>{xml}</annotation>")

@@ -18,7 +18,8 @@ def test_resume_continues_exactly(tmp_path):
     cfg = synthetic_cfg(tmp_path)
     device = CPU
     full = fit(cfg, RunOptions(tmp_path / "full", device=device, max_iter=5, progress=False))
-    fit(cfg, RunOptions(tmp_path / "part", device=device, max_iter=2, progress=False))  # stops mid-epoch, writes last.pth
+    # stops mid-epoch, writes last.pth
+    fit(cfg, RunOptions(tmp_path / "part", device=device, max_iter=2, progress=False))
     resumed = fit(cfg, RunOptions(tmp_path / "part", device=device, resume="auto", max_iter=5, progress=False))
     a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "part" / "last.pth", weights_only=True)

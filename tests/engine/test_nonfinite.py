@@ -71,7 +71,8 @@ def test_a_forced_scaler_skip_advances_neither_schedule_nor_ema_nor_iteration(tm
 
     monkeypatch.setattr(trainer_module, "train_step", inf_grads_once)
     # the scaler's first scale (2**16) overflows fp16 gradients by itself; start it where this model's fit
-    monkeypatch.setattr(torch.amp, "GradScaler", lambda device: torch.amp.grad_scaler.GradScaler(device, init_scale=8.0))
+    monkeypatch.setattr(torch.amp, "GradScaler",
+                        lambda device: torch.amp.grad_scaler.GradScaler(device, init_scale=8.0))
     fit(cfg, RunOptions(tmp_path / "run", device=CPU, progress=False))
     state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     assert len(calls) == 6 and state["skipped_steps"] == 1
@@ -110,7 +111,8 @@ def test_under_fp16_an_infinite_loss_is_a_scaler_skip_and_a_nan_a_rollback(tmp_p
     """A forward overflow (an inf loss) under fp16 is the GradScaler's: the step is skipped, the scale halved, the
     BatchNorm statistics restored, nothing rolled back; a NaN is rolled back."""
     cfg = small_cfg(tmp_path, "solver.amp=fp16", "solver.max_iter=4", "solver.steps=[3]")
-    monkeypatch.setattr(torch.amp, "GradScaler", lambda device: torch.amp.grad_scaler.GradScaler(device, init_scale=8.0))
+    monkeypatch.setattr(torch.amp, "GradScaler",
+                        lambda device: torch.amp.grad_scaler.GradScaler(device, init_scale=8.0))
     real = YOLOF.compute_losses
     calls = []
 

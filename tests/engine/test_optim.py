@@ -59,7 +59,8 @@ def test_schedule_warmup_steps_and_linear_scaling():
     assert (s.lr, s.max_iter, s.steps, s.warmup_iters) == (0.12, 22500, (15000, 20000), 1500)
     assert lr_factor(s, 0) == pytest.approx(0.00066667, rel=1e-5)  # the official WARMUP_FACTOR: 1/1500 rounded
     assert lr_factor(s, 750) == pytest.approx(0.5 * 0.00066667 + 0.5)
-    assert lr_factor(s, 1500) == 1.0 and lr_factor(s, 15000) == pytest.approx(0.1) and lr_factor(s, 20000) == pytest.approx(0.01)
+    assert (lr_factor(s, 1500) == 1.0 and lr_factor(s, 15000) == pytest.approx(0.1)
+            and lr_factor(s, 20000) == pytest.approx(0.01))
     s8 = effective_schedule(load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"solver.batch_size": 8}).solver)
     assert s8.lr == pytest.approx(0.015) and s8.max_iter == 180000 and s8.steps == (120000, 160000)
     s2x = effective_schedule(load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"solver.schedule": "2x"}).solver)
@@ -94,7 +95,8 @@ def test_fused_optimizer_makes_the_same_updates(optimizer):
     """solver.fused_optimizer: torch's fused kernel, the same update as the per-parameter loop up to rounding."""
     params = {}
     for fused in (False, True):
-        cfg = load_config(REPO / "config/small_cpu.yaml", {"solver.optimizer": optimizer, "solver.fused_optimizer": fused})
+        cfg = load_config(REPO / "config/small_cpu.yaml",
+                          {"solver.optimizer": optimizer, "solver.fused_optimizer": fused})
         torch.manual_seed(0)
         model = build_model(cfg)
         start = copy.deepcopy(model.state_dict())

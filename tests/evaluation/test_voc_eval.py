@@ -311,7 +311,8 @@ def _npos(voc_like) -> dict:
 
 def test_voc_end_to_end_on_coco_tiny(voc_like, tmp_path):
     npos = _npos(voc_like)
-    assert sum(npos.values()) == 45  # 54 boxes of VOC classes, 9 difficult (2 person crowds + every 5th: 6 persons, 1 car)
+    # 54 boxes of VOC classes, 9 difficult (2 person crowds + every 5th: 6 persons, 1 car)
+    assert sum(npos.values()) == 45
 
     # perfect detections (difficult boxes too: they are ignored) -> mAP 1,
     # through a write / read round trip of the comp4 files

@@ -49,7 +49,8 @@ def _random_official_state_dict(layout):
             sd[e["key"]] = torch.zeros(e["shape"], dtype=torch.int64)
         else:
             sd[e["key"]] = torch.rand(e["shape"], generator=g) + 0.5  # positive: valid BN variances
-    sd["anchor_generator.cell_anchors.0"] = torch.tensor([[-s / 2, -s / 2, s / 2, s / 2] for s in (32, 64, 128, 256, 512)])
+    sd["anchor_generator.cell_anchors.0"] = torch.tensor([[-s / 2, -s / 2, s / 2, s / 2]
+                                                          for s in (32, 64, 128, 256, 512)])
     return sd
 
 
@@ -177,14 +178,17 @@ def test_requires_grad_and_input_format_match_official(r50_with_official_seeded)
     assert cfg.model.input_format == inp["FORMAT"] == "BGR"
     assert list(cfg.model.pixel_mean) == inp["PIXEL_MEAN"] and list(cfg.model.pixel_std) == inp["PIXEL_STD"]
     r50 = build_model(cfg)
-    assert r50.pixel_mean.flatten().tolist() == pytest.approx(inp["PIXEL_MEAN"]) and r50.pixel_std.flatten().tolist() == inp["PIXEL_STD"]
+    assert (r50.pixel_mean.flatten().tolist() == pytest.approx(inp["PIXEL_MEAN"])
+            and r50.pixel_std.flatten().tolist() == inp["PIXEL_STD"])
     assert r50.size_divisibility == 0  # "padded only to the max H,W in the batch, NOT to a multiple of 32"
-    train = [["ResizeShortestEdge", {"short_edge_length": list(cfg.data.train_min_size), "max_size": cfg.data.train_max_size,
-                                     "sample_style": "choice"}], ["RandomFlip", {}], ["RandomShift", {"max_shifts": cfg.data.shift_max}]]
+    train = [["ResizeShortestEdge", {"short_edge_length": list(cfg.data.train_min_size),
+                                     "max_size": cfg.data.train_max_size, "sample_style": "choice"}],
+             ["RandomFlip", {}], ["RandomShift", {"max_shifts": cfg.data.shift_max}]]
     assert train == inp["TRAIN_PIPELINES"] and cfg.data.pipeline == "resize_shortest_edge"
     assert cfg.data.flip_prob == 0.5 and cfg.data.random_shift and cfg.data.shift_prob == 0.5  # the class defaults
     assert inp["TEST_PIPELINES"] == [["ResizeShortestEdge", {"short_edge_length": cfg.data.test_min_size,
-                                                             "max_size": cfg.data.test_max_size, "sample_style": "choice"}]]
+                                                             "max_size": cfg.data.test_max_size,
+                                                             "sample_style": "choice"}]]
     # a 200 x 280 image gives a 7 x 9 C5 map (stride 32, no padding to a multiple of 32)
     batch, sizes = r50.preprocess([torch.zeros(3, 200, 280)])
     assert batch.shape[-2:] == (200, 280) and sizes == [(200, 280)]
@@ -232,7 +236,8 @@ def test_quickstart_model_runs_on_real_coco_images_of_mixed_sizes(coco_tiny):
         b = o["boxes"]
         # threshold 0: up to the 100 best after NMS, however fresh the head (fewer where boxes fall in the padding)
         assert 50 < len(b) <= 100, name
-        assert b.dtype == torch.float32 and o["labels"].dtype == torch.int64 and len(o["scores"]) == len(o["labels"]) == len(b)
+        assert (b.dtype == torch.float32 and o["labels"].dtype == torch.int64
+                and len(o["scores"]) == len(o["labels"]) == len(b))
         # each image's boxes are clipped to its own size, not to the padded batch
         assert (b >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all(), name
         assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all(), name
@@ -276,7 +281,8 @@ def test_anchor_order_is_the_head_flatten_order_on_a_non_square_map():
         assert (code % 10).tolist() == list(range(k))  # the K columns are the classes in order
         s = (32, 64)[ai]
         # the anchor of the same row sits at cell (x, y) with size s: centre (x * stride, y * stride)
-        assert anchors[r].tolist() == [x * stride - s / 2, y * stride - s / 2, x * stride + s / 2, y * stride + s / 2], r
+        assert anchors[r].tolist() == [x * stride - s / 2, y * stride - s / 2,
+                                       x * stride + s / 2, y * stride + s / 2], r
 
 
 def test_postprocess_clips_each_image_of_a_batch_to_its_own_size():
@@ -338,8 +344,9 @@ def test_caffe_style_puts_stride_on_1x1():
     model = build_model(load_config(REPO / "config/yolof_r50_c5_1x.yaml"))
     blk = model.backbone.layer2[0]
     assert blk.conv1.stride == (2, 2) and blk.conv2.stride == (1, 1)
-    blk = build_model(load_config(REPO / "config/yolof_r50_c5_1x.yaml", {"model.backbone.style": "pytorch",
-                                                                                "model.backbone.weights": "none"})).backbone.layer2[0]
+    blk = build_model(load_config(REPO / "config/yolof_r50_c5_1x.yaml",
+                                  {"model.backbone.style": "pytorch",
+                                   "model.backbone.weights": "none"})).backbone.layer2[0]
     assert blk.conv1.stride == (1, 1) and blk.conv2.stride == (2, 2)
 
 
@@ -362,7 +369,8 @@ def test_imagenet_weights_are_never_downloaded_and_say_what_to_do(monkeypatch):
                                                         "model.backbone.weights": "imagenet"})
     model = build_model(cfg)  # building never reads the ImageNet file
     with pytest.raises(pretrained.WeightsError, match=r"resnet18-.*\.pth not found: download it from "
-                                                      r"https://download.pytorch.org/models/resnet18-.*\.pth and put it at"):
+                                                      r"https://download.pytorch.org/models/resnet18-.*\.pth "
+                                                      r"and put it at"):
         pretrained.load_pretrained(model, cfg.model.backbone)
 
 

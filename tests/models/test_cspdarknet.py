@@ -143,7 +143,8 @@ def test_syncbn_is_bn_on_one_process_and_converted_under_ddp():
     for part, synced in (("backbone", True), ("encoder", True), ("decoder", False)):
         norms = [m for m in getattr(model, part).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         assert norms and all(isinstance(m, nn.SyncBatchNorm) == synced for m in norms)
-    assert all(m.eps == 1e-4 and m.momentum == 0.03 for m in model.backbone.modules() if isinstance(m, nn.SyncBatchNorm))
+    assert all(m.eps == 1e-4 and m.momentum == 0.03
+               for m in model.backbone.modules() if isinstance(m, nn.SyncBatchNorm))
 
 
 def test_converter_detects_csp_from_keys():

@@ -20,7 +20,8 @@ def _params(module: torch.nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- encoder
-# C5 with 16 channels, encoder width 8, bottleneck width 4, BN. Parameters by hand (weights + biases, BN: 2 per channel):
+# C5 with 16 channels, encoder width 8, bottleneck width 4, BN.
+# Parameters by hand (weights + biases, BN: 2 per channel):
 #   C5Projection            1x1 16->8: 16*8 + 8 = 136
 #   projector               1x1 16->8: 136, BN 16; 3x3 8->8: 8*8*9 + 8 = 584, BN 16            -> 752
 #   one dilated block       1x1 8->4: 36, BN 8; 3x3 4->4: 4*4*9 + 4 = 148, BN 8; 1x1 4->8: 40, BN 16  -> 256
@@ -38,7 +39,8 @@ def test_encoder_switches_change_the_parameters_as_counted_by_hand():
 
 def test_quickstart_model_loses_the_encoder_parameters_counted_by_hand():
     # quickstart: C5 of a quarter-width ResNet-18 = 128 channels, encoder width 128, bottleneck 32.
-    # projector 128*128 + 128 + 256 + 128*128*9 + 128 + 256 = 164608; a block 4128 + 64 + 9248 + 64 + 4224 + 256 = 17984;
+    # projector 128*128 + 128 + 256 + 128*128*9 + 128 + 256 = 164608;
+    # a block 4128 + 64 + 9248 + 64 + 4224 + 256 = 17984;
     # no encoder: 128*128 + 128 = 16512
     def count(**overrides):
         return _params(build_model(load_config(REPO / "config/small_cpu.yaml", overrides)))

@@ -11,7 +11,8 @@ from torch import nn
 
 def test_fused_model_gives_the_same_detections():
     torch.manual_seed(0)
-    cfg = load_config(REPO / "config/small_cpu.yaml", {"model.backbone.norm": "frozen_bn", "model.test.score_thresh": 0.0})
+    cfg = load_config(REPO / "config/small_cpu.yaml",
+                      {"model.backbone.norm": "frozen_bn", "model.test.score_thresh": 0.0})
     model = build_model(cfg).eval()
     for m in model.modules():  # non-trivial statistics
         if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):

@@ -65,7 +65,8 @@ def test_decoder_raw_outputs_and_clamp_mask_match_official():
     np.testing.assert_array_equal(active.view(2, 35, 7, 9).numpy().astype(np.uint8), g["clamp_mask"])
     # there the official value differs from the unclamped log(sigmoid * sigmoid), and ours follows the official one
     obj5 = T(g["objectness_raw"]).view(2, 5, 1, 7, 9)
-    exact = torch.nn.functional.logsigmoid(T(g["cls_score_raw"]).view(2, 5, 7, 7, 9)) + torch.nn.functional.logsigmoid(obj5)
+    exact = (torch.nn.functional.logsigmoid(T(g["cls_score_raw"]).view(2, 5, 7, 7, 9))
+             + torch.nn.functional.logsigmoid(obj5))
     exact = exact - torch.log1p(-exact.exp().clamp(max=1 - 1e-7))  # logit of the product
     mask = T(g["clamp_mask"]).bool()
     assert (exact.view(2, 35, 7, 9)[mask] - T(g["cls_logits"])[mask]).abs().max() > 0.1
@@ -103,7 +104,8 @@ def test_box_coder_matches_official():
     np.testing.assert_allclose(clamp.decode(deltas, anchors).numpy(), g["decoded_ctr_clamp"], **kw)
     np.testing.assert_allclose(no_clamp.decode(deltas, anchors).numpy(), g["decoded_no_ctr_clamp"], **kw)
     np.testing.assert_allclose(w10.decode(deltas, anchors).numpy(), g["decoded_weights_10_10_5_5_ctr_clamp"], **kw)
-    np.testing.assert_allclose(clamp.decode(T(g["deltas_batched"]), anchors).numpy(), g["decoded_batched_ctr_clamp"], **kw)
+    np.testing.assert_allclose(clamp.decode(T(g["deltas_batched"]), anchors).numpy(),
+                               g["decoded_batched_ctr_clamp"], **kw)
     src, gt = T(g["encode_src_boxes"]), T(g["encode_gt_boxes"])
     np.testing.assert_allclose(clamp.encode(src, gt).numpy(), g["encoded_deltas"], atol=1e-6)
     np.testing.assert_allclose(w10.encode(src, gt).numpy(), g["encoded_deltas_weights_10_10_5_5"], atol=1e-6)
@@ -183,7 +185,8 @@ def _per_image(recorded, i, k=7):
 
 def test_inference_candidates_nms_keep_and_raw_output_match_official(monkeypatch):
     g = load_golden("inference")
-    _, recorded = _run_inference_recording_nms(monkeypatch, g["box_cls"], g["box_delta"], g["anchors"], g["image_size_hw"])
+    _, recorded = _run_inference_recording_nms(monkeypatch, g["box_cls"], g["box_delta"], g["anchors"],
+                                               g["image_size_hw"])
     for i in range(2):
         (cb, cs, cc), keep, (rb, rs, rc) = _per_image(recorded, i)
         # NMS inputs: top-k over anchors x classes, threshold 0.05, decoded with the centre clamp, unclipped

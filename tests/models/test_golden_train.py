@@ -51,8 +51,10 @@ def test_uniform_matcher_costs_match_official(monkeypatch):
     r, col = anchors.shape[0], 0
     for i, gt in enumerate(gts):  # golden: rows image-major, columns image 0's gts then image 1's
         n = gt.shape[0]
-        np.testing.assert_allclose(cost_pred[i, :, :n].numpy(), g["cost_pred"][i * r:(i + 1) * r, col:col + n], atol=1e-3)
-        np.testing.assert_allclose(cost_anchor[i, :, :n].numpy(), g["cost_anchor"][i * r:(i + 1) * r, col:col + n], atol=1e-3)
+        np.testing.assert_allclose(cost_pred[i, :, :n].numpy(), g["cost_pred"][i * r:(i + 1) * r, col:col + n],
+                                   atol=1e-3)
+        np.testing.assert_allclose(cost_anchor[i, :, :n].numpy(), g["cost_anchor"][i * r:(i + 1) * r, col:col + n],
+                                   atol=1e-3)
         col += n
 
 

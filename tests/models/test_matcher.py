@@ -122,7 +122,8 @@ def test_focal_and_giou_losses_by_hand():
 def test_per_image_normalisation_averages_images():
     gt = [torch.tensor([[16.0, 16.0, 48.0, 48.0]]), torch.zeros(0, 4)]
     labels = [torch.tensor([1]), torch.zeros(0, dtype=torch.long)]
-    match = [Match(src=torch.tensor([3, 1]), tgt=torch.tensor([0, 0])), Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))]
+    match = [Match(src=torch.tensor([3, 1]), tgt=torch.tensor([0, 0])),
+             Match(src=torch.zeros(0, dtype=torch.long), tgt=torch.zeros(0, dtype=torch.long))]
     logits = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
     pred = ANCHORS[None].repeat(2, 1, 1)
     target = torch.zeros(2, 4, 3)
@@ -321,7 +322,8 @@ def test_grid_inside_takes_cells_whose_anchor_centre_is_in_the_box():
     # best shape of a 60x45 box: IoU 2700/4096 = 0.66 with 64 px, 1024/2700 = 0.38 with 32 px
     assert [s for _, s in _grid("inside")([10, -5, 70, 40])] == [3, 5, 9, 11]
     # strictly inside: a box edge through an anchor centre does not take it
-    assert [s for _, s in _grid("inside")([32, 32, 60, 60])] == [8]  # no centre inside -> falls back to centre cell (1,1)
+    # no centre inside -> falls back to centre cell (1,1)
+    assert [s for _, s in _grid("inside")([32, 32, 60, 60])] == [8]
     # an 8x8 box holds no anchor centre: its centre cell (1, 1)
     assert _grid("inside")([36, 36, 44, 44]) == [(0, 8)]
 
@@ -342,7 +344,8 @@ def test_grid_matcher_config_builds_a_model_that_trains():
         "model.encoder.mid_channels": 8, "model.anchors.custom_wh": [[20, 20], [40, 30]]})
     model = build_model(cfg).train()
     assert isinstance(model.assigner.matcher, GridMatcher) and model.assigner.matcher.num_anchors == 2
-    out = model([torch.rand(3, 64, 96) * 255], [{"boxes": torch.tensor([[10.0, 10, 40, 50]]), "labels": torch.tensor([1])}])
+    out = model([torch.rand(3, 64, 96) * 255], [{"boxes": torch.tensor([[10.0, 10, 40, 50]]),
+                                                 "labels": torch.tensor([1])}])
     assert torch.isfinite(out["loss_cls"]) and out["num_foreground"] > 0
 
 

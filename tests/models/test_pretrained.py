@@ -250,7 +250,8 @@ def test_train_stops_before_the_first_step_when_the_imagenet_file_is_missing(tmp
 @pytest.mark.slow
 def test_train_starts_from_a_synthetic_r50_pkl(tmp_path, r50):
     write_pkl(tmp_path / "R-50.pkl", caffe2_blobs(r50, seed=2), with_blobs_level=True)
-    opts = [f"model.backbone.weights={tmp_path / 'R-50.pkl'}", "model.num_classes=5", "data.dataset=synthetic", "data.train_split=train", "data.val_split=val",
+    opts = [f"model.backbone.weights={tmp_path / 'R-50.pkl'}", "model.num_classes=5", "data.dataset=synthetic",
+            "data.train_split=train", "data.val_split=val",
             f"data.root={tmp_path / 'synth'}", "data.synthetic.num_train=4", "data.synthetic.num_val=2",
             "data.train_min_size=[128]", "data.train_max_size=128", "data.test_min_size=128",
             "data.test_max_size=128", "data.num_workers=0", "solver.batch_size=2", "solver.reference_batch_size=2",

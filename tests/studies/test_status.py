@@ -126,4 +126,5 @@ def test_watch_prints_until_every_run_has_ended(study, monkeypatch):
     printed, slept = [], []
     last = watch(spec, jobs, logs, interval=5, out=printed.append, sleep=slept.append)
     assert last == [RunStatus("a", "failed", "job 1: error: x")] and slept == [5, 5] and len(printed) == 3
-    assert printed[-1].endswith("tiny: 1 runs: 0 finished, 0 running, 0 pending, 1 failed\n  a  failed    job 1: error: x")
+    assert printed[-1].endswith("tiny: 1 runs: 0 finished, 0 running, 0 pending, 1 failed\n"
+                                "  a  failed    job 1: error: x")

@@ -116,7 +116,8 @@ def test_ablate_plot_draws_every_logged_run_of_a_spec(tmp_path, capsys, monkeypa
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump({"name": "tiny", "base": str(REPO / "config/small_cpu.yaml"), "seeds": [0, 1],
-                                    "rows": [{"name": "base"}, {"name": "k1", "overrides": {"model.decoder.pred_kernel": 1}}]}))
+                                    "rows": [{"name": "base"},
+                                             {"name": "k1", "overrides": {"model.decoder.pred_kernel": 1}}]}))
     logs = tmp_path / "logs"
     for row, seed in [("base", 0), ("base", 1), ("k1", 0)]:  # k1/seed1 has not run
         _write(logs / "tiny" / row / f"seed{seed}", [_it(2, 2, 3.0 + seed, 0.01), _ep(0, 2, 3.0, 0.1 * (seed + 1))])

@@ -58,8 +58,10 @@ def _coco_root(tmp_path, split="train"):
     gt = {"images": [{"id": 10, "file_name": "a.jpg", "height": 64, "width": 64},
                      {"id": 11, "file_name": "b.jpg", "height": 64, "width": 64}],
           "categories": [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}],
-          "annotations": [{"id": 1, "image_id": 10, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400, "iscrowd": 0},
-                          {"id": 2, "image_id": 11, "category_id": 3, "bbox": [8, 8, 30, 20], "area": 600, "iscrowd": 0}]}
+          "annotations": [{"id": 1, "image_id": 10, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
+                           "iscrowd": 0},
+                          {"id": 2, "image_id": 11, "category_id": 3, "bbox": [8, 8, 30, 20], "area": 600,
+                           "iscrowd": 0}]}
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(gt))
     return root
 
@@ -98,7 +100,8 @@ def test_eval_results_with_a_bad_detection(capsys, tmp_path, change, message):
 def test_eval_results_file_and_plot_runs_folder_that_do_not_exist(capsys, tmp_path):
     root = _coco_root(tmp_path, "val2017")
     assert _one_line(capsys, _script("eval"), "-d", "coco", "--root", str(root), "--results",
-                     str(tmp_path / "none.json")) == f"error: --results {tmp_path / 'none.json'}: no such file or folder"
+                     str(tmp_path / "none.json")) == \
+        f"error: --results {tmp_path / 'none.json'}: no such file or folder"
     from tools.plot_runs import main as plot_main
 
     assert _one_line(capsys, plot_main, str(tmp_path), "--out", str(tmp_path / "c.png")) == \

@@ -134,8 +134,8 @@ def collectives(report: Report, device) -> None:
     report.check(f"{name}: sync_model (buffers, EMA)", "ran", r["sync_model_kept"], "rank 0's values kept")
     report.check(f"{name}: non-finite agreement", "NonFiniteLossError on every rank" if r["nonfinite_agreed"]
                  else "no error", r["nonfinite_agreed"], "a NaN loss is refused before the step")
-    report.check(f"{name}: DDP step vs plain step", f"largest difference {r['ddp_max_diff']:.1e}", r["ddp_max_diff"] < 1e-5,
-                 "< 1e-5")
+    report.check(f"{name}: DDP step vs plain step", f"largest difference {r['ddp_max_diff']:.1e}",
+                 r["ddp_max_diff"] < 1e-5, "< 1e-5")
 
 
 def elastic(report: Report, device, tmp: Path) -> None:

@@ -74,5 +74,6 @@ class Report:
                                                             indent=1) + "\n")
         lines = [" ".join(f"{k}: {v};" for k, v in self.header.items()).rstrip(";"), "",
                  "| part | check | result | criterion | status | s |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r.part} | {r.check} | {r.result} | {r.criterion} | {r.status} | {r.seconds} |" for r in self.rows]
+        lines += [f"| {r.part} | {r.check} | {r.result} | {r.criterion} | {r.status} | {r.seconds} |"
+                  for r in self.rows]
         (self.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
