@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
+import cv2
 import torch
 
 from config import load_config
+from data.coco import COCODetection
+from data.transforms import Compose
 from models.detector import YOLOF
-from tests.conftest import REPO
+from tests.conftest import COCO_SPLIT, REPO
 
 CPU = torch.device("cpu")
 
@@ -83,3 +87,19 @@ def poison_losses(monkeypatch, calls, value: float = float("nan")):
 
     monkeypatch.setattr(YOLOF, "compute_losses", poisoned)
     return count
+
+
+def coco_with_a_broken_image(coco_tiny: Path, tmp_path: Path, name: str, junk: bytes = b"not a JPEG"):
+    """A copy of tests/assets whose image ``name`` holds ``junk`` bytes: (its root, its dataset, the annotation of
+    each readable image keyed by its decoded pixels, for a model that answers an image with its own boxes)."""
+    root = tmp_path / "coco"
+    shutil.copytree(coco_tiny, root)
+    (root / COCO_SPLIT / name).write_bytes(junk)
+    ds = COCODetection(root / COCO_SPLIT, root / "annotations" / f"instances_{COCO_SPLIT}.json", Compose([]),
+                       filter_empty=False)
+    truth = {}
+    for i in range(len(ds)):
+        image = cv2.imread(ds.get_file_name(i), cv2.IMREAD_COLOR)
+        if image is not None:
+            truth[image.tobytes()] = ds.get_annotation(i)
+    return root, ds, truth

@@ -3,18 +3,15 @@ every image scored once, an unreadable one left out of the ground truth."""
 from __future__ import annotations
 
 import json
-import shutil
 
-import cv2
 import pytest
 import torch
 
 from config import load_config
 from data.build import build_test_loader
-from data.coco import COCODetection
-from data.transforms import Compose
 from evaluation.evaluator import ScoreOptions, predict, score_coco, to_coco_results
 from tests.conftest import COCO_SPLIT, REPO
+from tests.helpers import coco_with_a_broken_image
 
 OFFICIAL = ["yolof_r50_c5_1x", "yolof_r50_dc5_1x", "yolof_r101_c5_1x", "yolof_r101_dc5_1x", "yolof_x101_64x4d_c5_1x"]
 
@@ -66,17 +63,8 @@ def test_an_unreadable_image_is_predicted_never_and_left_out_of_the_ground_truth
     """tests/assets with one image replaced by bytes that are no image, and a model that answers every image it
     is shown with that image's annotated boxes (found by its pixels): every image id comes back once, the broken
     one unpredicted, and the others score AP 100 (pycocotools) with the broken one out of the ground truth."""
-    root = tmp_path / "coco"
-    shutil.copytree(coco_tiny, root)
+    root, ds, truth = coco_with_a_broken_image(coco_tiny, tmp_path, "000000223747.jpg")
     broken = root / COCO_SPLIT / "000000223747.jpg"
-    broken.write_bytes(b"not a JPEG")
-    ds = COCODetection(root / COCO_SPLIT, root / "annotations" / f"instances_{COCO_SPLIT}.json", Compose([]),
-                       filter_empty=False)
-    truth = {}
-    for i in range(len(ds)):
-        image = cv2.imread(ds.get_file_name(i), cv2.IMREAD_COLOR)
-        if image is not None:
-            truth[image.tobytes()] = ds.get_annotation(i)
 
     class Exact(torch.nn.Module):
         def forward(self, images, output_sizes=None):
