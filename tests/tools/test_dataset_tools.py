@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from config import load_config
 from data.dataset_base import DatasetError
@@ -232,10 +234,12 @@ def test_a_broken_xml_file_is_reported_against_its_own_split_only(tmp_path, coco
 
 
 def test_browse_dataset_draws_the_training_samples(tmp_path, coco_tiny):
+    """The pictures are the training samples as the model sees them (the k-th: a distinct image drawn with
+    np.random.default_rng(train.seed), augmented with the generator seed + k, as documented), the pixels unchanged
+    but for an outline on each box and its name tag: derived here from the dataset alone, not with browse()'s
+    drawing functions."""
     from data.build import build_dataset
     from tools import browse_dataset
-    from tools.visualize_targets import augmented_samples, image_to_bgr
-    from utils.visualize import draw_detections
 
     opts = ["data.dataset=coco", f"data.root={COCO_TINY}", "data.train_split=val2017", "data.val_split=val2017",
             "model.num_classes=auto", "data.mosaic.prob=1.0", "data.mosaic.size=[320,320]",
@@ -246,12 +250,31 @@ def test_browse_dataset_draws_the_training_samples(tmp_path, coco_tiny):
     assert len(pictures) == 3
     cfg = load_config(REPO / "config/small_cpu.yaml", opts)
     dataset = build_dataset(cfg, "val2017", is_train=True)
-    for picture, (n, image, target) in zip(pictures, augmented_samples(dataset, 3, cfg.train.seed)):
-        assert picture.name.startswith(f"{n:02d}_")
-        expected = draw_detections(image_to_bgr(image, cfg.model.input_format), target["boxes"], target["labels"],
-                                   class_names=dataset.class_names)
-        np.testing.assert_array_equal(cv2.imread(str(picture)), expected)  # the mosaic sample, boxes and names
-        assert expected.shape[:2] == (320, 320) and len(target["boxes"]) > 0
+    picked = np.random.default_rng(cfg.train.seed).choice(len(dataset), size=3, replace=False)
+    for k, (picture, index) in enumerate(zip(pictures, picked.tolist())):
+        dataset.set_rng(np.random.default_rng(cfg.train.seed + k))
+        image, target = dataset[index]
+        raw = image.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()[:, :, ::-1]  # RGB tensor -> BGR pixels
+        drawn = cv2.imread(str(picture))
+        assert picture.name == f"{k:02d}_{Path(target['file_name']).stem}.png"
+        assert drawn.shape == raw.shape == (320, 320, 3) and len(target["boxes"]) > 0  # the mosaic canvas
+        h, w = raw.shape[:2]
+        may_differ = np.zeros((h, w), dtype=bool)
+        outlines = []
+        for (x1, y1, x2, y2), label in zip(np.round(target["boxes"].numpy()).astype(int).tolist(),
+                                           target["labels"].tolist()):
+            x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w - 1), min(y2, h - 1)
+            for band in ((slice(y1, y2 + 1), slice(x1, x1 + 2)), (slice(y1, y2 + 1), slice(x2 - 1, x2 + 1)),
+                         (slice(y1, y1 + 2), slice(x1, x2 + 1)), (slice(y2 - 1, y2 + 1), slice(x1, x2 + 1))):
+                may_differ[band] = True  # a 2-px outline inside the box
+            outlines.append((slice(y1 + 2, y2 - 1), x1))  # the left edge, below the tag
+            name = dataset.class_names[label]
+            tag_w = 9 * len(name) + 8  # the tag: above the box's top-left corner (or just inside), a line high
+            may_differ[max(y1 - 20, 0):y1 + 20, max(min(x1, w - tag_w) - 2, 0):x1 + tag_w] = True
+        assert np.array_equal(drawn[~may_differ], raw[~may_differ])  # every other pixel is the training sample's
+        for rows, x in outlines:
+            edge = np.any(drawn[rows, x] != raw[rows, x], axis=-1)
+            assert edge.size == 0 or edge.mean() > 0.5  # an outline where the box is
 
 
 def test_check_dataset_reads_a_vocdevkit(tmp_path):
