@@ -27,7 +27,8 @@ def run_config(args, weight: Optional[str] = None) -> Config:
     (+ ``--opts``), or the quickstart's; with a ``weight``, :func:`config.loader.config_from_checkpoint` decides.
 
     ``-d/--dataset``, ``--root`` and ``--num_workers``, where a script has them, override ``data.dataset``,
-    ``data.root`` and ``data.num_workers``. ``model.num_classes: auto`` takes the class count of the checkpoint's
+    ``data.root`` and ``data.num_workers``; a ``--num_workers`` above 0 also turns ``data.cache_images`` off unless
+    ``--opts`` sets it. ``model.num_classes: auto`` takes the class count of the checkpoint's
     ``class_names`` when there is one.
     """
     args.opts = list(args.opts)
@@ -37,6 +38,9 @@ def run_config(args, weight: Optional[str] = None) -> Config:
         args.opts.append(f"data.root={args.root}")
     if getattr(args, "num_workers", None) is not None:  # 0 is a value
         args.opts.append(f"data.num_workers={args.num_workers}")
+        if args.num_workers > 0 and not any(o.startswith("data.cache_images=") for o in args.opts):
+            # the flag asks for loader workers, and an image cache cannot outlive them: the cache gives way
+            args.opts.append("data.cache_images=false")
     if weight:
         return config_from_checkpoint(load_checkpoint(weight), args.opts, config=args.config, source=str(weight))
     return load_config(args.config or DEFAULT_CONFIG, args.opts)

@@ -54,8 +54,12 @@ def test_script_flags_override_their_keys():
     cfg = run_config(_args(str(SMALL), dataset="coco", root="/data/coco", num_workers=3))
     assert (cfg.data.dataset, cfg.data.root, cfg.data.num_workers) == ("coco", "/data/coco", 3)
     assert run_config(_args(str(SMALL), num_workers=0, root=None)).data.num_workers == 0
+    # the quickstart keeps its images in memory: the flag's workers win over the cache, an explicit cache does not
+    assert load_config(DEFAULT_CONFIG).data.cache_images
+    cfg = run_config(_args(num_workers=2))
+    assert (cfg.data.num_workers, cfg.data.cache_images) == (2, False)
     with pytest.raises(ConfigError, match=r"^config key 'data\.cache_images': needs data\.num_workers=0"):
-        run_config(_args(num_workers=2))  # the quickstart keeps its images in memory
+        run_config(_args(num_workers=2, opts=["data.cache_images=true"]))
 
 
 def test_the_predictor_rebuilds_the_same_config_as_the_scripts(checkpoint):
