@@ -94,28 +94,42 @@ def write_coco(out: Path, splits: dict[str, RawSplit], names: list[str], placer:
     return summary
 
 
+def _placed_boxes(raw: RawSplit, folder: Path, placer: Placer, *, yolo: bool):
+    """Each image of the split placed below ``folder``, as (its new path, h, w, [(annotation, clipped xyxy)]), and
+    how many boxes were left out: empty once clipped, and for YOLO also crowd boxes and any box of an image of
+    unknown size (its labels are fractions of the size)."""
+    per_image, names_below = _by_image(raw), relative_names(raw)
+    placed, left_out = [], 0
+    for im in raw.coco["images"]:
+        dst = placer.place(Path(raw.image_path(im)), folder / names_below[im["id"]])
+        h, w = _size(raw, im)
+        boxes = []
+        for a in per_image[im["id"]]:
+            usable = not yolo or (not a.get("iscrowd") and h > 0 and w > 0)
+            box = _clipped(a, h, w) if usable else None
+            if box is None:
+                left_out += 1
+            else:
+                boxes.append((a, box))
+        placed.append((dst, h, w, boxes))
+    return placed, left_out
+
+
+def _split_summary(placed: list, left_out: int) -> dict:
+    return {"images": len(placed), "boxes": sum(len(boxes) for *_, boxes in placed), "left_out": left_out}
+
+
 def write_yolo(out: Path, splits: dict[str, RawSplit], names: list[str], placer: Placer) -> dict[str, dict]:
     summary = {}
     for split, raw in splits.items():
-        written = left_out = 0
-        per_image, names_below = _by_image(raw), relative_names(raw)
-        for im in raw.coco["images"]:
-            dst = placer.place(Path(raw.image_path(im)), out / "images" / split / names_below[im["id"]])
-            h, w = _size(raw, im)
-            lines = []
-            for a in per_image[im["id"]]:
-                box = None if a.get("iscrowd") or not (h > 0 and w > 0) else _clipped(a, h, w)
-                if box is None:
-                    left_out += 1
-                    continue
-                x1, y1, x2, y2 = box
-                lines.append(f"{a['category_id'] - 1} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                             f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+        placed, left_out = _placed_boxes(raw, out / "images" / split, placer, yolo=True)
+        for dst, h, w, boxes in placed:
             label = (out / "labels" / split / dst.relative_to(out / "images" / split)).with_suffix(".txt")
             label.parent.mkdir(parents=True, exist_ok=True)
-            label.write_text("".join(line + "\n" for line in lines))
-            written += len(lines)
-        summary[split] = {"images": len(raw.coco["images"]), "boxes": written, "left_out": left_out}
+            label.write_text("".join(f"{a['category_id'] - 1} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                                     f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
+                                     for a, (x1, y1, x2, y2) in boxes))
+        summary[split] = _split_summary(placed, left_out)
     data = {**{s: f"images/{s}" for s in splits}, "names": dict(enumerate(names))}
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return summary
@@ -145,21 +159,11 @@ def voc_xml_element(file_name: str, h: int, w: int, objects: list[tuple[str, lis
 def write_voc_xml(out: Path, splits: dict[str, RawSplit], names: list[str], placer: Placer) -> dict[str, dict]:
     summary = {}
     for split, raw in splits.items():
-        written = left_out = 0
-        per_image, names_below = _by_image(raw), relative_names(raw)
-        for im in raw.coco["images"]:
-            dst = placer.place(Path(raw.image_path(im)), out / split / names_below[im["id"]])
-            h, w = _size(raw, im)
-            objects = []
-            for a in per_image[im["id"]]:
-                box = _clipped(a, h, w)
-                if box is None:
-                    left_out += 1
-                    continue
-                objects.append((names[a["category_id"] - 1], box, bool(a.get("iscrowd"))))
+        placed, left_out = _placed_boxes(raw, out / split, placer, yolo=False)
+        for dst, h, w, boxes in placed:
+            objects = [(names[a["category_id"] - 1], box, bool(a.get("iscrowd"))) for a, box in boxes]
             ET.ElementTree(voc_xml_element(dst.name, h, w, objects)).write(dst.with_suffix(".xml"), encoding="utf-8")
-            written += len(objects)
-        summary[split] = {"images": len(raw.coco["images"]), "boxes": written, "left_out": left_out}
+        summary[split] = _split_summary(placed, left_out)
     return summary
 
 
