@@ -62,10 +62,17 @@ def test_asset_annotations_describe_the_images_beside_them():
         assert im["file_name"] in readme and im["flickr_url"] in readme and im["coco_url"] in readme
 
 
+def _run_suite_with_our_conftest(folder, name: str, source: str, *flags: str, env=None):
+    """pytest on one test file ``source`` beside a copy of tests/conftest.py, in its own process."""
+    shutil.copy(REPO / "tests" / "conftest.py", folder / "conftest.py")
+    (folder / name).write_text(source)
+    return subprocess.run([sys.executable, "-m", "pytest", str(folder), "-q", *flags, "-p", "no:cacheprovider"],
+                          cwd=folder, capture_output=True, text=True, timeout=300, env=env)
+
+
 def test_a_skip_fails_unless_it_is_for_a_gpu_or_a_download(tmp_path):
     """Run a small suite through a copy of tests/conftest.py: only the GPU and the download skips stay skips."""
-    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_skips.py").write_text(
+    proc = _run_suite_with_our_conftest(tmp_path, "test_skips.py",
         "import pytest\n\n"
         "def test_fixture_absent():\n    pytest.skip('golden fixture not found')\n\n"
         "@pytest.mark.skipif(True, reason='optional package missing')\ndef test_marker():\n    pass\n\n"
@@ -73,9 +80,7 @@ def test_a_skip_fails_unless_it_is_for_a_gpu_or_a_download(tmp_path):
         "@pytest.mark.skipif(True, reason='needs the 170 MB official checkpoint download')\n"
         "def test_download():\n    pass\n\n"
         "@pytest.mark.xfail(reason='known', strict=True)\ndef test_xfail():\n    assert False\n\n"
-        "def test_passes():\n    assert True\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-q", "-rA", "-p", "no:cacheprovider"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        "def test_passes():\n    assert True\n", "-rA")
     out = proc.stdout
     assert proc.returncode == 1, out
     # a skip in the test body fails it; a skip from a skipif marker (at setup) is an error: both fail the run
@@ -89,14 +94,10 @@ def test_a_skip_fails_unless_it_is_for_a_gpu_or_a_download(tmp_path):
 def test_a_missing_chromium_skips_outside_ci_only(tmp_path, ci, outcome):
     """The browser tests' skip (Chromium missing, with how to install it) stays a skip unless YOLOF_CI=1 (.ci/run),
     where it fails; a skip naming Chromium without saying how to install it always fails."""
-    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_browser.py").write_text(
+    proc = _run_suite_with_our_conftest(tmp_path, "test_browser.py",
         "import pytest\n\n"
         "def test_browser():\n    pytest.skip('Chromium is missing (install it with: apt-get install chromium "
         "chromium-driver)')\n\n"
         "def test_no_hint():\n    pytest.skip('Chromium is missing')\n\n"
-        "def test_passes():\n    assert True\n")
-    env = {**os.environ, "YOLOF_CI": ci}
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-q", "-p", "no:cacheprovider"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        "def test_passes():\n    assert True\n", env={**os.environ, "YOLOF_CI": ci})
     assert outcome in proc.stdout, proc.stdout
